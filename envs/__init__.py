@@ -1,0 +1,1 @@
+"""pbrl_envs: tasks (gymnasium environments) and benchmark-suite recipes for pbrl."""

@@ -1,0 +1,66 @@
+"""The `pbrl` command.
+
+Thin by design: each subcommand is a dataclass (fields = options, parsed by tyro) with a `run()` method that calls
+library functions. Commands are looked up by their words (`pbrl data info ...`) and imported lazily, so
+`pbrl data list` does not pay for importing transformers. User errors (`PbrlError`) print as one line, exit 2.
+
+To add a command: write its dataclass in the branch's `commands.py` and add one row to `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from pbrl.errors import PbrlError
+
+# words -> ("module:Class", one-line help). A group's default command uses the group's words alone.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data", "info"): ("pbrl.data.commands:DataInfo", "describe a dataset (Minari id, d4rl:<path>, local path)"),
+    ("data", "list"): ("pbrl.data.commands:DataList", "list local datasets and the benchmark suite"),
+    ("data", "build"): ("pbrl.data.commands:DataBuild", "build a benchmark-suite dataset locally"),
+    ("prefs", "info"): ("pbrl.data.commands:PrefsInfo", "counts, tie rate and label balance of a label folder"),
+    ("prefs",): ("pbrl.data.commands:PrefsLabel", "label segment pairs of a dataset with a scripted teacher"),
+}
+
+
+def _usage() -> str:
+    width = max(len(" ".join(words)) for words in COMMANDS)
+    rows = [f"  pbrl {' '.join(words):<{width}}  {help_}" for words, (_, help_) in COMMANDS.items()]
+    return "usage: pbrl COMMAND [ARGS] (pbrl COMMAND --help for its options)\n\ncommands:\n" + "\n".join(rows)
+
+
+def _resolve(argv: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Longest run of leading words that names a command, and the remaining arguments."""
+    for n in range(min(len(argv), 3), 0, -1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            return words, argv[n:]
+    raise PbrlError(f"unknown command {' '.join(argv[:2])!r}; run `pbrl --help` for the list")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    try:
+        words, rest = _resolve(argv)
+        target, help_ = COMMANDS[words]
+        module, cls_name = target.split(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        cmd = tyro.cli(cls, args=rest, prog="pbrl " + " ".join(words), description=help_)
+        cmd.run()
+    except PbrlError as e:
+        print(f"pbrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pbrl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""LLM branch: prefix-sharing DPO, attention backends and kernels, LM reward models."""

@@ -1,0 +1,1 @@
+"""Offline policies: one file per algorithm, shared networks, trainer loop, evaluation."""

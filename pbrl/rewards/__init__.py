@@ -1,0 +1,1 @@
+"""Reward learners: losses, networks, segmenters, normalizers, training, relabeling."""
