@@ -1,1 +1,8 @@
-"""pbrl_envs: tasks (gymnasium environments) and benchmark-suite recipes for pbrl."""
+"""pbrl_envs: tasks (gymnasium environments) and benchmark-suite recipes for pbrl.
+
+Importing this package registers its gymnasium environments and its dataset recipes.
+"""
+
+from pbrl_envs.recipes import RECIPES, Recipe, register_recipe
+
+__all__ = ["RECIPES", "Recipe", "register_recipe"]
