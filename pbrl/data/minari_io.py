@@ -1,0 +1,214 @@
+"""Minari IO: read local Minari datasets into an EpisodeDataset and write one back.
+
+Writing goes through `minari.create_dataset_from_buffers` (DataCollector needs jax). pbrl's own metadata
+(provenance, source name) rides in the Minari metadata under the key `pbrl`. The dataset is first created under a
+temporary datasets root next to the real one and then renamed into place, so a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pbrl.errors import PbrlError
+
+if TYPE_CHECKING:
+    from pbrl.data.dataset import EpisodeDataset
+
+
+def datasets_root() -> str:
+    """Minari's local datasets folder ($MINARI_DATASETS_PATH or ~/.minari/datasets)."""
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+
+
+def local_dataset_ids() -> list[str]:
+    """Ids of every local Minari dataset (folders holding data/metadata.json)."""
+    root = datasets_root()
+    ids = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        if os.path.basename(dirpath) == "data" and "metadata.json" in filenames:
+            ids.append(os.path.relpath(os.path.dirname(dirpath), root))
+    return sorted(i for i in ids if not i.startswith(".pbrl-tmp"))
+
+
+def dataset_exists(dataset_id: str) -> bool:
+    return os.path.isfile(os.path.join(datasets_root(), dataset_id, "data", "metadata.json"))
+
+
+def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
+    import minari
+
+    from pbrl.data.dataset import EpisodeDataset
+
+    if isinstance(id_or_dataset, str):
+        dataset_id = id_or_dataset
+        if not download and not dataset_exists(dataset_id):
+            hint = ", ".join(local_dataset_ids()[:8]) or "none"
+            raise PbrlError(
+                f"unknown local Minari dataset {dataset_id!r} under {datasets_root()} (local: {hint}); "
+                "build it (`pbrl data build`) or pass download=True / --download for a remote Minari dataset"
+            )
+        try:
+            mds = minari.load_dataset(dataset_id, download=download)
+        except Exception as e:  # minari raises several types for corrupt or missing data
+            raise PbrlError(f"cannot load Minari dataset {dataset_id!r}: {e}") from None
+    else:
+        mds = id_or_dataset
+    storage = mds.storage
+    episodes = list(storage.get_episodes(range(storage.total_episodes)))
+    if not episodes:
+        raise PbrlError(f"Minari dataset {mds.spec.dataset_id!r} has no episodes")
+    for ep in episodes:
+        if isinstance(ep["observations"], dict | tuple):
+            raise PbrlError(f"{mds.spec.dataset_id}: dict/tuple observations are not supported (flatten them first)")
+    raw_meta = storage.metadata
+    lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
+    env_spec = raw_meta.get("env_spec")
+    env_id = None
+    if env_spec:
+        with contextlib.suppress(Exception):
+            env_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else env_spec.id
+    meta = dict(json.loads(raw_meta["pbrl"])) if "pbrl" in raw_meta else {}
+    meta.update(
+        dataset_id=raw_meta["dataset_id"],
+        name=meta.get("name") or raw_meta["dataset_id"],
+        env_id=env_id or meta.get("env_id"),
+        ref_min_score=raw_meta.get("ref_min_score"),
+        ref_max_score=raw_meta.get("ref_max_score"),
+        description=raw_meta.get("description"),
+    )
+    return EpisodeDataset(
+        observations=np.concatenate([ep["observations"] for ep in episodes]),
+        actions=np.concatenate([ep["actions"] for ep in episodes]),
+        rewards=np.concatenate([ep["rewards"] for ep in episodes]),
+        terminations=np.concatenate([ep["terminations"] for ep in episodes]),
+        truncations=np.concatenate([ep["truncations"] for ep in episodes]),
+        episode_starts=np.concatenate([[0], np.cumsum(lengths)]),
+        metadata=meta,
+        observation_space=storage.observation_space,
+        action_space=storage.action_space,
+    )
+
+
+@contextlib.contextmanager
+def _datasets_root_at(path: str):
+    # minari reads MINARI_DATASETS_PATH at every call: point it at a temporary root for the duration of a write
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def write_minari(
+    ds: EpisodeDataset,
+    dataset_id: str,
+    *,
+    overwrite: bool = False,
+    description: str | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> str:
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except Exception as e:
+        raise PbrlError(f"invalid Minari dataset id {dataset_id!r} (expected [namespace/]name-vN): {e}") from None
+    root = datasets_root()
+    final = os.path.join(root, dataset_id)
+    if os.path.exists(final) and not overwrite:
+        raise PbrlError(f"Minari dataset {dataset_id!r} already exists at {final} (pass overwrite=True / --overwrite)")
+    ref_min = ref_min_score if ref_min_score is not None else ds.metadata.get("ref_min_score")
+    ref_max = ref_max_score if ref_max_score is not None else ds.metadata.get("ref_max_score")
+    if (ref_min is None) != (ref_max is None):
+        raise PbrlError("pass both ref_min_score and ref_max_score, or neither")
+    meta = dict(ds.metadata)
+    meta["provenance"] = list(meta.get("provenance", [])) + ([provenance] if provenance else [])
+    meta.pop("dataset_id", None)
+
+    env = None
+    if ds.env_id:
+        try:
+            gym.spec(ds.env_id)
+            env = ds.env_id
+        except Exception:
+            env = None  # env not registered in this process: store spaces only, keep the id in pbrl metadata
+    buffers = []
+    for i in range(ds.num_episodes):
+        ep = ds.episode(i)
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=np.asarray(ep.observations),
+                actions=np.asarray(ep.actions),
+                rewards=np.asarray(ep.rewards),
+                terminations=np.asarray(ep.terminations),
+                truncations=np.asarray(ep.truncations),
+            )
+        )
+    os.makedirs(root, exist_ok=True)
+    tmp_root = os.path.join(root, f".pbrl-tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with _datasets_root_at(tmp_root), warnings.catch_warnings():
+            # minari warns about unset author/permalink/eval_env fields we do not use
+            warnings.simplefilter("ignore", UserWarning)
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=env,
+                action_space=ds.action_space,
+                observation_space=ds.observation_space,
+                algorithm_name=meta.get("algorithm_name") or "pbrl",
+                description=description or meta.get("description") or f"pbrl dataset {ds.name}",
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
+                jpeg_encoding=False,
+            )
+            mds = minari.load_dataset(dataset_id)
+            mds.storage.update_metadata({"pbrl": json.dumps(meta, default=_jsonable)})
+        os.makedirs(os.path.dirname(final) or root, exist_ok=True)
+        trash = None
+        if os.path.exists(final):
+            trash = f"{final}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, trash)
+        os.replace(os.path.join(tmp_root, dataset_id), final)
+        _copy_namespace_metadata(tmp_root, root, dataset_id)
+        if trash:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return final
+
+
+def _copy_namespace_metadata(tmp_root: str, root: str, dataset_id: str) -> None:
+    # minari keeps namespace_metadata.json in each namespace folder; create it in the real root if missing
+    parts = dataset_id.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        rel = os.path.join(*parts[:depth], "namespace_metadata.json")
+        src, dst = os.path.join(tmp_root, rel), os.path.join(root, rel)
+        if os.path.isfile(src) and not os.path.exists(dst):
+            shutil.copyfile(src, dst)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
