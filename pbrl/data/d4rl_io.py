@@ -39,7 +39,9 @@ def read_d4rl(path: str) -> EpisodeDataset:
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED_KEYS if k not in f]
             if missing:
-                raise PbrlError(f"{path}: not a D4RL dataset, missing keys {missing} (has {sorted(f.keys())})")
+                raise PbrlError(
+                    f"{path}: not a D4RL dataset, missing keys {missing} (has {sorted(f.keys())})"
+                )
             obs = f["observations"][()]
             act = f["actions"][()]
             rew = f["rewards"][()].reshape(-1)
@@ -102,7 +104,12 @@ def write_d4rl(path: str, observations, actions, rewards, terminals, timeouts, *
     tmp = f"{path}.tmp-{os.getpid()}"
     with h5py.File(tmp, "w") as f:
         for k, v in dict(
-            observations=observations, actions=actions, rewards=rewards, terminals=terminals, timeouts=timeouts, **extra
+            observations=observations,
+            actions=actions,
+            rewards=rewards,
+            terminals=terminals,
+            timeouts=timeouts,
+            **extra,
         ).items():
             f.create_dataset(k, data=np.asarray(v))
     os.replace(tmp, path)

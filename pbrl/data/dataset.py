@@ -98,7 +98,13 @@ class EpisodeDataset:
     ) -> None:
         starts = np.asarray(episode_starts, dtype=np.int64)
         n = len(actions)
-        if starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or starts[-1] != n or np.any(np.diff(starts) < 1):
+        if (
+            starts.ndim != 1
+            or len(starts) < 1
+            or starts[0] != 0
+            or starts[-1] != n
+            or np.any(np.diff(starts) < 1)
+        ):
             raise PbrlError(
                 f"episode_starts must rise strictly from 0 to the number of transitions ({n}); got {starts[:5]}..."
             )
@@ -115,7 +121,9 @@ class EpisodeDataset:
         if not np.all(np.isfinite(rewards)):
             bad = int(np.flatnonzero(~np.isfinite(rewards))[0])
             raise PbrlError(f"rewards must be finite; row {bad} is {rewards[bad]}")
-        discrete = isinstance(action_space, gym.spaces.Discrete) or np.issubdtype(np.asarray(actions).dtype, np.integer)
+        discrete = isinstance(action_space, gym.spaces.Discrete) or np.issubdtype(
+            np.asarray(actions).dtype, np.integer
+        )
         actions = np.asarray(actions, dtype=np.int64 if discrete else np.float32)
         observations = np.asarray(observations)
         if observations.dtype == np.float64:
@@ -145,7 +153,9 @@ class EpisodeDataset:
         lengths = np.array([len(ep) for ep in episodes], dtype=np.int64)
         for i, ep in enumerate(episodes):
             if len(ep.observations) != len(ep) + 1:
-                raise PbrlError(f"episode {i}: expected {len(ep) + 1} observations (T+1), got {len(ep.observations)}")
+                raise PbrlError(
+                    f"episode {i}: expected {len(ep) + 1} observations (T+1), got {len(ep.observations)}"
+                )
         return cls(
             observations=np.concatenate([ep.observations for ep in episodes]),
             actions=np.concatenate([ep.actions for ep in episodes]),
@@ -273,7 +283,9 @@ class EpisodeDataset:
         """A new dataset with per-transition `rewards` [N]; `provenance` is appended to the metadata's list."""
         rewards = np.asarray(rewards)
         if rewards.shape != (self.num_transitions,):
-            raise PbrlError(f"with_rewards: expected rewards of shape ({self.num_transitions},), got {rewards.shape}")
+            raise PbrlError(
+                f"with_rewards: expected rewards of shape ({self.num_transitions},), got {rewards.shape}"
+            )
         meta = copy.deepcopy(self.metadata)
         if provenance is not None:
             meta.setdefault("provenance", []).append(provenance)
@@ -312,7 +324,9 @@ class EpisodeDataset:
         """`batch_size` window starts drawn uniformly over all valid windows [B]."""
         starts = self.window_starts(length, cross_episodes)
         if len(starts) == 0:
-            raise PbrlError(f"no episode of {self.name} has {length} transitions (longest: {self.episode_lengths.max()})")
+            raise PbrlError(
+                f"no episode of {self.name} has {length} transitions (longest: {self.episode_lengths.max()})"
+            )
         return starts[rng.integers(0, len(starts), size=batch_size)]
 
     # ------------------------------------------------------------------ torch

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 def datasets_root() -> str:
     """Minari's local datasets folder ($MINARI_DATASETS_PATH or ~/.minari/datasets)."""
-    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(
+        os.path.expanduser("~"), ".minari", "datasets"
+    )
 
 
 def local_dataset_ids() -> list[str]:
@@ -67,7 +69,9 @@ def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
         raise PbrlError(f"Minari dataset {mds.spec.dataset_id!r} has no episodes")
     for ep in episodes:
         if isinstance(ep["observations"], dict | tuple):
-            raise PbrlError(f"{mds.spec.dataset_id}: dict/tuple observations are not supported (flatten them first)")
+            raise PbrlError(
+                f"{mds.spec.dataset_id}: dict/tuple observations are not supported (flatten them first)"
+            )
     raw_meta = storage.metadata
     lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
     env_spec = raw_meta.get("env_spec")
@@ -129,11 +133,15 @@ def write_minari(
     try:
         parse_dataset_id(dataset_id)
     except Exception as e:
-        raise PbrlError(f"invalid Minari dataset id {dataset_id!r} (expected [namespace/]name-vN): {e}") from None
+        raise PbrlError(
+            f"invalid Minari dataset id {dataset_id!r} (expected [namespace/]name-vN): {e}"
+        ) from None
     root = datasets_root()
     final = os.path.join(root, dataset_id)
     if os.path.exists(final) and not overwrite:
-        raise PbrlError(f"Minari dataset {dataset_id!r} already exists at {final} (pass overwrite=True / --overwrite)")
+        raise PbrlError(
+            f"Minari dataset {dataset_id!r} already exists at {final} (pass overwrite=True / --overwrite)"
+        )
     ref_min = ref_min_score if ref_min_score is not None else ds.metadata.get("ref_min_score")
     ref_max = ref_max_score if ref_max_score is not None else ds.metadata.get("ref_max_score")
     if (ref_min is None) != (ref_max is None):

@@ -53,7 +53,9 @@ def load_dataset(spec: str, download: bool = False) -> EpisodeDataset:
     if os.path.isfile(spec):
         if spec.endswith((".hdf5", ".h5")):
             return _loader("d4rl")(spec)
-        raise PbrlError(f"{spec}: unknown file type (expected a D4RL .hdf5 file; other formats need a prefix)")
+        raise PbrlError(
+            f"{spec}: unknown file type (expected a D4RL .hdf5 file; other formats need a prefix)"
+        )
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "data", "metadata.json")):
             import minari

@@ -46,7 +46,11 @@ def reference_scores(name_or_dataset: str | EpisodeDataset) -> tuple[float, floa
         candidates = [name_or_dataset]
     for cand in candidates:
         key = cand.lower().replace("pbrl/", "").replace("mujoco/", "").replace("d4rl:", "")
-        key = key.rsplit("/", 1)[-1] if key.count("/") and not any(key.startswith(f) for f in REFERENCE_SCORES) else key
+        key = (
+            key.rsplit("/", 1)[-1]
+            if key.count("/") and not any(key.startswith(f) for f in REFERENCE_SCORES)
+            else key
+        )
         # longest family name that prefixes the name (so "walker2d-medium-v2" -> walker2d)
         for fam in sorted(REFERENCE_SCORES, key=len, reverse=True):
             if key.startswith(fam):
