@@ -335,7 +335,8 @@ class EpisodeDataset:
         import torch
 
         def t(a: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+            # copy: the dataset's arrays are read-only and tensors must not alias them
+            return torch.from_numpy(np.array(a, copy=True)).to(device=device, dtype=dtype)
 
         obs_dtype = torch.float32 if np.issubdtype(self.observations_all.dtype, np.floating) else None
         return Transitions(

@@ -91,7 +91,7 @@ def _labels_from_raw(raw: Any, path: str) -> np.ndarray:
     if arr.ndim == 1:
         bad = np.flatnonzero(~np.isin(arr, (0, 1, -1)))
         if len(bad):
-            raise PbrlError(f"{path}: label entry {bad[0]} is {arr[bad[0]]!r}; expected 0, 1 or -1")
+            raise PbrlError(f"{path}: label entry {bad[0]} is {arr[bad[0]].item()!r}; expected 0, 1 or -1")
         return np.where(arr == -1, 0.5, arr).astype(np.float32)
     if arr.ndim == 2 and arr.shape[1] == 2:
         arr = arr.astype(np.float64)
