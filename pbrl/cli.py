@@ -17,6 +17,7 @@ from pbrl.errors import PbrlError
 # words -> ("module:Class", one-line help). A group's default command uses the group's words alone.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "info"): ("pbrl.data.commands:DataInfo", "describe a dataset (Minari id, d4rl:<path>, local path)"),
+    ("data", "collect"): ("pbrl.data.commands:DataCollect", "collect random-policy episodes from a gymnasium env"),
     ("data", "list"): ("pbrl_envs.commands:DataList", "list local datasets and the benchmark suite"),
     ("data", "build"): ("pbrl_envs.commands:DataBuild", "build a benchmark-suite dataset locally"),
     ("prefs", "info"): ("pbrl.data.commands:PrefsInfo", "counts, tie rate and label balance of a label folder"),

@@ -72,6 +72,33 @@ class DataInfo:
 
 
 @dataclass
+class DataCollect:
+    """Collect episodes of a uniformly random policy from a gymnasium env into a local Minari dataset."""
+
+    env: tyro.conf.Positional[str]
+    """Gymnasium environment id, e.g. Hopper-v5."""
+    out: str
+    """Minari dataset id to write, e.g. pbrl/hopper/random-small-v0."""
+    transitions: int = 10_000
+    """Number of transitions (the last episode is cut and marked truncated)."""
+    seed: int = 0
+    overwrite: bool = False
+    """Replace an existing dataset of that id."""
+
+    def run(self) -> None:
+        from pbrl.data.collect import collect_episodes
+        from pbrl.data.scores import reference_scores
+
+        ds = collect_episodes(self.env, num_transitions=self.transitions, seed=self.seed)
+        try:
+            lo, hi = reference_scores(ds)
+        except PbrlError:
+            lo = hi = None
+        path = ds.to_minari(self.out, overwrite=self.overwrite, ref_min_score=lo, ref_max_score=hi)
+        print(f"wrote {ds.num_transitions} transitions in {ds.num_episodes} episodes to {self.out} ({path})")
+
+
+@dataclass
 class PrefsLabel:
     """Label random segment pairs of a dataset with a scripted teacher; writes <out>/prefs.npz."""
 
