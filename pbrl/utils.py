@@ -32,7 +32,7 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
@@ -68,7 +68,7 @@ def git_revision() -> str | None:
         return None
 
 
-def _json_default(x: Any) -> Any:
+def json_default(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pbrl.errors import PbrlError
+from pbrl.utils import json_default
 
 if TYPE_CHECKING:
     from pbrl.data.dataset import EpisodeDataset
@@ -189,7 +190,7 @@ def write_minari(
                 jpeg_encoding=False,
             )
             mds = minari.load_dataset(dataset_id)
-            mds.storage.update_metadata({"pbrl": json.dumps(meta, default=_jsonable)})
+            mds.storage.update_metadata({"pbrl": json.dumps(meta, default=json_default)})
         os.makedirs(os.path.dirname(final) or root, exist_ok=True)
         trash = None
         if os.path.exists(final):
@@ -213,10 +214,3 @@ def _copy_namespace_metadata(tmp_root: str, root: str, dataset_id: str) -> None:
         if os.path.isfile(src) and not os.path.exists(dst):
             shutil.copyfile(src, dst)
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)

@@ -22,13 +22,13 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pbrl.errors import PbrlError
+from pbrl.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
     from pbrl.data.dataset import EpisodeDataset
@@ -185,19 +185,17 @@ class PreferencePairs:
     def save(self, path: str) -> str:
         """Write `prefs.npz` (into `path` if it is a folder or has no .npz suffix); atomic. Returns the file."""
         file = path if path.endswith(".npz") else os.path.join(path, NPZ_NAME)
-        os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(os.path.abspath(file)))
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                start_a=self.start_a,
-                start_b=self.start_b,
-                label=self.label,
-                length=np.int64(self.length),
-                format_version=np.int64(FORMAT_VERSION),
-                meta=np.array(json.dumps(self.meta)),
-            )
-        os.replace(tmp, file)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            start_a=self.start_a,
+            start_b=self.start_b,
+            label=self.label,
+            length=np.int64(self.length),
+            format_version=np.int64(FORMAT_VERSION),
+            meta=np.array(json.dumps(self.meta)),
+        )
+        atomic_write_bytes(file, buf.getvalue())
         return file
 
     @classmethod
@@ -275,10 +273,7 @@ class PreferencePairs:
             (f"{kind}_label_{tag}", labels),
         ):
             path = os.path.join(folder, name)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                pickle.dump(np.asarray(arr), f)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, pickle.dumps(np.asarray(arr)))
             out.append(path)
         return out
 
