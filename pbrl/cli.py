@@ -22,6 +22,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "build"): ("pbrl_envs.commands:DataBuild", "build a benchmark-suite dataset locally"),
     ("prefs", "info"): ("pbrl.data.commands:PrefsInfo", "counts, tie rate and label balance of a label folder"),
     ("prefs",): ("pbrl.data.commands:PrefsLabel", "label segment pairs of a dataset with a scripted teacher"),
+    ("rec", "prefs"): ("pbrl_envs.recsim_commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
+    ("rec", "baselines"): ("pbrl_envs.recsim_commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
+    ("rec", "catalog"): ("pbrl_envs.recsim_commands:RecCatalog", "write the RecSim-v0 item catalog as JSON lines"),
 }
 
 
