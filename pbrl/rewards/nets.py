@@ -1,0 +1,154 @@
+"""Reward networks with a leading ensemble-member axis, and the step-wise MLP reward.
+
+Every reward learner maps step features x [M, B, T, D] (M ensemble members, each may see its own batch) and a mask
+[M, B, T] to a `StepOutput`: per-step values [M, B, T] and aggregation weights [M, B, T]. The sequence score is the
+weighted sum `sequence_score(out) = sum_t w_t v_t`:
+- step-wise MLP: w_t = mask_t (score = summed per-step reward, Uni-RLHF / DTR);
+- segment-level model: w_t = end_t / K (mean of the K segment-end values, SegmentRM);
+- Preference Transformer: w_t = preference attention weight (Kim et al. 2023).
+A "step" is one (s, a) in control and one token in a language model: nothing here knows which.
+
+Ensembles are one module whose weights carry the member axis [M, ...] and run as one batched matmul
+(`torch.baddbmm`), never a Python loop over members.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StepOutput(NamedTuple):
+    values: torch.Tensor  # [M, B, T] per-step values
+    weights: torch.Tensor  # [M, B, T] aggregation weights (0 on padding)
+
+
+def sequence_score(out: StepOutput) -> torch.Tensor:
+    """Aggregate per-step values into one score per sequence: S = sum_t w_t v_t  -> [M, B]."""
+    return (out.values * out.weights).sum(-1)
+
+
+class EnsembleLinear(nn.Module):
+    """M independent linear layers in one batched matmul: x [M, ..., in] -> [M, ..., out].
+
+    Each member is initialised like its own `nn.Linear` (U(-1/sqrt(in), 1/sqrt(in)) for weight and bias).
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))  # [M, in, out]
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))  # [M, 1, out]
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[1:-1]
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # [M, R, in]
+        return torch.baddbmm(self.bias, flat, self.weight).reshape(x.shape[0], *lead, -1)  # [M, ..., out]
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm with per-member gain and bias: x [M, ..., d]."""
+
+    def __init__(self, members: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = F.layer_norm(x, shape[-1:]).reshape(shape[0], -1, shape[-1])  # [M, R, d]
+        return (y * self.weight + self.bias).reshape(shape)
+
+
+class StepRewardMLP(nn.Module):
+    """Step-wise reward ensemble r_m(x_t) (Uni-RLHF "MLP", DTR): x -> 3x256 LeakyReLU -> Linear -> tanh.
+
+    values [M, B, T] in [-1, 1]; weights = mask, so the sequence score is sum_t r_m(x_t) (Bradley–Terry on summed
+    rewards, Christiano et al. 2017).
+    """
+
+    def __init__(self, in_dim: int, members: int = 3, hidden: tuple[int, ...] = (256, 256, 256)) -> None:
+        super().__init__()
+        dims = (in_dim, *hidden)
+        self.members = members
+        self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(members, dims[-1], 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor | None = None) -> StepOutput:
+        h = x  # [M, B, T, D]
+        for layer in self.hidden:
+            h = F.leaky_relu(layer(h))
+        values = torch.tanh(self.out(h)).squeeze(-1)  # [M, B, T]
+        return StepOutput(values, mask.to(values.dtype).expand_as(values))
+
+
+class EnsembleCausalTransformer(nn.Module):
+    """A small pre-LN GPT (Radford et al. 2019) per member, all members batched: x [M, B, T, D] -> h [M, B, T, d].
+
+    Causal self-attention (step t sees steps <= t), learned position embeddings, GELU MLP of width 4d. Padded keys
+    (mask false) are ignored; a step always attends to itself so fully padded rows stay finite.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        members: int,
+        d_model: int = 64,
+        layers: int = 1,
+        heads: int = 4,
+        max_len: int = 1024,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} must be divisible by heads {heads}")
+        self.members, self.d_model, self.heads, self.max_len, self.dropout = (
+            members,
+            d_model,
+            heads,
+            max_len,
+            dropout,
+        )
+        self.embed = EnsembleLinear(members, in_dim, d_model)
+        self.pos = nn.Parameter(torch.randn(members, max_len, d_model) * 0.02)  # [M, L, d]
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                dict(
+                    ln1=EnsembleLayerNorm(members, d_model),
+                    qkv=EnsembleLinear(members, d_model, 3 * d_model),
+                    proj=EnsembleLinear(members, d_model, d_model),
+                    ln2=EnsembleLayerNorm(members, d_model),
+                    fc=EnsembleLinear(members, d_model, 4 * d_model),
+                    fc_out=EnsembleLinear(members, 4 * d_model, d_model),
+                )
+            )
+            for _ in range(layers)
+        )
+        self.ln_f = EnsembleLayerNorm(members, d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m, b, t, _ = x.shape
+        if t > self.max_len:
+            raise ValueError(f"sequence length {t} exceeds the model's max_len {self.max_len}")
+        h = self.embed(x) + self.pos[:, None, :t]  # [M, B, T, d]
+        causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))  # [T, T]
+        keys = mask.expand(m, b, t).reshape(m * b, 1, 1, t)  # [MB, 1, 1, T]
+        attn_mask = causal & (keys | torch.eye(t, dtype=torch.bool, device=x.device))  # [MB, 1, T, T]
+        dh = self.d_model // self.heads
+        p = self.dropout if self.training else 0.0
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["ln1"](h)).split(self.d_model, dim=-1)  # 3 x [M, B, T, d]
+            q, k, v = (
+                z.reshape(m * b, t, self.heads, dh).transpose(1, 2) for z in (q, k, v)
+            )  # [MB, H, T, dh]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [MB, H, T, dh]
+            a = a.transpose(1, 2).reshape(m, b, t, self.d_model)
+            h = h + F.dropout(blk["proj"](a), p, self.training)
+            h = h + F.dropout(blk["fc_out"](F.gelu(blk["fc"](blk["ln2"](h)))), p, self.training)
+        return self.ln_f(h)  # [M, B, T, d]

@@ -1,0 +1,157 @@
+"""Normalizers: turn the per-member values of a reward ensemble into one normalized value per unit.
+
+A "unit" is what the learner scores: one step (step-wise MLP, Preference Transformer) or one segment (segment-level
+model). Inputs are the members' values [M, S] over the WHOLE dataset; outputs are [S], densified afterwards
+(r_t = value / unit length). Statistics are population statistics (ddof 0), no clipping.
+
+- member-zscore (DTR, Tu et al. 2025):  r~ = (1/M) sum_m (r_m - mu_m) / sigma_m
+- direct (DTR's baseline):              rbar = (1/M) sum_m r_m,   r~ = (rbar - mu) / sigma
+- location (SegmentRM, Yin et al. 2025): rbar as above; with p = k/K the unit's relative position in its chunk,
+      mu(p) = a_mu ln p + b_mu,  sigma(p) = a_sigma ln p + b_sigma   (Huber regressions, epsilon 1.35, of the
+      per-position mean and std against ln p),   r~ = (rbar - mu(p)) / sigma(p)
+- scale (CORL / PT / Uni-RLHF for IQL):  r~ = rbar * 1000 / (max_return - min_return) over the dataset's episodes
+- none:                                 r~ = rbar
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from pbrl.errors import PbrlError
+
+NormalizerName = Literal["member-zscore", "direct", "location", "scale", "none"]
+NORMALIZERS = ("member-zscore", "direct", "location", "scale", "none")
+_EPS = 1e-8
+
+
+def _zscore(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return (x - x.mean(axis, keepdims=True)) / np.maximum(x.std(axis, keepdims=True), _EPS)
+
+
+def member_zscore(values: np.ndarray) -> np.ndarray:
+    """[M, S] -> [S]: z-score each member over the dataset, then average."""
+    return _zscore(np.asarray(values, np.float64), -1).mean(0)
+
+
+def direct(values: np.ndarray) -> np.ndarray:
+    """[M, S] -> [S]: average the members, then z-score."""
+    return _zscore(np.asarray(values, np.float64).mean(0))
+
+
+def huber_fit(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35, iters: int = 100) -> tuple[float, float]:
+    """Robust line y ~ a x + b by iteratively reweighted least squares on Huber's loss.
+
+    Residuals are scaled by a robust scale (1.4826 * median |r|); weights 1 inside epsilon, epsilon/|r| outside.
+    Returns (a, b). With fewer than two distinct x the slope is 0 and b the (weighted) mean.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) == 0:
+        raise PbrlError("huber_fit needs at least one point")
+    if np.ptp(x) == 0:
+        return 0.0, float(np.median(y)) if len(y) > 2 else float(y.mean())
+    design = np.stack([x, np.ones_like(x)], 1)  # [P, 2]
+    w = np.ones_like(x)
+    coef = np.zeros(2)
+    for _ in range(iters):
+        sw = np.sqrt(w)
+        new = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0]
+        r = y - design @ new
+        scale = 1.4826 * np.median(np.abs(r))
+        if scale < _EPS:  # (near-)exact fit of the majority: done
+            coef = new
+            break
+        u = np.abs(r) / scale
+        w = np.where(u <= epsilon, 1.0, epsilon / np.maximum(u, _EPS))
+        if np.allclose(new, coef, rtol=1e-10, atol=1e-12):
+            coef = new
+            break
+        coef = new
+    return float(coef[0]), float(coef[1])
+
+
+def location_fit(
+    values: np.ndarray, position: np.ndarray, bins: int = 20, epsilon: float = 1.35
+) -> tuple[float, float, float, float]:
+    """Fit mu(p) and sigma(p) against ln p; returns (a_mu, b_mu, a_sigma, b_sigma).
+
+    values [S], position [S] in (0, 1]. Positions are grouped by value when there are at most `bins` distinct ones,
+    else into `bins` equal-width bins; each group's mean and population std is one point at its mean ln p.
+    """
+    v, p = np.asarray(values, np.float64), np.asarray(position, np.float64)
+    if v.shape != p.shape or v.ndim != 1:
+        raise PbrlError(
+            f"location normalizer: values and positions must be 1-D of one length; {v.shape}, {p.shape}"
+        )
+    if np.any((p <= 0) | (p > 1)):
+        raise PbrlError("location normalizer: relative positions must lie in (0, 1]")
+    uniq = np.unique(p)
+    group = (
+        np.searchsorted(uniq, p) if len(uniq) <= bins else np.minimum((p * bins).astype(np.int64), bins - 1)
+    )
+    xs, mus, sds = [], [], []
+    for g in np.unique(group):
+        sel = group == g
+        if sel.sum() < 2:
+            continue
+        xs.append(np.log(p[sel]).mean())
+        mus.append(v[sel].mean())
+        sds.append(v[sel].std())
+    if not xs:  # too few units to group: the scalar (bandit) normalizer
+        return 0.0, float(v.mean()), 0.0, float(v.std())
+    a_mu, b_mu = huber_fit(np.array(xs), np.array(mus), epsilon)
+    a_sd, b_sd = huber_fit(np.array(xs), np.array(sds), epsilon)
+    return a_mu, b_mu, a_sd, b_sd
+
+
+def location(values: np.ndarray, position: np.ndarray, bins: int = 20, epsilon: float = 1.35) -> np.ndarray:
+    """[M, S], [S] -> [S]: location-aware normalization of the ensemble mean."""
+    v = np.asarray(values, np.float64).mean(0)
+    a_mu, b_mu, a_sd, b_sd = location_fit(v, position, bins, epsilon)
+    lnp = np.log(np.asarray(position, np.float64))
+    sigma = np.maximum(a_sd * lnp + b_sd, _EPS)
+    return (v - (a_mu * lnp + b_mu)) / sigma
+
+
+def scale(
+    values: np.ndarray, unit_of: np.ndarray, unit_length: np.ndarray, episode_starts: np.ndarray
+) -> np.ndarray:
+    """[M, S] -> [S]: ensemble mean times 1000 / (max - min episode return of the densified mean reward)."""
+    v = np.asarray(values, np.float64).mean(0)
+    dense = v[unit_of] / unit_length[unit_of]  # [N]
+    returns = np.add.reduceat(dense, episode_starts[:-1])  # [E]
+    spread = returns.max() - returns.min()
+    if spread < _EPS:
+        raise PbrlError("scale normalizer: every episode has the same learned return (max - min = 0)")
+    return v * 1000.0 / spread
+
+
+def normalize(
+    name: str,
+    values: np.ndarray,
+    *,
+    position: np.ndarray | None = None,
+    unit_of: np.ndarray | None = None,
+    unit_length: np.ndarray | None = None,
+    episode_starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Dispatch by name (see the module docstring); values [M, S] -> [S] float64."""
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise PbrlError(f"normalizer input must be [members, units], got shape {values.shape}")
+    if name == "member-zscore":
+        return member_zscore(values)
+    if name == "direct":
+        return direct(values)
+    if name == "none":
+        return values.astype(np.float64).mean(0)
+    if name == "location":
+        if position is None:
+            raise PbrlError("the location normalizer needs the units' relative positions")
+        return location(values, position)
+    if name == "scale":
+        if unit_of is None or unit_length is None or episode_starts is None:
+            raise PbrlError("the scale normalizer needs unit_of, unit_length and episode_starts")
+        return scale(values, unit_of, unit_length, episode_starts)
+    raise PbrlError(f"unknown normalizer {name!r}; expected one of {', '.join(NORMALIZERS)}")

@@ -1,0 +1,118 @@
+"""Segment-level reward model and segmenters (SegmentRM, Yin et al. 2025, arXiv 2501.02790, generalized to steps).
+
+A causal sequence model gives a value r(x_<=t) at every step of a query. A segmenter splits the query into K
+segments with end steps e_1 < ... < e_K (the last valid step always ends a segment). Then
+
+    sequence score  S = (1/K) sum_k r(x_<=e_k)                      (mean of segment-end values)
+    dense reward    r_t = r~_k / l_k   for t in segment k           (l_k = its length; r~ the normalized value)
+
+Segmenters (all return ends [.., T] bool):
+- fixed length k:     a segment ends every k steps;
+- entropy threshold:  step t ends a segment when the reference signal H_t > c (SegmentRM's "peak" method; in
+                      control H is the action entropy of a behaviour-cloned Gaussian policy, see `features.py`);
+- every step:         K = T (the token-level variant, SegmentRM's c = 0);
+- whole query:        K = 1 (the bandit variant, SegmentRM's c = 1000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from pbrl.errors import PbrlError
+from pbrl.rewards.nets import EnsembleCausalTransformer, EnsembleLinear, StepOutput
+
+SegmenterKind = Literal["fixed", "entropy", "step", "query"]
+
+
+@dataclass
+class SegmenterConfig:
+    """How a query is cut into segments."""
+
+    kind: SegmenterKind = "fixed"
+    """fixed: every `k` steps; entropy: where the reference signal exceeds the threshold; step: every step;
+    query: one segment per query."""
+    k: int = 10
+    """Segment length of the fixed-length segmenter."""
+    entropy_threshold: float | None = None
+    """Absolute threshold c on the reference signal; None = the `entropy_quantile` quantile over the dataset."""
+    entropy_quantile: float = 0.8
+    """Quantile of the dataset's reference signal used as the threshold when `entropy_threshold` is None."""
+
+
+def last_valid(mask: torch.Tensor) -> torch.Tensor:
+    """[.., T] bool: true at the last true position of each row's mask (right padding assumed)."""
+    nxt = torch.cat([mask[..., 1:], torch.zeros_like(mask[..., :1])], dim=-1)  # [.., T]
+    return mask & ~nxt
+
+
+def segment_ends(
+    config: SegmenterConfig,
+    mask: torch.Tensor,
+    signal: torch.Tensor | None = None,
+    threshold: float | None = None,
+) -> torch.Tensor:
+    """Segment ends [.., T] bool for a mask [.., T] (bool) and, for the entropy segmenter, a signal [.., T]."""
+    mask = mask.bool()
+    t = mask.shape[-1]
+    if config.kind == "fixed":
+        if config.k < 1:
+            raise PbrlError(f"segmenter.k must be >= 1, got {config.k}")
+        ends = ((torch.arange(t, device=mask.device) + 1) % config.k == 0).expand_as(mask)
+    elif config.kind == "entropy":
+        c = config.entropy_threshold if threshold is None else threshold
+        if signal is None or c is None:
+            raise PbrlError("the entropy segmenter needs a reference signal and a threshold")
+        ends = signal > c
+    elif config.kind == "step":
+        ends = torch.ones_like(mask)
+    elif config.kind == "query":
+        ends = torch.zeros_like(mask)
+    else:
+        raise PbrlError(f"unknown segmenter {config.kind!r}; expected fixed, entropy, step or query")
+    return (ends & mask) | last_valid(mask)
+
+
+def densify_segments(
+    values: torch.Tensor, ends: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """r_t = v[e_k] / l_k for every step t of segment k; 0 after the last end.  values, ends: [.., T] -> [.., T]."""
+    t = values.shape[-1]
+    idx = torch.arange(t, device=values.device).expand_as(ends)  # [.., T]
+    # index of the first end at or after t (t if none: marked invalid below)
+    nxt = torch.where(ends, idx, torch.full_like(idx, t)).flip(-1).cummin(-1).values.flip(-1)  # [.., T]
+    # index of the last end strictly before t (-1 if none)
+    prev_incl = torch.where(ends, idx, torch.full_like(idx, -1)).cummax(-1).values  # [.., T]
+    prev = torch.cat([torch.full_like(prev_incl[..., :1], -1), prev_incl[..., :-1]], dim=-1)
+    valid = nxt < t
+    seg_value = values.gather(-1, nxt.clamp_max(t - 1))  # [.., T]
+    out = torch.where(valid, seg_value / (nxt - prev).clamp_min(1).to(values.dtype), torch.zeros_like(values))
+    return out if mask is None else out * mask.to(values.dtype)
+
+
+class SegmentRewardModel(nn.Module):
+    """Causal transformer ensemble -> value per step; score = mean of the values at segment ends."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        members: int = 3,
+        d_model: int = 64,
+        layers: int = 1,
+        heads: int = 4,
+        max_len: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.members = members
+        self.body = EnsembleCausalTransformer(in_dim, members, d_model, layers, heads, max_len)
+        self.head = EnsembleLinear(members, d_model, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor | None = None) -> StepOutput:
+        if ends is None:
+            raise PbrlError("the segment-level reward model needs segment ends")
+        values = self.head(self.body(x, mask)).squeeze(-1)  # [M, B, T]
+        e = (ends & mask.bool()).to(values.dtype).expand_as(values)  # [M, B, T]
+        return StepOutput(values, e / e.sum(-1, keepdim=True).clamp_min(1.0))

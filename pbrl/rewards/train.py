@@ -1,0 +1,373 @@
+"""One trainer for every reward learner: Bradley–Terry on preference pairs, ensembles batched over members.
+
+`train_reward(dataset, pairs, config, out_dir=None) -> RewardModel`:
+- each ensemble member sees its own permutation of the training pairs; member losses are summed under one Adam
+  (Uni-RLHF / DTR); ties are soft labels 0.5 (or dropped with `mask_ties`);
+- a held-out split (`val_fraction`) gives the validation accuracy of the ensemble mean score every epoch;
+- optional early stop once the mean train accuracy of an epoch exceeds `early_stop_accuracy` (0.968, the anchors');
+- progress bar; `metrics.jsonl` (one line per epoch); `reward.pt` (weights, `torch.load(weights_only=True)`) and
+  `config.json` (model kind, resolved config, step spec, training summary, git revision) in `out_dir`.
+
+`load_reward_model(dir)` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pbrl.data import EpisodeDataset, PreferencePairs
+from pbrl.errors import PbrlError
+from pbrl.rewards.features import (
+    BehaviorPolicy,
+    FeatureSpec,
+    behavior_entropy,
+    behavior_policy_from_state,
+    behavior_policy_state,
+    fit_behavior_policy,
+    step_features,
+    windows,
+)
+from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
+from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
+from pbrl.rewards.pt import PreferenceTransformer
+from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, segment_ends
+
+ModelKind = Literal["step", "segment", "pt"]
+CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "reward.pt", "metrics.jsonl"
+
+
+@dataclass
+class RewardConfig:
+    """Reward learner and training settings (defaults: Uni-RLHF / DTR MLP ensemble)."""
+
+    model: ModelKind = "step"
+    """step: per-step MLP ensemble; segment: causal transformer scored at segment ends; pt: Preference Transformer."""
+    ensemble: int = 3
+    """Ensemble members (batched in one module)."""
+    hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden sizes of the step-wise MLP."""
+    d_model: int = 64
+    """Width of the causal transformer (segment, pt); the PT paper uses 256."""
+    layers: int = 1
+    """Transformer layers (segment, pt)."""
+    heads: int = 4
+    """Attention heads (segment, pt)."""
+    lr: float = 3e-4
+    """Adam learning rate (Uni-RLHF MLP 3e-4; PT paper 5e-5)."""
+    batch_size: int = 64
+    """Pairs per member per step."""
+    epochs: int = 50
+    """Passes over the training pairs."""
+    val_fraction: float = 0.1
+    """Fraction of pairs held out for validation accuracy."""
+    early_stop: bool = True
+    """Stop once an epoch's mean train accuracy exceeds `early_stop_accuracy`."""
+    early_stop_accuracy: float = 0.968
+    """Train-accuracy threshold of the early stop (the anchors' 0.968)."""
+    mask_ties: bool = False
+    """Drop tied pairs (label 0.5) from the loss instead of using the soft target [0.5, 0.5]."""
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    """How queries are cut into segments (segment model only)."""
+    bc_steps: int = 2000
+    """Behaviour-cloning steps of the Gaussian policy behind the entropy segmenter."""
+    seed: int = 0
+    """Seed of initialisation, split and data order."""
+    device: str = "cpu"
+    """Torch device."""
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def build_net(config: RewardConfig, in_dim: int, max_len: int) -> nn.Module:
+    if config.ensemble < 1:
+        raise PbrlError(f"ensemble must be >= 1, got {config.ensemble}")
+    if config.model == "step":
+        return StepRewardMLP(in_dim, config.ensemble, tuple(config.hidden))
+    if config.model == "segment":
+        return SegmentRewardModel(
+            in_dim, config.ensemble, config.d_model, config.layers, config.heads, max_len
+        )
+    if config.model == "pt":
+        return PreferenceTransformer(
+            in_dim, config.ensemble, config.d_model, config.layers, config.heads, max_len
+        )
+    raise PbrlError(f"unknown reward model {config.model!r}; expected step, segment or pt")
+
+
+class RewardModel:
+    """A trained reward learner plus what it needs to read a control dataset (step spec, segmenter)."""
+
+    def __init__(
+        self,
+        config: RewardConfig,
+        spec: FeatureSpec,
+        length: int,
+        net: nn.Module | None = None,
+        behavior: BehaviorPolicy | None = None,
+        threshold: float | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.config, self.spec, self.length = config, spec, int(length)
+        self.net = net if net is not None else build_net(config, spec.step_dim, self.length)
+        self.behavior, self.threshold = behavior, threshold
+        self.info = dict(info or {})
+
+    @property
+    def kind(self) -> str:
+        return self.config.model
+
+    @property
+    def members(self) -> int:
+        return self.config.ensemble
+
+    # ------------------------------------------------------------------ control adapter
+    def features(self, ds: EpisodeDataset) -> torch.Tensor:
+        return torch.from_numpy(step_features(ds, self.spec))  # [N, D]
+
+    def reference_signal(self, ds: EpisodeDataset) -> torch.Tensor | None:
+        """Per-step signal of the entropy segmenter [N] (None for other segmenters and models)."""
+        if self.kind != "segment" or self.config.segmenter.kind != "entropy":
+            return None
+        if self.behavior is None:
+            raise PbrlError("entropy segmenter without a behaviour policy (was the model trained?)")
+        return torch.from_numpy(behavior_entropy(self.behavior, ds))
+
+    def ends(self, mask: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor | None:
+        if self.kind != "segment":
+            return None
+        return segment_ends(self.config.segmenter, mask, signal, self.threshold)
+
+    def output(self, x: torch.Tensor, mask: torch.Tensor, signal: torch.Tensor | None = None) -> StepOutput:
+        """x [B, T, D] (shared by members) or [M, B, T, D]; mask [B, T] or [M, B, T] bool -> StepOutput [M, B, T]."""
+        if x.dim() == 3:
+            x = x.unsqueeze(0).expand(self.members, -1, -1, -1)
+        mask = mask.bool()
+        return self.net(x, mask, self.ends(mask, signal))
+
+    def segment_scores(
+        self, feats: torch.Tensor, signal: torch.Tensor | None, starts: torch.Tensor, length: int
+    ) -> torch.Tensor:
+        """Scores of the segments [s, s + length) for starts [B] or [M, B] -> [M, B]."""
+        x = windows(feats, starts, length)  # [(M,) B, T, D]
+        mask = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+        sig = windows(signal, starts, length) if signal is not None else None
+        return sequence_score(self.output(x, mask, sig))
+
+    # ------------------------------------------------------------------ checkpoint
+    def save(self, out_dir: str | os.PathLike) -> None:
+        out = Path(out_dir)
+        state: dict[str, Any] = {"net": self.net.state_dict()}
+        if self.behavior is not None:
+            state["behavior"] = behavior_policy_state(self.behavior)
+        _atomic_write(out / WEIGHTS_NAME, lambda p: torch.save(state, p))
+        cfg = {
+            "format_version": 1,
+            "model": self.kind,
+            "config": dataclasses.asdict(self.config),
+            "spec": dataclasses.asdict(self.spec),
+            "length": self.length,
+            "threshold": self.threshold,
+            "info": self.info,
+        }
+        _atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(cfg, indent=2, default=str)))
+
+
+def load_reward_model(path: str | os.PathLike, device: str = "cpu") -> RewardModel:
+    """Read a reward model folder written by `train_reward(..., out_dir=...)` / `RewardModel.save`."""
+    folder = Path(path)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise PbrlError(f"{folder}: not a reward model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        raw = dict(cfg["config"])
+        raw["segmenter"] = SegmenterConfig(**raw["segmenter"])
+        raw["hidden"] = tuple(raw["hidden"])
+        config = RewardConfig(**raw)
+        spec = FeatureSpec(**cfg["spec"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PbrlError(f"{cfg_path}: not a pbrl reward config ({type(e).__name__}: {e})") from None
+    try:
+        state = torch.load(w_path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise PbrlError(f"{w_path}: unreadable weights ({type(e).__name__}: {e})") from None
+    config.device = device
+    model = RewardModel(config, spec, cfg["length"], threshold=cfg.get("threshold"), info=cfg.get("info"))
+    model.net.load_state_dict(state["net"])
+    model.net.to(device).eval()
+    if "behavior" in state:
+        model.behavior = behavior_policy_from_state(state["behavior"])
+    return model
+
+
+@torch.inference_mode()
+def evaluate_pairs(
+    model: RewardModel,
+    ds: EpisodeDataset,
+    pairs: PreferencePairs,
+    batch_size: int = 256,
+    feats: torch.Tensor | None = None,
+    signal: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Accuracy (non-tied pairs) and Bradley–Terry loss of the ensemble mean score, and the mean member accuracy."""
+    pairs.validate(ds, "preferences")
+    model.net.eval()
+    dev = model.config.device
+    feats = (model.features(ds) if feats is None else feats).to(dev)
+    signal = model.reference_signal(ds) if signal is None else signal
+    signal = signal.to(dev) if signal is not None else None
+    sa_all, sb_all = [], []
+    for i in range(0, len(pairs), batch_size):
+        a = torch.from_numpy(pairs.start_a[i : i + batch_size]).to(dev)
+        b = torch.from_numpy(pairs.start_b[i : i + batch_size]).to(dev)
+        sa_all.append(model.segment_scores(feats, signal, a, pairs.length))
+        sb_all.append(model.segment_scores(feats, signal, b, pairs.length))
+    sa, sb = torch.cat(sa_all, 1), torch.cat(sb_all, 1)  # [M, P]
+    y = torch.from_numpy(pairs.label).to(dev)
+    return {
+        "accuracy": float(preference_accuracy(sa.mean(0), sb.mean(0), y)),
+        "loss": float(bradley_terry_loss(sa.mean(0), sb.mean(0), y)),
+        "member_accuracy": float(preference_accuracy(sa, sb, y).mean()),
+    }
+
+
+def train_reward(
+    dataset: EpisodeDataset,
+    pairs: PreferencePairs,
+    config: RewardConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    source: dict[str, Any] | None = None,
+) -> RewardModel:
+    """Fit a reward learner on preference pairs over `dataset`'s segments (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    config = config or RewardConfig()
+    pairs.validate(dataset, "preferences")
+    if config.batch_size < 1 or config.epochs < 0:
+        raise PbrlError(f"batch_size must be >= 1 and epochs >= 0; got {config.batch_size}, {config.epochs}")
+    dev = torch.device(config.device)
+    spec = FeatureSpec.of(dataset)
+    rng = np.random.default_rng(config.seed)
+    train, val = (
+        pairs.split(config.val_fraction, seed=config.seed) if config.val_fraction > 0 else (pairs, None)
+    )
+    if len(train) == 0:
+        raise PbrlError(f"no training pairs left after holding out val_fraction={config.val_fraction}")
+
+    behavior, threshold = None, None
+    if config.model == "segment" and config.segmenter.kind == "entropy":
+        behavior = fit_behavior_policy(dataset, steps=config.bc_steps, seed=config.seed)
+        threshold = config.segmenter.entropy_threshold
+        if threshold is None:
+            threshold = float(
+                np.quantile(behavior_entropy(behavior, dataset), config.segmenter.entropy_quantile)
+            )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = RewardModel(config, spec, pairs.length, behavior=behavior, threshold=threshold)
+    model.net.to(dev)
+    feats = model.features(dataset).to(dev)  # [N, D]
+    signal = model.reference_signal(dataset)
+    signal = signal.to(dev) if signal is not None else None
+    opt = torch.optim.Adam(model.net.parameters(), lr=config.lr)
+
+    m, n, b = config.ensemble, len(train), config.batch_size
+    start_a = torch.from_numpy(train.start_a).to(dev)
+    start_b = torch.from_numpy(train.start_b).to(dev)
+    label = torch.from_numpy(train.label).to(dev)
+    lines: list[str] = []
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict[str, float]] = []
+    stopped_early = False
+    step = 0
+    bar = tqdm(range(config.epochs), desc=f"reward/{config.model}", disable=not progress)
+    for epoch in bar:
+        model.net.train()
+        t0 = time.perf_counter()
+        perms = torch.from_numpy(np.stack([rng.permutation(n) for _ in range(m)])).to(
+            dev
+        )  # [M, n] own order each
+        losses, accs = [], []
+        for i in range(math.ceil(n / b)):
+            idx = perms[:, i * b : (i + 1) * b]  # [M, B]
+            starts = torch.cat([start_a[idx], start_b[idx]], dim=1)  # [M, 2B]
+            scores = model.segment_scores(feats, signal, starts, pairs.length)  # [M, 2B]
+            sa, sb = scores.chunk(2, dim=1)  # [M, B] each
+            y = label[idx]  # [M, B]
+            weight = (y != 0.5).float() if config.mask_ties else None
+            loss = bradley_terry_loss(sa, sb, y, weight).sum()  # members' losses summed
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(loss.item() / m)
+            with torch.no_grad():
+                accs.append(preference_accuracy(sa, sb, y).nan_to_num(0.5).mean().item())
+        dt = time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "reward/loss": float(np.mean(losses)),
+            "reward/train_accuracy": float(np.mean(accs)),
+            "perf/pairs_per_s": n * m / max(dt, 1e-9),
+        }
+        if val is not None and len(val):
+            ev = evaluate_pairs(model, dataset, val, feats=feats, signal=signal)
+            row.update({"reward/val_accuracy": ev["accuracy"], "reward/val_loss": ev["loss"]})
+        history.append(row)
+        bar.set_postfix({k.split("/")[-1]: round(v, 3) for k, v in row.items() if k.startswith("reward/")})
+        if out is not None:
+            lines.append(json.dumps(row))
+            text = "".join(ln + "\n" for ln in lines)
+            _atomic_write(out / METRICS_NAME, lambda p, text=text: p.write_text(text))
+        if config.early_stop and row["reward/train_accuracy"] > config.early_stop_accuracy:
+            stopped_early = True
+            break
+    model.net.eval()
+    model.info = {
+        "dataset": dataset.name,
+        "pairs": len(pairs),
+        "train_pairs": len(train),
+        "val_pairs": 0 if val is None else len(val),
+        "epochs_run": len(history),
+        "steps": step,
+        "stopped_early": stopped_early,
+        "final": history[-1] if history else {},
+        "source": source or {},
+        "git_revision": git_revision(),
+    }
+    if out is not None:
+        model.save(out)
+    return model
