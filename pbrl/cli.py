@@ -28,6 +28,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("rec", "prefs"): ("pbrl_envs.recsim_commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
     ("rec", "baselines"): ("pbrl_envs.recsim_commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
     ("rec", "catalog"): ("pbrl_envs.recsim_commands:RecCatalog", "write the RecSim-v0 item catalog as JSON lines"),
+    ("sweep",): ("pbrl.commands:Sweep", "run a grid of runs locally or on Ray, skipping finished ones"),
+    ("table",): ("pbrl.commands:Table", "results tables (markdown, csv, figures) from run records"),
 }
 
 

@@ -1,0 +1,209 @@
+"""Sweeps: a grid of independent runs, locally in a process pool (default) or on a Ray cluster.
+
+A grid file (JSON) names a runner function and the runs:
+
+    {"name": "dtr_table1", "budget": "small",
+     "runner": "pbrl.pipeline:run_record",            # fn(config: dict, out_dir: str) -> dict of results
+     "base": {"steps": 20000, "eval_episodes": 10},    # shared by every run
+     "axes": {"dataset": ["pbrl/hopper/medium-replay-v0"], "seed": [0, 1, 2]},   # cartesian product
+     "columns": [{"name": "Oracle-IQL", "algo": "iql", "reward": "true"},        # one column of the table each
+                 {"name": "Pb-IQL", "algo": "iql", "reward": "step"}]}
+
+Each run gets an id from its column and config hash, an output folder `<out>/runs/<id>/`, and, once it finished, a
+record `<out>/records/<id>.json` (config, git revision, device, budget, wall time, and what the runner returned:
+metrics, last and best normalized score, curve). Runs with a record are skipped, so a killed sweep resumes where it
+stopped. Records are written by the driver, so on a Ray cluster only the run folders live on the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import json
+import os
+import platform
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pbrl.errors import PbrlError
+from pbrl.utils import atomic_write_json, git_revision
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A sweep: the cartesian product of `axes`, times every column, each merged over `base`."""
+
+    name: str
+    runner: str
+    base: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    columns: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "run"}])
+    budget: str = "custom"
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts for the tables (e.g. the paper's numbers to print beside ours)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    column: str
+    config: dict[str, Any]
+
+
+def load_grid(path: str) -> Grid:
+    if not os.path.isfile(path):
+        raise PbrlError(f"grid file not found: {path}")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise PbrlError(f"{path}: not valid JSON ({e})") from None
+    unknown = set(raw) - {"name", "runner", "base", "axes", "columns", "budget", "meta"}
+    if unknown or "name" not in raw or "runner" not in raw:
+        raise PbrlError(f"{path}: a grid needs 'name' and 'runner' and may have base/axes/columns/budget/meta; got {sorted(raw)}")
+    for k, v in raw.get("axes", {}).items():
+        if not isinstance(v, list) or not v:
+            raise PbrlError(f"{path}: axis {k!r} must be a non-empty list")
+    for i, c in enumerate(raw.get("columns", [{"name": "run"}])):
+        if "name" not in c:
+            raise PbrlError(f"{path}: column {i} has no 'name'")
+    return Grid(**raw)
+
+
+def _slug(x: Any) -> str:
+    s = str(x).rsplit("/", 1)[-1] if isinstance(x, str) else str(x)
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in s)[:40]
+
+
+def expand(grid: Grid) -> list[RunSpec]:
+    """Every run of the grid, in a stable order (axes in file order, then columns)."""
+    keys = list(grid.axes)
+    runs = []
+    for values in itertools.product(*(grid.axes[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for col in grid.columns:
+            config = {**grid.base, **point, **{k: v for k, v in col.items() if k != "name"}}
+            digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            label = "-".join(_slug(point[k]) for k in keys)
+            run_id = f"{_slug(col['name'])}-{label}-{digest}" if label else f"{_slug(col['name'])}-{digest}"
+            runs.append(RunSpec(run_id, col["name"], config))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise PbrlError(f"grid {grid.name!r} has duplicate runs (two columns with the same config?)")
+    return runs
+
+
+def _import(target: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise PbrlError(f"cannot import runner {target!r}: {e}") from None
+
+
+def execute(spec: RunSpec, runner: str, out_dir: str, threads: int = 1) -> dict[str, Any]:
+    """Run one spec (in whatever process or Ray worker calls this) and return its record."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    run_dir = os.path.join(out_dir, "runs", spec.run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    t0 = time.time()
+    record: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "column": spec.column,
+        "config": spec.config,
+        "host": socket.gethostname(),
+        "device": spec.config.get("device", "cpu"),
+        "device_name": _device_name(spec.config.get("device", "cpu")),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+    try:
+        record["result"] = _import(runner)(dict(spec.config), run_dir)
+        record["status"] = "ok"
+    except Exception as e:  # a failed run is recorded and the sweep goes on
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc()
+    record["wall_s"] = round(time.time() - t0, 2)
+    return record
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def _execute_star(args: tuple[RunSpec, str, str, int]) -> dict[str, Any]:
+    return execute(*args)
+
+
+def run_sweep(
+    grid: Grid,
+    out_dir: str,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    only: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every run of `grid` that has no record yet; returns the new records (failed ones included)."""
+    runs = expand(grid)
+    if only:
+        runs = [r for r in runs if only in r.run_id]
+    rec_dir = os.path.join(out_dir, "records")
+    os.makedirs(rec_dir, exist_ok=True)
+    atomic_write_json(os.path.join(out_dir, "grid.json"), grid.__dict__)
+    todo = [r for r in runs if not os.path.isfile(os.path.join(rec_dir, f"{r.run_id}.json"))]
+    log(f"sweep {grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
+    if not todo:
+        return []
+    rev = git_revision()
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+
+    def finish(rec: dict[str, Any]) -> dict[str, Any]:
+        rec.update(sweep=grid.name, budget=grid.budget, git_revision=rev)
+        if rec["status"] == "ok":
+            atomic_write_json(os.path.join(rec_dir, f"{rec['run_id']}.json"), rec)
+            res = rec["result"]
+            log(f"  done {rec['run_id']} in {rec['wall_s']:.0f}s: last {res.get('last_score')} best {res.get('best_score')}")
+        else:
+            atomic_write_json(os.path.join(rec_dir, f"{rec['run_id']}.failed.json"), rec)
+            log(f"  FAILED {rec['run_id']}: {rec['error']}")
+        return rec
+
+    records = []
+    if use_ray or ray_address:
+        import ray
+
+        ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(execute)
+        pending = [remote.remote(r, grid.runner, os.path.abspath(out_dir), 1) for r in todo]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            records.append(finish(ray.get(ready[0])))
+    elif workers <= 1:
+        for r in todo:
+            records.append(finish(execute(r, grid.runner, out_dir, threads)))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: torch and forked thread pools do not mix
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_execute_star, (r, grid.runner, out_dir, threads)) for r in todo]
+            for fut in as_completed(futures):
+                records.append(finish(fut.result()))
+    failed = sum(r["status"] != "ok" for r in records)
+    log(f"sweep {grid.name}: {len(records) - failed} finished, {failed} failed; records in {rec_dir}")
+    return records

@@ -1,0 +1,224 @@
+"""Results tables from run records: mean ± std over seeds per dataset and column, rliable IQM with bootstrap
+confidence intervals across datasets and seeds, markdown + csv + figures.
+
+The output depends only on the records (sorted, fixed bootstrap seed, figures without timestamps), so regenerating
+from the same records gives the same files. Each table states the budget it was run at, read from the records.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from pbrl.errors import PbrlError
+from pbrl.utils import atomic_write_bytes, atomic_write_text
+
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_REPS = 2000
+
+
+def load_records(paths: list[str]) -> list[dict[str, Any]]:
+    """Successful run records from record files, folders of them (searched recursively) or jsonl files."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise PbrlError(f"records path not found: {p}")
+    records = []
+    for f in files:
+        if f.endswith(".failed.json") or os.path.basename(f) == "grid.json":
+            continue
+        with open(f) as fh:
+            lines = fh.read().splitlines() if f.endswith(".jsonl") else [fh.read()]
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PbrlError(f"{f}:{i + 1}: not JSON ({e})") from None
+            if rec.get("status") == "ok" and "result" in rec:
+                records.append(rec)
+    if not records:
+        raise PbrlError(f"no successful run records under {paths}")
+    return sorted(records, key=lambda r: r["run_id"])
+
+
+def _row_key(rec: dict[str, Any]) -> str:
+    return str(rec["result"].get("dataset_name") or rec["config"].get("dataset", "?"))
+
+
+def score_matrix(records: list[dict[str, Any]], key: str = "last_score") -> dict[str, dict[str, list[float]]]:
+    """{column: {row: [score per seed, in seed order]}}."""
+    out: dict[str, dict[str, list[tuple[Any, float]]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        val = rec["result"].get(key)
+        if val is None:
+            continue
+        out[rec["column"]][_row_key(rec)].append((rec["config"].get("seed", 0), float(val)))
+    return {c: {r: [v for _, v in sorted(xs)] for r, xs in rows.items()} for c, rows in out.items()}
+
+
+def iqm_with_ci(per_row: dict[str, list[float]]) -> tuple[float, float, float] | None:
+    """rliable's interquartile mean over (seeds x datasets) with a stratified bootstrap 95% CI."""
+    n = min(len(v) for v in per_row.values())
+    if n == 0:
+        return None
+    scores = np.array([v[:n] for _, v in sorted(per_row.items())]).T  # [runs, tasks]
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError:
+        return None
+    point, interval = rly.get_interval_estimates(
+        {"x": scores},
+        lambda s: np.array([metrics.aggregate_iqm(s)]),
+        reps=BOOTSTRAP_REPS,
+        random_state=np.random.RandomState(BOOTSTRAP_SEED),
+    )
+    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+
+
+def budget_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What the table was run at, from the records: steps, seeds, dataset sizes, device, git revisions."""
+    steps = sorted({str(r["config"].get("steps")) for r in records})
+    seeds = sorted({r["config"].get("seed", 0) for r in records})
+    budgets = sorted({str(r.get("budget", "?")) for r in records})
+    devices = sorted({str(r.get("device_name") or r.get("device")) for r in records})
+    sizes = sorted({f"{_row_key(r)}: {r['result'].get('dataset_transitions')}" for r in records})
+    revs = sorted({str(r.get("git_revision"))[:12] for r in records})
+    wall = sum(float(r.get("wall_s", 0)) for r in records)
+    return [
+        f"- budget: {', '.join(budgets)}; policy steps per run: {', '.join(steps)}; seeds: {seeds}",
+        f"- dataset transitions: {'; '.join(sizes)}",
+        f"- device: {', '.join(devices)}; total compute {wall / 3600:.2f} h over {len(records)} runs",
+        f"- git revision(s): {', '.join(revs)}",
+    ]
+
+
+def make_table(
+    records: list[dict[str, Any]],
+    out_dir: str,
+    name: str,
+    *,
+    columns: list[str] | None = None,
+    reference: dict[str, dict[str, float]] | None = None,
+    reference_note: str = "",
+    title: str | None = None,
+) -> dict[str, str]:
+    """Write <name>.md, <name>.csv, <name>_scores.png and <name>_curves.png; returns the paths."""
+    last = score_matrix(records, "last_score")
+    best = score_matrix(records, "best_score")
+    cols = columns or sorted(last)
+    cols = [c for c in cols if c in last]
+    rows = sorted({r for c in cols for r in last[c]})
+    os.makedirs(out_dir, exist_ok=True)
+
+    def cell(c: str, r: str, m: dict[str, dict[str, list[float]]]) -> str:
+        xs = m.get(c, {}).get(r, [])
+        return f"{np.mean(xs):.1f} ± {np.std(xs):.1f} ({len(xs)})" if xs else "—"
+
+    md = [f"# {title or name}", "", "Normalized scores (0-100, D4RL convention), mean ± std over seeds (n seeds), "
+          "last evaluation of each run. Generated by `pbrl table` from run records; do not edit.", ""]
+    md += budget_lines(records) + [""]
+    md.append("| dataset | " + " | ".join(cols) + " |")
+    md.append("|---|" + "---|" * len(cols))
+    for r in rows:
+        md.append(f"| {r} | " + " | ".join(cell(c, r, last) for c in cols) + " |")
+    iqms = {c: iqm_with_ci(last[c]) for c in cols}
+    if any(v is not None for v in iqms.values()):
+        md.append(
+            "| IQM [95% CI] | "
+            + " | ".join(f"{v[0]:.1f} [{v[1]:.1f}, {v[2]:.1f}]" if v else "—" for v in iqms.values())
+            + " |"
+        )
+    md += ["", "Best evaluation of each run (mean ± std over seeds):", ""]
+    md.append("| dataset | " + " | ".join(cols) + " |")
+    md.append("|---|" + "---|" * len(cols))
+    for r in rows:
+        md.append(f"| {r} | " + " | ".join(cell(c, r, best) for c in cols) + " |")
+    if reference:
+        ref_cols = sorted({c for v in reference.values() for c in v})
+        md += ["", f"Paper numbers for comparison. {reference_note}".rstrip(), ""]
+        md.append("| dataset | " + " | ".join(ref_cols) + " |")
+        md.append("|---|" + "---|" * len(ref_cols))
+        for r, vals in reference.items():
+            md.append(f"| {r} | " + " | ".join(f"{vals[c]:.1f}" if c in vals else "—" for c in ref_cols) + " |")
+    paths = {"md": os.path.join(out_dir, f"{name}.md"), "csv": os.path.join(out_dir, f"{name}.csv")}
+    atomic_write_text(paths["md"], "\n".join(md) + "\n")
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "column", "n_seeds", "last_mean", "last_std", "best_mean", "best_std", "last_scores"])
+    for r in rows:
+        for c in cols:
+            xs, bs = last[c].get(r, []), best.get(c, {}).get(r, [])
+            if xs:
+                w.writerow([r, c, len(xs), f"{np.mean(xs):.3f}", f"{np.std(xs):.3f}",
+                            f"{np.mean(bs):.3f}" if bs else "", f"{np.std(bs):.3f}" if bs else "",
+                            " ".join(f"{x:.3f}" for x in xs)])
+    atomic_write_text(paths["csv"], buf.getvalue())
+    paths.update(_figures(records, out_dir, name, cols, rows, last))
+    return paths
+
+
+def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    out = {}
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(cols) / 2), 4))
+    width = 0.8 / max(1, len(cols))
+    for j, c in enumerate(cols):
+        means = [np.mean(last[c][r]) if last[c].get(r) else np.nan for r in rows]
+        stds = [np.std(last[c][r]) if last[c].get(r) else 0 for r in rows]
+        ax.bar(np.arange(len(rows)) + j * width, means, width, yerr=stds, label=c)
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, rows, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("normalized score (last)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out["scores_png"] = _save_png(fig, os.path.join(out_dir, f"{name}_scores.png"))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
+    for i, r in enumerate(rows):
+        ax = axes[0, i]
+        for c in cols:
+            curves = [rec["result"].get("curve") or [] for rec in records if rec["column"] == c and _row_key(rec) == r]
+            curves = [np.array(cv, dtype=float) for cv in curves if len(cv)]
+            if not curves:
+                continue
+            n = min(len(cv) for cv in curves)
+            steps = curves[0][:n, 0]
+            ys = np.stack([cv[:n, 1] for cv in curves])
+            ax.plot(steps, ys.mean(0), label=c)
+            ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.15)
+        ax.set_title(r, fontsize=9)
+        ax.set_xlabel("policy steps")
+    axes[0, 0].set_ylabel("normalized score")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    out["curves_png"] = _save_png(fig, os.path.join(out_dir, f"{name}_curves.png"))
+    plt.close(fig)
+    return out
+
+
+def _save_png(fig, path: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same records, same bytes
+    atomic_write_bytes(path, buf.getvalue())
+    return path

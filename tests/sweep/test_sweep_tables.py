@@ -1,0 +1,128 @@
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pbrl.cli import main
+from pbrl.sweep import Grid, expand, run_sweep
+from pbrl.tables import load_records, make_table
+
+TOY = textwrap.dedent(
+    '''
+    import os
+
+    def run(config, out_dir):
+        # counts its calls so tests can see skipped runs; the "score" is a known function of the config
+        with open(os.path.join(out_dir, "..", "..", "calls.txt"), "a") as f:
+            f.write(config["dataset"] + "\\n")
+        if config.get("fail"):
+            raise RuntimeError("asked to fail")
+        s = 10.0 * config["seed"] + config.get("bonus", 0.0)
+        return {"dataset_name": config["dataset"], "last_score": s, "best_score": s + 1.0,
+                "curve": [[0, 0.0], [10, s]], "dataset_transitions": 100}
+    '''
+)
+
+
+@pytest.fixture
+def toy_runner(tmp_path, monkeypatch):
+    mod_dir = tmp_path / "mods"
+    mod_dir.mkdir()
+    (mod_dir / "toy_runner.py").write_text(TOY)
+    monkeypatch.syspath_prepend(str(mod_dir))
+    monkeypatch.setenv("PYTHONPATH", str(mod_dir) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    yield "toy_runner:run"
+    sys.modules.pop("toy_runner", None)
+
+
+def _grid(runner: str, **kw) -> Grid:
+    return Grid(
+        name="toy",
+        runner=runner,
+        base={"steps": 10},
+        axes={"dataset": ["a", "b"], "seed": [0, 1, 2]},
+        columns=[{"name": "A"}, {"name": "B", "bonus": 5.0}],
+        budget="ci",
+        **kw,
+    )
+
+
+def test_expand_is_stable_and_complete():
+    runs = expand(_grid("x:y"))
+    assert len(runs) == 2 * 3 * 2
+    assert runs[0].config == {"steps": 10, "dataset": "a", "seed": 0}
+    assert runs[1].config == {"steps": 10, "dataset": "a", "seed": 0, "bonus": 5.0}
+    assert [r.run_id for r in runs] == [r.run_id for r in expand(_grid("x:y"))]
+
+
+def _calls(out):
+    return open(os.path.join(out, "calls.txt")).read().split()
+
+
+def test_local_sweep_skips_finished_runs_and_records_failures(tmp_path, toy_runner):
+    out = str(tmp_path / "sw")
+    recs = run_sweep(_grid(toy_runner), out, log=lambda s: None)
+    assert len(recs) == 12 and all(r["status"] == "ok" for r in recs)
+    assert len(_calls(out)) == 12
+    assert run_sweep(_grid(toy_runner), out, log=lambda s: None) == []  # resume: nothing left
+    assert len(_calls(out)) == 12
+    g = Grid(name="toy", runner=toy_runner, axes={"dataset": ["c"], "seed": [0]}, columns=[{"name": "F", "fail": True}])
+    (rec,) = run_sweep(g, out, log=lambda s: None)
+    assert rec["status"] == "failed" and "asked to fail" in rec["error"]
+    assert os.path.isfile(os.path.join(out, "records", f"{rec['run_id']}.failed.json"))
+
+
+def test_process_pool_sweep(tmp_path, toy_runner):
+    out = str(tmp_path / "pool")
+    recs = run_sweep(_grid(toy_runner), out, workers=2, log=lambda s: None)
+    assert sorted(r["result"]["last_score"] for r in recs) == sorted([0, 10, 20, 5, 15, 25] * 2)
+
+
+def test_ray_sweep(tmp_path, toy_runner):
+    ray = pytest.importorskip("ray")
+    out = str(tmp_path / "ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+        recs = run_sweep(_grid(toy_runner), out, use_ray=True, log=lambda s: None)
+    finally:
+        ray.shutdown()
+    assert len(recs) == 12 and all(r["status"] == "ok" for r in recs)
+    assert len(os.listdir(os.path.join(out, "records"))) == 12
+
+
+def test_table_values_and_reproducibility(tmp_path, toy_runner):
+    out = str(tmp_path / "sw")
+    run_sweep(_grid(toy_runner, meta={"reference": {"a": {"A": 1.0}}}), out, log=lambda s: None)
+    recs = load_records([out])
+    paths = make_table(recs, str(tmp_path / "res"), "toy", columns=["A", "B"])
+    md = open(paths["md"]).read()
+    # column A on dataset a: seeds 0, 1, 2 -> scores 0, 10, 20: mean 10, population std 8.165
+    assert f"| a | 10.0 ± {np.std([0, 10, 20]):.1f} (3) | 15.0 ± 8.2 (3) |" in md
+    assert "policy steps per run: 10" in md and "seeds: [0, 1, 2]" in md
+    first = {k: open(p, "rb").read() for k, p in paths.items()}
+    paths2 = make_table(load_records([out]), str(tmp_path / "res"), "toy", columns=["A", "B"])
+    assert {k: open(p, "rb").read() for k, p in paths2.items()} == first
+    # through the CLI, with the grid's reference numbers printed beside ours
+    assert main(["table", out, "--out", str(tmp_path / "cli")]) == 0
+    md = open(tmp_path / "cli" / "toy.md").read()
+    assert "Paper numbers" in md and "| a | 1.0 |" in md
+
+
+def test_iqm_matches_rliable_definition(tmp_path, toy_runner):
+    pytest.importorskip("rliable")
+    from pbrl.tables import iqm_with_ci
+
+    per_row = {"a": [0.0, 10.0, 20.0, 30.0], "b": [1.0, 2.0, 3.0, 100.0]}
+    point, lo, hi = iqm_with_ci(per_row)
+    flat = np.sort(np.array(per_row["a"] + per_row["b"]))
+    assert point == pytest.approx(flat[2:6].mean())  # the middle half of 8 scores
+    assert lo <= point <= hi
+
+
+def test_bad_grid_file(tmp_path):
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps({"name": "x"}))
+    assert main(["sweep", str(p)]) == 2
