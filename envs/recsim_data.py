@@ -216,7 +216,7 @@ def session_preferences(dataset: EpisodeDataset, num_queries: int, segment_lengt
 
     Each pair takes a window of `segment_length` steps from two different sessions at the same step offset t0 of
     both (t0 uniform over the first session's valid offsets; the second session is drawn among those at least
-    t0 + segment_length long) and compares their returns-to-go G = sum_{t >= t0} r_t, the clicks from the window
+    t0 + segment_length long; which of the two is `a` is a coin flip) and compares their returns-to-go G = sum_{t >= t0} r_t, the clicks from the window
     to the end of the session. A window of clickbait earns clicks inside the window and loses the rest of the
     session; the generic teacher (`pbrl.data.teachers.scripted_preferences`, summed reward inside the window) prefers
     it, this teacher does not. The teacher models of `pbrl.data.teachers` (ties, stochastic, mistakes, ...) apply to
@@ -249,6 +249,8 @@ def session_preferences(dataset: EpisodeDataset, num_queries: int, segment_lengt
         first = np.searchsorted(sorted_len, t0 + segment_length)  # sessions long enough for offset t0
         eb = by_len[first + (rng.random(need) * (len(by_len) - first)).astype(np.int64)]  # [M]
         valid = eb != ea
+        swap = rng.random(need) < 0.5  # eb is biased toward long sessions: balance which side it lands on
+        ea, eb = np.where(swap, eb, ea), np.where(swap, ea, eb)
         a, b = starts[ea] + t0, starts[eb] + t0
         y, keep = label_pairs(rtg[a], rtg[b], t, rng)
         keep &= valid

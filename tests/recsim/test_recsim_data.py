@@ -101,3 +101,4 @@ def test_session_preferences_on_simulator_data_favour_longer_sessions():
     strict = prefs.label != 0.5
     winner_longer = np.where(prefs.label[strict] == 1.0, lb[strict] > la[strict], la[strict] > lb[strict])
     assert winner_longer.mean() > 0.75
+    assert 0.4 < prefs.stats()["balance"] < 0.6  # the long session lands on either side
