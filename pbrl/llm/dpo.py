@@ -1,0 +1,398 @@
+"""Direct Preference Optimization with precomputed reference log-probs, prefix sharing and packing.
+
+DPO (Rafailov et al., 2023, eq. 7): with policy log-probs pi_c, pi_r and reference log-probs ref_c, ref_r of the
+chosen and rejected responses, h = (pi_c - ref_c) - (pi_r - ref_r) and
+
+    sigmoid: L = -log sigmoid(beta h)            (with label smoothing e: -(1-e) log s(beta h) - e log s(-beta h))
+    hinge:   L = max(0, 1 - beta h)              (SLiC, Zhao et al., 2023)
+    IPO:     L = (h' - 1/(2 beta))^2             (Azar et al., 2023; h' from length-normalized log-probs)
+
+plus an optional NLL term on the chosen response (nll_weight * -pi_c / |c|, RPO, Pang et al., 2024). The
+reference model is the initial policy: its log-probs are computed once before training (or read from a file), so
+no reference model stays in memory. Log-probs come from ``pbrl.llm.attention.model_branch_logps`` on a batch in any
+layout of ``pbrl.llm.prefix_sharing`` (prefix sharing gives the same values, so the same training curve).
+
+The trainer: AdamW, gradient accumulation, a progress bar with samples/s and tokens/s, metrics to jsonl,
+checkpoints (resume reaches the same weights as an uninterrupted run), data parallel across processes with
+``accelerate`` (each process takes its share of every step's examples; DDP averages the gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pbrl.errors import PbrlError
+from pbrl.llm.attention import model_branch_logps
+from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
+from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
+from pbrl.utils import atomic_torch_save, atomic_write_json, git_revision, json_default, set_seed
+
+LossType = Literal["sigmoid", "ipo", "hinge"]
+
+
+# ----------------------------------------------------------------------------------------------- pure losses
+def dpo_margins(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """h = (pi_c - ref_c) - (pi_r - ref_r). policy, reference [N, 2] (chosen, rejected) -> [N]."""
+    return (policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1])
+
+
+def sigmoid_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float, label_smoothing: float = 0.0):
+    """DPO: -(1-e) log sigmoid(beta h) - e log sigmoid(-beta h), per example [N]."""
+    h = dpo_margins(policy, reference)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def hinge_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
+    """SLiC-style hinge: max(0, 1 - beta h), per example [N]."""
+    return torch.relu(1 - beta * dpo_margins(policy, reference))
+
+
+def ipo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float, lengths: torch.Tensor) -> torch.Tensor:
+    """IPO: (h' - 1/(2 beta))^2 with log-probs divided by response lengths [N, 2], per example [N]."""
+    h = dpo_margins(policy / lengths, reference / lengths)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def dpo_loss(
+    policy: torch.Tensor,
+    reference: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    loss: LossType = "sigmoid",
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    nll_weight: float = 0.0,
+) -> torch.Tensor:
+    """Per-example loss [N] of the chosen type plus nll_weight * (-pi_c / |c|)."""
+    if loss == "sigmoid":
+        out = sigmoid_loss(policy, reference, beta, label_smoothing)
+    elif loss == "hinge":
+        out = hinge_loss(policy, reference, beta)
+    elif loss == "ipo":
+        out = ipo_loss(policy, reference, beta, lengths)
+    else:
+        raise PbrlError(f"loss: expected sigmoid, ipo or hinge, got {loss!r}")
+    if nll_weight:
+        out = out - nll_weight * policy[:, 0] / lengths[:, 0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class DpoConfig:
+    """DPO training run."""
+
+    data: str = ""
+    """Preference records: a JSONL file or an HF datasets folder ({prompt, chosen, rejected})."""
+    out: str = "runs/dpo"
+    """Output folder: config.json, metrics.jsonl, ref_logps.pt, checkpoint/, model/."""
+    model_path: str | None = None
+    """A local HF model folder to start from; by default a tiny model of ``model`` is built (random init)."""
+    model: TinyLMConfig = field(default_factory=TinyLMConfig)
+    """Shape of the tiny model built when no model_path is given (vocab_size follows the tokenizer)."""
+    tokenizer_path: str | None = None
+    """A local tokenizer folder; by default one is trained on the data (see ``tokenizer``)."""
+    tokenizer: Literal["word", "bpe"] = "word"
+    """Tokenizer to train when no tokenizer_path is given: one token per word, or byte-level BPE."""
+    bpe_vocab_size: int = 512
+    """Vocabulary size of the trained BPE tokenizer."""
+    max_prompt_length: int | None = None
+    """Keep at most this many (last) prompt tokens."""
+    max_completion_length: int | None = None
+    """Keep at most this many (first) response tokens."""
+    loss: LossType = "sigmoid"
+    """DPO loss: sigmoid (DPO), ipo or hinge."""
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward."""
+    label_smoothing: float = 0.0
+    """Conservative DPO label smoothing (sigmoid loss only)."""
+    nll_weight: float = 0.0
+    """Weight of the NLL term on chosen responses (0 = none)."""
+    layout: Layout = "packed_shared"
+    """Batch layout: padded (standard), packed, shared (prefix sharing) or packed_shared."""
+    backend: str = "sdpa"
+    """Attention backend: sdpa (dense mask), flex (FlexAttention) or triton; hf_sdpa for the padded layout."""
+    pack_length: int | None = None
+    """Row length of the packed layouts (default: the longest sequence of the data set)."""
+    pad_to_multiple: int = 8
+    """Round row lengths up to a multiple of this."""
+    batch_size: int = 16
+    """Examples per optimizer step (over all processes and micro-batches)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 5e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0 = off)."""
+    epochs: int = 1
+    """Passes over the data."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (default: epochs * examples / batch_size)."""
+    ref_logps: str | None = None
+    """A file of precomputed reference log-probs [N, 2] (torch); by default computed with the initial model."""
+    checkpoint_every: int = 50
+    """Save a checkpoint every this many steps (and at the end)."""
+    resume: bool = True
+    """Resume from out/checkpoint when it exists."""
+    seed: int = 0
+    """Seed of the model initialisation and the data order."""
+    dtype: Literal["float32", "bfloat16", "float64"] = "float32"
+    """Parameter dtype (bf16 on GPUs; log-probs are accumulated in float32 either way)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available); with accelerate, each process takes its own device."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+class BranchLogps(torch.nn.Module):
+    """Wraps a causal LM so that DDP sees one forward: batch fields -> per-branch log-probs [N, 2]."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: DpoBatch) -> torch.Tensor:
+        return model_branch_logps(self.model, batch)
+
+
+def reference_logps(
+    model: torch.nn.Module,
+    pairs: list[TokenizedPair],
+    *,
+    layout: Layout,
+    batch_size: int = 16,
+    pack_length: int | None = None,
+    pad_to_multiple: int = 8,
+    pad_id: int = 0,
+) -> torch.Tensor:
+    """Log-probs [N, 2] of every pair under ``model`` (no gradients), in the training layout; float32 on CPU."""
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            b = build_batch(pairs[i : i + batch_size], layout, pack_length=pack_length,
+                            pad_to_multiple=pad_to_multiple, pad_id=pad_id).to(device)
+            out.append(model_branch_logps(model, b).float().cpu())
+    return torch.cat(out)
+
+
+def _load_data(cfg: DpoConfig):
+    from pbrl.llm.prefs_data import load_preferences, tokenize_records
+    from pbrl.llm.tokenizer import bpe_tokenizer, load_tokenizer, word_tokenizer
+
+    if not cfg.data:
+        raise PbrlError("data: expected a JSONL file or datasets folder of preference records")
+    records = load_preferences(cfg.data)
+    if cfg.tokenizer_path:
+        tok = load_tokenizer(cfg.tokenizer_path)
+    else:
+        texts = [t for r in records for t in (r.prompt, r.chosen, r.rejected) if isinstance(t, str)]
+        tok = word_tokenizer(texts) if cfg.tokenizer == "word" else bpe_tokenizer(texts, cfg.bpe_vocab_size)
+    pairs = tokenize_records(records, tok, max_prompt_length=cfg.max_prompt_length,
+                             max_completion_length=cfg.max_completion_length)
+    return tok, pairs
+
+
+def _device(cfg: DpoConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]) -> None:
+    """Write checkpoint/ as a whole: build it in a temporary folder, then swap it in."""
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    atomic_torch_save(model.state_dict(), str(tmp / "model.pt"))
+    atomic_torch_save(optimizer.state_dict(), str(tmp / "optimizer.pt"))
+    atomic_write_json(str(tmp / "state.json"), {"step": step, "history": history})
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenizer=None) -> dict:
+    """Train a policy with DPO on ``cfg.data`` (or on ``pairs`` given directly). Returns the final metrics and the
+    per-step history. Writes config.json, metrics.jsonl, ref_logps.pt, checkpoint/ and model/ under ``cfg.out``.
+    """
+    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.batch_size % cfg.grad_accum:
+        raise PbrlError(f"batch_size ({cfg.batch_size}) must be a positive multiple of grad_accum ({cfg.grad_accum})")
+    if cfg.beta <= 0:
+        raise PbrlError(f"beta: expected > 0, got {cfg.beta}")
+    accelerator = None
+    try:
+        from accelerate import Accelerator
+        from accelerate.state import PartialState
+
+        if PartialState().num_processes > 1:  # launched with `accelerate launch`: one process per device
+            accelerator = Accelerator()
+    except ImportError:
+        pass
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    device = accelerator.device if accelerator else _device(cfg)
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise PbrlError(f"batch_size ({cfg.batch_size}) must divide by processes x grad_accum ({world} x {cfg.grad_accum})")
+
+    if pairs is None:
+        tokenizer, pairs = _load_data(cfg)
+    n = len(pairs)
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    set_seed(cfg.seed)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[cfg.dtype]
+    if cfg.model_path:
+        model = load_model(cfg.model_path, backend=cfg.backend, dtype=dtype)
+    else:
+        vocab = max(len(tokenizer) if tokenizer is not None else 0,
+                    1 + max(max(p.prompt + p.chosen + p.rejected) for p in pairs))
+        model = build_model(dataclasses.replace(cfg.model, vocab_size=vocab), backend=cfg.backend, dtype=dtype,
+                            seed=cfg.seed)
+    model.to(device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pack_length = cfg.pack_length
+    if pack_length is None and cfg.layout in ("packed", "packed_shared"):
+        # the longest unit of the data set, so every batch packs into rows of one fixed length
+        longest = max(len(p.prompt) + len(p.chosen) + len(p.rejected) + 1 for p in pairs)
+        pack_length = -(-longest // cfg.pad_to_multiple) * cfg.pad_to_multiple
+    layout_kw = dict(pack_length=pack_length, pad_to_multiple=cfg.pad_to_multiple, pad_id=pad_id)
+
+    # reference log-probs: the initial policy's, computed once (the file is reused on resume)
+    ref_path = out / "ref_logps.pt"
+    if cfg.ref_logps:
+        ref = torch.load(cfg.ref_logps, weights_only=True)
+        if not isinstance(ref, torch.Tensor) or tuple(ref.shape) != (n, 2):
+            raise PbrlError(f"{cfg.ref_logps}: expected a tensor of shape [{n}, 2] (chosen, rejected log-probs)")
+    elif ref_path.exists() and cfg.resume:
+        ref = torch.load(ref_path, weights_only=True)
+    else:
+        model.eval()
+        ref = reference_logps(model, pairs, layout=cfg.layout, batch_size=max(1, cfg.batch_size // cfg.grad_accum),
+                              **layout_kw)
+        if rank == 0:
+            atomic_torch_save(ref, str(ref_path))
+    if not torch.isfinite(ref).all():
+        raise PbrlError("reference log-probs: found non-finite values")
+    lengths = response_lengths(pairs)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    step, history = 0, []
+    if cfg.resume and (out / "checkpoint" / "state.json").exists():
+        model.load_state_dict(torch.load(out / "checkpoint" / "model.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True))
+        state = json.loads((out / "checkpoint" / "state.json").read_text())
+        step, history = state["step"], state["history"]
+    if rank == 0:
+        meta = {"config": dataclasses.asdict(cfg), "git_revision": git_revision(),
+                "num_parameters": num_parameters(model), "num_examples": n, "processes": world}
+        atomic_write_json(str(out / "config.json"), meta)
+    wrapped = BranchLogps(model)
+    if accelerator is not None:
+        wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
+    wrapped.train()
+
+    bar = None
+    if cfg.progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
+    metrics_f = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    micro = cfg.batch_size // (world * cfg.grad_accum)
+    try:
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            order = np.random.default_rng(cfg.seed + epoch).permutation(n)  # the data order depends on the step only
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size][rank::world]
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            sums = {"loss": 0.0, "margin": 0.0, "acc": 0.0, "chosen": 0.0, "rejected": 0.0}
+            tokens = 0
+            for m in range(cfg.grad_accum):
+                part = idx[m * micro : (m + 1) * micro].tolist()
+                batch = build_batch([pairs[i] for i in part], cfg.layout, **layout_kw).to(device)
+                tokens += batch.num_tokens
+                sync = m == cfg.grad_accum - 1 or accelerator is None
+                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(wrapped)
+                with ctx:
+                    logps = wrapped(batch)  # [n, 2]
+                    r, ln = ref[part].to(device), lengths[part].to(device)
+                    losses = dpo_loss(logps, r, ln, loss=cfg.loss, beta=cfg.beta,
+                                      label_smoothing=cfg.label_smoothing, nll_weight=cfg.nll_weight)
+                    # mean over the step's examples of this process (DDP then averages over processes)
+                    (losses.sum() / len(idx)).backward()
+                with torch.no_grad():
+                    rew = cfg.beta * (logps.float() - r.float())  # implicit rewards [n, 2]
+                    sums["loss"] += float(losses.sum())
+                    sums["margin"] += float((rew[:, 0] - rew[:, 1]).sum())
+                    sums["acc"] += float((rew[:, 0] > rew[:, 1]).float().sum())
+                    sums["chosen"] += float(rew[:, 0].sum())
+                    sums["rejected"] += float(rew[:, 1].sum())
+            grad_norm = 0.0
+            if cfg.max_grad_norm > 0:
+                params = wrapped.parameters()
+                if accelerator is not None:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+                else:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            step += 1
+            row = {
+                "step": step,
+                "dpo/loss": sums["loss"] / len(idx),
+                "dpo/reward_margin": sums["margin"] / len(idx),
+                "dpo/reward_accuracy": sums["acc"] / len(idx),
+                "dpo/chosen_reward": sums["chosen"] / len(idx),
+                "dpo/rejected_reward": sums["rejected"] / len(idx),
+                "dpo/grad_norm": grad_norm,
+                "perf/samples_per_s": len(idx) * world / dt,
+                "perf/tokens_per_s": tokens * world / dt,
+            }
+            if not math.isfinite(row["dpo/loss"]):
+                raise PbrlError(f"step {step}: the loss is not finite ({row['dpo/loss']}); lower lr or check the data")
+            history.append(row)
+            if metrics_f is not None:
+                metrics_f.write(json.dumps(row, default=json_default) + "\n")
+                metrics_f.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['dpo/loss']:.4f}", acc=f"{row['dpo/reward_accuracy']:.2f}",
+                                samples_s=f"{row['perf/samples_per_s']:.1f}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == total):
+                _save_checkpoint(out, model, optimizer if accelerator is None else optimizer.optimizer, step, history)
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_f is not None:
+            metrics_f.close()
+    if rank == 0:
+        final, tmp = out / "model", out / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    return {"final": history[-1] if history else {}, "history": history, "num_parameters": num_parameters(model)}
