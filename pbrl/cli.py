@@ -30,6 +30,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("rec", "catalog"): ("pbrl_envs.recsim_commands:RecCatalog", "write the RecSim-v0 item catalog as JSON lines"),
     ("sweep",): ("pbrl.commands:Sweep", "run a grid of runs locally or on Ray, skipping finished ones"),
     ("table",): ("pbrl.commands:Table", "results tables (markdown, csv, figures) from run records"),
+    ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
+    ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
 }
 
 
