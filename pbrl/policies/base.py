@@ -1,0 +1,302 @@
+"""What every offline policy shares: the dataset facts it needs (`PolicySpec`), the base class, batch sampling,
+checkpoint IO, and the algorithm registry.
+
+A policy works in normalized coordinates: observations z-scored with dataset statistics, Box actions mapped to
+[-1, 1]. `act` takes raw environment observations and returns raw environment actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from pbrl.data import EpisodeDataset, Transitions, reference_scores
+from pbrl.errors import PbrlError
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Facts about the dataset and environment that shape a policy (JSON-serializable, saved in checkpoints)."""
+
+    obs_dim: int
+    """Flattened observation size."""
+    act_dim: int
+    """Action size (Box) or number of actions (Discrete)."""
+    discrete: bool
+    """Discrete action space."""
+    action_low: list[float]
+    """Box lower bounds (raw env units); empty for discrete."""
+    action_high: list[float]
+    """Box upper bounds (raw env units); empty for discrete."""
+    obs_mean: list[float]
+    """Dataset observation mean, for z-scoring."""
+    obs_std: list[float]
+    """Dataset observation std (floored at 1e-3)."""
+    max_episode_length: int
+    """Longest episode in the dataset."""
+    return_max: float
+    """Highest episode return in the dataset (its current rewards)."""
+    env_id: str | None = None
+    """Environment to evaluate in."""
+    dataset_name: str | None = None
+    """Name of the training dataset."""
+    ref_scores: tuple[float, float] | None = None
+    """(random, expert) reference returns for normalized scores, when known."""
+
+    @classmethod
+    def from_dataset(cls, ds: EpisodeDataset, env_id: str | None = None) -> PolicySpec:
+        obs = ds.observations.reshape(ds.num_transitions, -1).astype(np.float64)  # [N, D]
+        if ds.is_discrete:
+            act_dim, low, high = int(ds.action_space.n), [], []
+        else:
+            act = ds.actions.reshape(ds.num_transitions, -1)  # [N, A]
+            act_dim = act.shape[1]
+            space = ds.action_space
+            finite = (
+                isinstance(space, gym.spaces.Box)
+                and np.all(np.isfinite(space.low))
+                and np.all(np.isfinite(space.high))
+            )
+            if finite:
+                low, high = space.low.reshape(-1).tolist(), space.high.reshape(-1).tolist()
+            else:  # inferred space: the data's range
+                low, high = act.min(0).tolist(), act.max(0).tolist()
+                high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high)]
+        try:
+            ref: tuple[float, float] | None = reference_scores(ds)
+        except PbrlError:
+            ref = None
+        return cls(
+            obs_dim=obs.shape[1],
+            act_dim=act_dim,
+            discrete=ds.is_discrete,
+            action_low=[float(x) for x in low],
+            action_high=[float(x) for x in high],
+            obs_mean=obs.mean(0).tolist(),
+            obs_std=np.maximum(obs.std(0), 1e-3).tolist(),
+            max_episode_length=int(ds.episode_lengths.max()),
+            return_max=float(ds.episode_returns().max()),
+            env_id=env_id or ds.env_id,
+            dataset_name=ds.name,
+            ref_scores=ref,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PolicySpec:
+        d = json.loads(text)
+        if d.get("ref_scores") is not None:
+            d["ref_scores"] = tuple(d["ref_scores"])
+        return cls(**d)
+
+
+class TransitionSampler:
+    """Uniform minibatches of transitions, all data on the training device, rows picked with an index tensor."""
+
+    def __init__(self, data: Transitions, batch_size: int, generator: torch.Generator) -> None:
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.n = len(data)
+
+    def __call__(self) -> Transitions:
+        idx = torch.randint(self.n, (self.batch_size,), generator=self.generator)  # [B] (CPU generator)
+        idx = idx.to(self.data.rewards.device)
+        return Transitions(*(getattr(self.data, f.name)[idx] for f in dataclasses.fields(Transitions)))
+
+
+class Policy(nn.Module):
+    """Base class: normalization buffers, `act`, optimizer/step state, save/load.
+
+    Subclasses set `algo`, build networks and optimizers in `__init__(config, spec, total_steps)`, and implement
+    `update(batch) -> dict[str, float]` and `_act(obs [B, D] normalized) -> actions [B, A] in [-1, 1] (or [B] ids)`.
+    Sequence policies override `make_sampler` and `reset`.
+    """
+
+    algo: ClassVar[str] = ""
+
+    def __init__(self, config: Any, spec: PolicySpec, total_steps: int) -> None:
+        super().__init__()
+        self.config, self.spec, self.total_steps = config, spec, int(total_steps)
+        self.step = 0  # updates done so far (schedules read it)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.register_buffer("obs_mean", torch.tensor(spec.obs_mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.tensor(spec.obs_std, dtype=torch.float32))
+        if not spec.discrete:
+            low = torch.tensor(spec.action_low, dtype=torch.float32)
+            high = torch.tensor(spec.action_high, dtype=torch.float32)
+            self.register_buffer("act_center", (high + low) / 2)
+            self.register_buffer("act_half", (high - low) / 2)
+
+    @property
+    def device(self) -> torch.device:
+        return self.obs_mean.device
+
+    # ---------------------------------------------------------------- coordinates
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.reshape(*obs.shape[: obs.dim() - 1], -1) - self.obs_mean) / self.obs_std
+
+    def normalize_actions(self, act: torch.Tensor) -> torch.Tensor:
+        if self.spec.discrete:
+            return act.long()
+        return ((act - self.act_center) / self.act_half).clamp(-1.0, 1.0)
+
+    def unnormalize_actions(self, act: torch.Tensor) -> torch.Tensor:
+        return act if self.spec.discrete else act * self.act_half + self.act_center
+
+    # ---------------------------------------------------------------- data
+    def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], Any]:
+        """A callable returning one training batch; default: uniform transitions in normalized coordinates."""
+        t = dataset.transitions(self.device)
+        n = dataset.num_transitions
+        data = Transitions(
+            observations=self.normalize_obs(t.observations.reshape(n, -1).float()),
+            actions=self.normalize_actions(t.actions.reshape(n, -1) if not self.spec.discrete else t.actions),
+            rewards=t.rewards,
+            next_observations=self.normalize_obs(t.next_observations.reshape(n, -1).float()),
+            terminals=t.terminals,
+            timeouts=t.timeouts,
+        )
+        return TransitionSampler(data, self.config.batch_size, generator)
+
+    # ---------------------------------------------------------------- acting
+    def reset(self, num_envs: int) -> None:
+        """Start new episodes in `num_envs` parallel environments (sequence policies clear their context)."""
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Raw observations [B, *obs_shape] -> raw actions [B, A] (Box) or [B] (Discrete)."""
+        was_training = self.training
+        self.eval()
+        x = torch.tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        a = self.unnormalize_actions(self._act(self.normalize_obs(x)))
+        self.train(was_training)
+        return a.cpu().numpy()
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, batch: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- state
+    def training_state(self) -> dict[str, Any]:
+        """Weights, optimizer states and the step counter (everything resuming needs besides RNG states)."""
+        return {
+            "model": self.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "step": self.step,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        self.step = int(state["step"])
+
+    def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+        """One file: algorithm, config (JSON), spec (JSON), training state; written to a temp name, then renamed."""
+        obj = {
+            "algo": getattr(self, "algo_name", self.algo),
+            "config": json.dumps(dataclasses.asdict(self.config)),
+            "spec": self.spec.to_json(),
+            "total_steps": self.total_steps,
+            "state": self.training_state(),
+            "extra": extra or {},
+        }
+        atomic_torch_save(Path(path), obj)
+
+
+# ---------------------------------------------------------------- registry
+# name -> ("module:Class", "module:Config", preset overrides applied to the config's defaults)
+ALGORITHMS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "bc": ("pbrl.policies.bc:BC", "pbrl.policies.bc:BCConfig", {}),
+    "iql": ("pbrl.policies.iql:IQL", "pbrl.policies.iql:IQLConfig", {}),
+    "td3bc": ("pbrl.policies.td3bc:TD3BC", "pbrl.policies.td3bc:TD3BCConfig", {}),
+    "cql": ("pbrl.policies.cql:CQL", "pbrl.policies.cql:CQLConfig", {}),
+    "dt": ("pbrl.policies.dt:DecisionTransformer", "pbrl.policies.dt:DTConfig", {}),
+    "dtr": ("pbrl.policies.dtr:DTR", "pbrl.policies.dtr:DTRConfig", {}),
+    # Q-value regularized transformer (Hu et al., ICML 2024) = DTR with a constant policy-improvement weight
+    "qt": ("pbrl.policies.dtr:DTR", "pbrl.policies.dtr:DTRConfig", {"eta_schedule": "constant"}),
+}
+
+
+def _import(target: str) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def algorithm(name: str) -> tuple[type[Policy], type]:
+    """(policy class, config class) of a registered algorithm."""
+    if name not in ALGORITHMS:
+        raise PbrlError(f"unknown algorithm {name!r}; expected one of {sorted(ALGORITHMS)}")
+    cls, cfg, _ = ALGORITHMS[name]
+    return _import(cls), _import(cfg)
+
+
+def default_config(name: str, **overrides: Any) -> Any:
+    """The algorithm's config with its preset (e.g. qt's constant eta) and `overrides` applied."""
+    _, cfg_cls = algorithm(name)
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise PbrlError(f"{name} config has no field(s) {bad}; fields: {sorted(fields)}")
+    return cfg_cls(**{**ALGORITHMS[name][2], **overrides})
+
+
+def make_policy(name: str, spec: PolicySpec, config: Any = None, total_steps: int = 1_000_000) -> Policy:
+    cls, cfg_cls = algorithm(name)
+    config = default_config(name) if config is None else config
+    if not isinstance(config, cfg_cls):
+        raise PbrlError(f"{name} expects a {cfg_cls.__name__}, got {type(config).__name__}")
+    policy = cls(config, spec, total_steps)
+    policy.algo_name = name  # qt and dtr share a class; the checkpoint keeps the name asked for
+    return policy
+
+
+def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[Policy, dict[str, Any]]:
+    """Rebuild a policy from `Policy.save`'s file; returns it and the file's `extra` dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise PbrlError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+        name = obj["algo"]
+        _, cfg_cls = algorithm(name)
+        # JSON turns tuples (layer sizes, multipliers) into lists; every list-valued config field is a tuple
+        config = cfg_cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(obj["config"]).items()}
+        )
+        spec = PolicySpec.from_json(obj["spec"])
+    except PbrlError:
+        raise
+    except Exception as e:  # corrupt or foreign file
+        raise PbrlError(f"{path}: not a pbrl policy checkpoint ({type(e).__name__}: {e})") from None
+    policy = make_policy(name, spec, config, obj["total_steps"]).to(device)
+    policy.load_training_state(obj["state"])
+    return policy, obj["extra"]
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,166 @@
+"""Conservative Q-Learning (Kumar, Zhou, Tucker & Levine, NeurIPS 2020, arXiv 2006.04779), CQL(H).
+
+Continuous actions (SAC backbone, automatic entropy tuning, CORL's `cql.py` defaults):
+  L_Q = 1/2 E[(Q_k(s, a) - y)^2] + alpha_cql E_s[ T log sum_{a'} exp(Q_k(s, a') / T) - Q_k(s, a) ]      (eq. 4)
+  y = r + gamma (1 - d) min_k Q'_k(s', a'),  a' ~ pi(.|s')
+The log-sum-exp over the continuous action space is estimated by importance sampling (App. F) with N actions from
+each of U(-1, 1)^A, pi(.|s) and pi(.|s'):  logsumexp_j (Q(s, a_j) - log mu(a_j)), mu = the sampling density.
+  L_pi = E[ alpha log pi(a~|s) - min_k Q_k(s, a~) ],  a~ ~ pi(.|s);  L_alpha = -E[log alpha (log pi + H_target)].
+Discrete actions (CQL on a double-Q DQN): the log-sum-exp is exact over the actions,
+  y = r + gamma (1 - d) max_a min_k Q'_k(s', a), and the policy is argmax_a min_k Q_k(s, a).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pbrl.data import Transitions
+from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.nets import Critic, TanhGaussianActor, soft_update
+
+
+@dataclass
+class CQLConfig:
+    """CQL (CORL defaults for D4RL locomotion; critics 256x256 to match d3rlpy's benchmark setting)."""
+
+    batch_size: int = 256
+    """Transitions per update."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    cql_alpha: float = 10.0
+    """Weight of the conservative term (continuous: 10 in CORL's locomotion configs; discrete DQN: ~1-4)."""
+    temperature: float = 1.0
+    """Temperature T of the log-sum-exp."""
+    n_actions: int = 10
+    """Continuous: actions sampled from each of the three proposal distributions."""
+    critic_lr: float = 3e-4
+    """Critic Adam learning rate."""
+    actor_lr: float = 3e-5
+    """Actor Adam learning rate."""
+    alpha_lr: float = 3e-4
+    """Entropy temperature Adam learning rate."""
+    target_entropy: float | None = None
+    """SAC target entropy; None = -action_dim."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden sizes of actor and critics."""
+
+
+def cql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """mean_B[ T logsumexp_j(q_ood[.., b, j] / T) - q_data[.., b] ];  q_ood [.., B, M], q_data [.., B].
+
+    Leading dims (the critic ensemble) are summed, as each critic gets its own penalty.
+    """
+    lse = temperature * torch.logsumexp(q_ood / temperature, dim=-1)  # [.., B]
+    return (lse - q_data).mean(-1).sum()
+
+
+class CQL(Policy):
+    algo = "cql"
+
+    def __init__(self, config: CQLConfig, spec: PolicySpec, total_steps: int) -> None:
+        super().__init__(config, spec, total_steps)
+        hidden = tuple(config.hidden)
+        self.critic = Critic(spec.obs_dim, spec.act_dim, spec.discrete, n=2, hidden=hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        if not spec.discrete:
+            self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, hidden)
+            self.log_alpha = torch.nn.Parameter(torch.zeros(()))
+            self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+            self.target_entropy = (
+                -float(spec.act_dim) if config.target_entropy is None else config.target_entropy
+            )
+
+    def _opt_step(self, name: str, loss: torch.Tensor) -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def update(self, batch: Transitions) -> dict[str, float]:
+        self.step += 1
+        out = self._update_discrete(batch) if self.spec.discrete else self._update_continuous(batch)
+        soft_update(self.critic_target, self.critic, self.config.tau)
+        return out
+
+    def _update_discrete(self, batch: Transitions) -> dict[str, float]:
+        cfg = self.config
+        with torch.no_grad():
+            next_q = (
+                self.critic_target.all_actions(batch.next_observations).min(0).values.max(-1).values
+            )  # [B]
+            y = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * next_q
+        q_all = self.critic.all_actions(batch.observations)  # [2, B, A]
+        q = q_all.gather(-1, batch.actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)).squeeze(-1)  # [2, B]
+        td = 0.5 * F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()
+        penalty = cql_penalty(q_all, q, cfg.temperature)
+        loss = td + cfg.cql_alpha * penalty
+        self._opt_step("critic", loss)
+        return {"cql/td_loss": td.item(), "cql/penalty": penalty.item(), "cql/q_mean": q.mean().item()}
+
+    def _update_continuous(self, batch: Transitions) -> dict[str, float]:
+        cfg = self.config
+        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations  # [B, D], [B, A]
+        B, A, N = act.shape[0], act.shape[1], cfg.n_actions
+
+        # actor and temperature (SAC)
+        alpha = self.log_alpha.exp().detach()
+        pi, logp = self.actor.sample(obs)  # [B, A], [B]
+        actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
+        self._opt_step("actor", actor_loss)
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self._opt_step("alpha", alpha_loss)
+
+        # TD target
+        with torch.no_grad():
+            next_pi, _ = self.actor.sample(next_obs)
+            y = (
+                batch.rewards
+                + cfg.gamma * (1.0 - batch.terminals) * self.critic_target(next_obs, next_pi).min(0).values
+            )
+
+        # proposals for the log-sum-exp: uniform, pi(.|s), pi(.|s') — their Q values in one critic call
+        with torch.no_grad():
+            obs_rep = obs.unsqueeze(1).expand(B, N, -1)  # [B, N, D]
+            next_rep = next_obs.unsqueeze(1).expand(B, N, -1)
+            a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
+            a_cur, logp_cur = self.actor.sample(obs_rep)  # [B, N, A], [B, N]
+            a_next, logp_next = self.actor.sample(next_rep)
+        q_all = self.critic(
+            torch.cat([obs.unsqueeze(1), obs_rep, obs_rep, obs_rep], 1),  # [B, 1+3N, D]
+            torch.cat([act.unsqueeze(1), a_rand, a_cur, a_next], 1),  # [B, 1+3N, A]
+        )  # [2, B, 1+3N]
+        q = q_all[..., 0]  # [2, B]
+        log_uniform = A * math.log(0.5)  # density of U(-1, 1)^A
+        q_ood = torch.cat(
+            [
+                q_all[..., 1 : 1 + N] - log_uniform,
+                q_all[..., 1 + N : 1 + 2 * N] - logp_cur,
+                q_all[..., 1 + 2 * N :] - logp_next,
+            ],
+            dim=-1,
+        )  # [2, B, 3N]
+        td = 0.5 * F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()
+        penalty = cql_penalty(q_ood, q, cfg.temperature)
+        critic_loss = td + cfg.cql_alpha * penalty
+        self._opt_step("critic", critic_loss)
+        return {
+            "cql/td_loss": td.item(),
+            "cql/penalty": penalty.item(),
+            "cql/actor_loss": actor_loss.item(),
+            "cql/alpha": alpha.item(),
+            "cql/q_mean": q.mean().item(),
+        }
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.spec.discrete:
+            return self.critic.all_actions(obs).min(0).values.argmax(-1)
+        return self.actor.mode(obs)

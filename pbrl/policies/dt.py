@@ -1,0 +1,355 @@
+"""Decision Transformer (Chen et al., NeurIPS 2021, arXiv 2106.01345) and the sequence machinery DTR reuses.
+
+A GPT-2 style causal transformer reads per-step tokens (R^_t, s_t, a_t), R^_t the return-to-go, each token plus a
+learned timestep embedding (no positional embedding), and predicts a_t from the output at s_t's token:
+    L_DT = mean over valid window positions of ||a^_t - a_t||^2   (continuous, tanh head)
+                                        or   -log pi(a_t | ...)   (discrete, categorical head)
+Windows of K steps never cross an episode end (episodes are split at real terminations and truncations); the
+window start is uniform over all transitions (= trajectories sampled proportionally to their length) and short
+windows are left-padded and masked.
+At test time the return-to-go starts at a target R_0 and is decremented linearly, R^_t = R_0 (1 - t / T_max),
+T_max the longest dataset episode: with learned rewards there is no reward at test time to subtract (DTR, sec. 5).
+Defaults: CORL's `dt.py` D4RL settings (embed 128, 3 layers, 1 head, K 20, batch 64, lr 1e-4, warmup 10k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pbrl.data import EpisodeDataset
+from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.nets import activation
+
+
+@dataclass
+class DTConfig:
+    """Decision Transformer (CORL D4RL defaults)."""
+
+    batch_size: int = 64
+    """Windows per update."""
+    context: int = 20
+    """Window length K (steps; 3K tokens)."""
+    embed_dim: int = 128
+    """Transformer width."""
+    n_layers: int = 3
+    """Transformer blocks."""
+    n_heads: int = 1
+    """Attention heads."""
+    n_inner: int | None = None
+    """MLP width inside a block (None = 4 * embed_dim)."""
+    activation: str = "gelu"
+    """MLP activation inside a block."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention and residuals."""
+    max_ep_len: int = 1000
+    """Size of the timestep embedding (raised to the longest dataset episode if shorter)."""
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 10_000
+    """Linear learning-rate warmup."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip."""
+    rtg_scale: float = 1000.0
+    """Returns-to-go are divided by this before embedding."""
+    target_return: float | None = None
+    """Evaluation return target R_0 (dataset units); None = the dataset's best episode return."""
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+def interleave_tokens(r: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """[B, K, E] x3 -> [B, 3K, E] in the order R_0, s_0, a_0, R_1, s_1, a_1, ..."""
+    B, K, E = s.shape
+    return torch.stack([r, s, a], dim=2).reshape(B, 3 * K, E)
+
+
+def token_attention_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Step mask [B, K] (False = left padding) -> boolean attention mask [B, 1, 3K, 3K] (True = may attend).
+
+    Causal, padded keys hidden; every token may see itself so fully padded rows stay finite.
+    """
+    B, K = mask.shape
+    keys = mask.repeat_interleave(3, dim=1)  # [B, 3K]
+    L = 3 * K
+    causal = torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()
+    allowed = causal & keys[:, None, :]
+    allowed = allowed | torch.eye(L, dtype=torch.bool, device=mask.device)
+    return allowed.unsqueeze(1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x [..., B, K] over positions where mask [B, K] is True."""
+    m = mask.to(x.dtype)
+    return (x * m).sum((-2, -1)) / m.sum().clamp(min=1.0)
+
+
+def dt_action_loss(pred: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, discrete: bool) -> torch.Tensor:
+    """Masked squared error (pred/act [B, K, A]) or cross-entropy (logits [B, K, A], ids [B, K])."""
+    if discrete:
+        nll = F.cross_entropy(pred.flatten(0, 1), act.flatten(), reduction="none").view(act.shape)  # [B, K]
+        return masked_mean(nll, mask)
+    return masked_mean((pred - act).pow(2).mean(-1), mask)
+
+
+# ---------------------------------------------------------------------------------------------- model
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block with `scaled_dot_product_attention`."""
+
+    def __init__(self, dim: int, heads: int, inner: int, act: str, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, inner), activation(act)(), nn.Linear(inner, dim), nn.Dropout(dropout)
+        )
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, L, E = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, E // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, H, L, E/H]
+        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, L, E)))
+        return x + self.mlp(self.ln2(x))
+
+
+class TrajectoryTransformer(nn.Module):
+    """(R^, s, a) tokens + timestep embedding -> action at each state token, next state at each action token."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        discrete: bool,
+        embed_dim: int,
+        n_layers: int,
+        n_heads: int,
+        n_inner: int | None,
+        act: str,
+        dropout: float,
+        max_ep_len: int,
+    ) -> None:
+        super().__init__()
+        self.discrete, self.max_ep_len = discrete, max_ep_len
+        self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
+        self.embed_return = nn.Linear(1, embed_dim)
+        self.embed_state = nn.Linear(obs_dim, embed_dim)
+        self.embed_action = nn.Embedding(act_dim, embed_dim) if discrete else nn.Linear(act_dim, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, n_heads, n_inner or 4 * embed_dim, act, dropout) for _ in range(n_layers)
+        )
+        self.ln_f = nn.LayerNorm(embed_dim)
+        self.predict_action = nn.Linear(embed_dim, act_dim)
+        self.predict_state = nn.Linear(embed_dim, obs_dim)
+
+    def forward(
+        self,
+        rtg: torch.Tensor,  # [B, K]
+        states: torch.Tensor,  # [B, K, D]
+        actions: torch.Tensor,  # [B, K, A] float or [B, K] long
+        timesteps: torch.Tensor,  # [B, K] long
+        mask: torch.Tensor,  # [B, K] bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, K = mask.shape
+        t = self.embed_timestep(timesteps.clamp(0, self.max_ep_len - 1))  # [B, K, E]
+        x = interleave_tokens(
+            self.embed_return(rtg.unsqueeze(-1)) + t,
+            self.embed_state(states) + t,
+            self.embed_action(actions) + t,
+        )  # [B, 3K, E]
+        x = self.drop(self.embed_ln(x))
+        attn_mask = token_attention_mask(mask)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        x = self.ln_f(x).view(B, K, 3, -1)  # [B, K, (R, s, a), E]
+        a = self.predict_action(x[:, :, 1])  # [B, K, A]: from the state token
+        s_next = self.predict_state(x[:, :, 2])  # [B, K, D]: from the action token
+        return (a if self.discrete else torch.tanh(a)), s_next
+
+
+def build_transformer(config: DTConfig, spec: PolicySpec) -> TrajectoryTransformer:
+    return TrajectoryTransformer(
+        spec.obs_dim,
+        spec.act_dim,
+        spec.discrete,
+        config.embed_dim,
+        config.n_layers,
+        config.n_heads,
+        config.n_inner,
+        config.activation,
+        config.dropout,
+        max(config.max_ep_len, spec.max_episode_length),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class WindowBatch:
+    """K-step windows, left-padded; everything in the policy's normalized coordinates."""
+
+    states: torch.Tensor  # [B, K, D]
+    actions: torch.Tensor  # [B, K, A] float or [B, K] long
+    rewards: torch.Tensor  # [B, K]
+    rtg: torch.Tensor  # [B, K] return-to-go / rtg_scale
+    next_states: torch.Tensor  # [B, K, D]
+    timesteps: torch.Tensor  # [B, K] long, step index inside the episode
+    mask: torch.Tensor  # [B, K] bool, False = padding
+
+
+class WindowSampler:
+    """Uniform window starts over all transitions; windows stop at their episode's end and are left-padded."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        dataset: EpisodeDataset,
+        context: int,
+        batch_size: int,
+        rtg_scale: float,
+        generator: torch.Generator,
+    ) -> None:
+        dev, n = policy.device, dataset.num_transitions
+        self.K, self.batch_size, self.generator, self.n = context, batch_size, generator, n
+        t = dataset.transitions(dev)
+        self.obs = policy.normalize_obs(t.observations.reshape(n, -1).float())  # [N, D]
+        self.next_obs = policy.normalize_obs(t.next_observations.reshape(n, -1).float())
+        self.act = policy.normalize_actions(t.actions if policy.spec.discrete else t.actions.reshape(n, -1))
+        self.rew = t.rewards  # [N]
+        starts = dataset.episode_starts
+        ep = dataset.episode_index_of(np.arange(n))  # [N]
+        rev = np.add.accumulate(dataset.rewards.astype(np.float64)[::-1])[
+            ::-1
+        ]  # suffix sums over the flat array
+        end_sum = np.append(rev, 0.0)[starts[1:]][ep]  # suffix sum after each transition's episode end
+        self.rtg = torch.as_tensor((rev - end_sum) / rtg_scale, dtype=torch.float32, device=dev)  # [N]
+        self.tstep = torch.as_tensor(np.arange(n) - starts[ep], device=dev)  # [N]
+        self.end = torch.as_tensor(starts[1:][ep], device=dev)  # [N] exclusive episode end
+        self.ar = torch.arange(context, device=dev)
+
+    def __call__(self) -> WindowBatch:
+        s = torch.randint(self.n, (self.batch_size,), generator=self.generator).to(self.ar.device)  # [B]
+        length = torch.clamp(self.end[s] - s, max=self.K)  # [B]
+        shift = self.K - length  # leading pad positions
+        mask = self.ar[None, :] >= shift[:, None]  # [B, K]
+        idx = torch.where(mask, s[:, None] + self.ar[None, :] - shift[:, None], s[:, None])  # [B, K]
+        m = mask.float()
+        act = self.act[idx]
+        act = act * mask if act.dim() == 2 else act * m.unsqueeze(-1)
+        return WindowBatch(
+            states=self.obs[idx] * m.unsqueeze(-1),
+            actions=act,
+            rewards=self.rew[idx] * m,
+            rtg=self.rtg[idx] * m,
+            next_states=self.next_obs[idx] * m.unsqueeze(-1),
+            timesteps=self.tstep[idx] * mask,
+            mask=mask,
+        )
+
+
+class Context:
+    """Per-environment history for acting: the last K normalized states, actions and timesteps."""
+
+    def __init__(
+        self, n: int, K: int, obs_dim: int, act_dim: int, discrete: bool, device: torch.device
+    ) -> None:
+        self.K, self.t = K, 0
+        self.states = torch.zeros(n, K, obs_dim, device=device)
+        self.actions = torch.zeros(
+            (n, K) if discrete else (n, K, act_dim),
+            device=device,
+            dtype=torch.long if discrete else torch.float32,
+        )
+        self.timesteps = torch.zeros(n, K, dtype=torch.long, device=device)
+        self.mask = torch.zeros(n, K, dtype=torch.bool, device=device)
+
+    def push(self, obs: torch.Tensor) -> None:
+        """Append the current (normalized) observation [n, D]; the action slot is filled by `set_action`."""
+        roll = lambda x: torch.roll(x, -1, dims=1)  # noqa: E731
+        self.states, self.actions = roll(self.states), roll(self.actions)
+        self.timesteps, self.mask = roll(self.timesteps), roll(self.mask)
+        self.states[:, -1] = obs
+        self.actions[:, -1] = 0
+        self.timesteps[:, -1] = self.t
+        self.mask[:, -1] = True
+        self.t += 1
+
+    def set_action(self, act: torch.Tensor) -> None:
+        self.actions[:, -1] = act
+
+
+def rtg_schedule(
+    r0: torch.Tensor, timesteps: torch.Tensor, mask: torch.Tensor, t_max: int, scale: float
+) -> torch.Tensor:
+    """Scaled return-to-go R_0 (1 - t / T_max) / scale at every position: r0 [C], timesteps/mask [n, K] -> [n, C, K]."""
+    frac = 1.0 - timesteps.float() / float(t_max)  # [n, K]
+    return (r0[None, :, None] * frac[:, None, :] / scale) * mask[:, None, :]
+
+
+# ---------------------------------------------------------------------------------------------- policy
+class DecisionTransformer(Policy):
+    algo = "dt"
+
+    def __init__(self, config: DTConfig, spec: PolicySpec, total_steps: int) -> None:
+        super().__init__(config, spec, total_steps)
+        self.model = build_transformer(config, spec)
+        self.optimizers["actor"] = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.context: Context | None = None
+
+    def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], WindowBatch]:
+        cfg = self.config
+        return WindowSampler(self, dataset, cfg.context, cfg.batch_size, cfg.rtg_scale, generator)
+
+    def update(self, batch: WindowBatch) -> dict[str, float]:
+        cfg = self.config
+        self.step += 1
+        opt = self.optimizers["actor"]
+        opt.param_groups[0]["lr"] = cfg.lr * min(1.0, self.step / max(cfg.warmup_steps, 1))
+        pred, _ = self.model(batch.rtg, batch.states, batch.actions, batch.timesteps, batch.mask)
+        loss = dt_action_loss(pred, batch.actions, batch.mask, self.spec.discrete)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        opt.step()
+        return {"dt/action_loss": loss.item()}
+
+    # ---------------------------------------------------------------- acting
+    def reset(self, num_envs: int) -> None:
+        self.context = Context(
+            num_envs,
+            self.config.context,
+            self.spec.obs_dim,
+            self.spec.act_dim,
+            self.spec.discrete,
+            self.device,
+        )
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.context is None or self.context.states.shape[0] != obs.shape[0]:
+            self.reset(obs.shape[0])
+        ctx = self.context
+        ctx.push(obs)
+        r0 = self.config.target_return if self.config.target_return is not None else self.spec.return_max
+        rtg = rtg_schedule(
+            torch.tensor([r0], device=self.device),
+            ctx.timesteps,
+            ctx.mask,
+            self.spec.max_episode_length,
+            self.config.rtg_scale,
+        )[:, 0]  # [n, K]
+        pred, _ = self.model(rtg, ctx.states, ctx.actions, ctx.timesteps, ctx.mask)
+        a = pred[:, -1].argmax(-1) if self.spec.discrete else pred[:, -1]  # [n] or [n, A]
+        ctx.set_action(a)
+        return a

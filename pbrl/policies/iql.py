@@ -1,0 +1,138 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, ICLR 2022, arXiv 2110.06169).
+
+Value:  L_V = E[ L_2^tau( min_k Q'_k(s, a) - V(s) ) ],  L_2^tau(u) = |tau - 1(u < 0)| u^2      (eq. 5)
+Critic: L_Q = E[ (r + gamma (1 - d) V(s') - Q_k(s, a))^2 ]                                      (eq. 6)
+Actor (advantage-weighted regression):
+        L_pi = E[ exp(beta (min_k Q'_k(s, a) - V(s))) * -log pi(a | s) ],  weights clipped at 100 (eq. 7)
+Defaults: CORL's D4RL locomotion settings (tau 0.7, beta 3, cosine-decayed actor lr). Discrete actions use a
+categorical actor and Q(s, .) heads.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pbrl.data import Transitions
+from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.nets import (
+    CategoricalActor,
+    Critic,
+    DeterministicActor,
+    GaussianActor,
+    cosine_lr,
+    mlp,
+    soft_update,
+)
+
+
+@dataclass
+class IQLConfig:
+    """IQL (CORL defaults for D4RL locomotion)."""
+
+    batch_size: int = 256
+    """Transitions per update."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    expectile: float = 0.7
+    """Expectile tau of the value loss (0.5 = mean regression; -> 1 approaches max_a Q)."""
+    beta: float = 3.0
+    """Inverse temperature of the advantage weights."""
+    max_weight: float = 100.0
+    """Clip of exp(beta * advantage)."""
+    lr: float = 3e-4
+    """Adam learning rate (value, critics, actor)."""
+    actor_cosine: bool = True
+    """Cosine-decay the actor learning rate to 0 over training."""
+    deterministic_actor: bool = False
+    """Continuous only: deterministic tanh actor with squared-error weighted regression instead of the Gaussian."""
+    actor_dropout: float = 0.0
+    """Dropout in the actor MLP (CORL uses 0.1 for Adroit)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden sizes of every MLP."""
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """mean |tau - 1(u < 0)| u^2 over u = diff [B] (asymmetric squared loss, IQL eq. 5)."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def awr_weights(adv: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    """exp(beta * A), clipped above at `max_weight` [B]."""
+    return torch.exp(beta * adv).clamp(max=max_weight)
+
+
+class IQL(Policy):
+    algo = "iql"
+
+    def __init__(self, config: IQLConfig, spec: PolicySpec, total_steps: int) -> None:
+        super().__init__(config, spec, total_steps)
+        hidden = tuple(config.hidden)
+        self.critic = Critic(spec.obs_dim, spec.act_dim, spec.discrete, n=2, hidden=hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.value = mlp(spec.obs_dim, 1, hidden)
+        if spec.discrete:
+            self.actor: torch.nn.Module = CategoricalActor(
+                spec.obs_dim, spec.act_dim, hidden, config.actor_dropout
+            )
+        elif config.deterministic_actor:
+            self.actor = DeterministicActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
+        else:
+            self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
+        self.optimizers["value"] = torch.optim.Adam(self.value.parameters(), lr=config.lr)
+        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
+        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+
+    def _actor_nll(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.actor, DeterministicActor):
+            return (self.actor(obs) - act).pow(2).sum(-1)  # [B]
+        return -self.actor.log_prob(obs, act)  # [B]
+
+    def update(self, batch: Transitions) -> dict[str, float]:
+        cfg = self.config
+        self.step += 1
+        obs, act = batch.observations, batch.actions  # [B, D], [B, A] or [B]
+
+        with torch.no_grad():
+            target_q = self.critic_target(obs, act).min(0).values  # [B]
+            next_v = self.value(batch.next_observations).squeeze(-1)  # [B]
+            q_target = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * next_v  # [B]
+
+        v = self.value(obs).squeeze(-1)  # [B]
+        adv = target_q - v
+        v_loss = expectile_loss(adv, cfg.expectile)
+        self._step("value", v_loss)
+
+        q = self.critic(obs, act)  # [2, B]
+        q_loss = F.mse_loss(q, q_target.expand_as(q))
+        self._step("critic", q_loss)
+        soft_update(self.critic_target, self.critic, cfg.tau)
+
+        if cfg.actor_cosine:
+            self.optimizers["actor"].param_groups[0]["lr"] = cosine_lr(
+                cfg.lr, self.step - 1, self.total_steps
+            )
+        weights = awr_weights(adv.detach(), cfg.beta, cfg.max_weight)  # [B]
+        actor_loss = (weights * self._actor_nll(obs, act)).mean()
+        self._step("actor", actor_loss)
+        return {
+            "iql/v_loss": v_loss.item(),
+            "iql/q_loss": q_loss.item(),
+            "iql/actor_loss": actor_loss.item(),
+            "iql/q_mean": q.mean().item(),
+        }
+
+    def _step(self, name: str, loss: torch.Tensor) -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor.mode(obs) if not isinstance(self.actor, DeterministicActor) else self.actor(obs)

@@ -1,0 +1,215 @@
+"""Networks shared by every offline policy: MLPs, batched critic ensembles, actor heads, soft updates.
+
+Ensembles (twin critics) are one module whose weights carry a leading member axis, evaluated with one batched
+matmul (`torch.baddbmm`) instead of a Python loop over members.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "mish": nn.Mish,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+}
+
+
+def activation(name: str) -> type[nn.Module]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...] = (256, 256),
+    act: str = "relu",
+    dropout: float = 0.0,
+    layer_norm: bool = False,
+) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> act -> [Dropout] per hidden layer, then a plain Linear output."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(d, h))
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(activation(act)())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        # same init as n separate nn.Linear layers (kaiming-uniform(a=sqrt 5) == U(-1/sqrt(in), 1/sqrt(in)))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # [n, B, out]
+
+
+class EnsembleMLP(nn.Module):
+    """`n` MLPs of the same shape as one module; input [B, in] (shared) or [n, B, in] -> [n, B, out]."""
+
+    def __init__(
+        self, n: int, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (256, 256), act: str = "relu"
+    ):
+        super().__init__()
+        self.n = n
+        dims = (in_dim, *hidden)
+        self.hidden = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(n, dims[-1], out_dim)
+        self.act = activation(act)()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, -1, -1)  # [n, B, in]
+        for layer in self.hidden:
+            x = self.act(layer(x))
+        return self.out(x)  # [n, B, out]
+
+
+class Critic(nn.Module):
+    """An ensemble of Q-functions (n=2: twin critics), continuous or discrete actions.
+
+    Continuous: Q_k(s, a) = MLP_k([s, a]) -> 1. Discrete: Q_k(s, .) = MLP_k(s) -> one value per action.
+    `forward(obs, act)` returns [n, B] in both cases; `all_actions(obs)` [n, B, A] is for discrete spaces.
+    Leading dimensions beyond the batch ([B, T, ...]) are flattened and restored.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        discrete: bool,
+        n: int = 2,
+        hidden: tuple[int, ...] = (256, 256),
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.discrete = discrete
+        self.net = EnsembleMLP(
+            n, obs_dim if discrete else obs_dim + act_dim, act_dim if discrete else 1, hidden, act
+        )
+
+    def all_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-1]
+        q = self.net(obs.reshape(-1, obs.shape[-1]))  # [n, B*, A]
+        return q.reshape(q.shape[0], *lead, q.shape[-1])  # [n, *lead, A]
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            q = self.all_actions(obs)  # [n, *lead, A]
+            return q.gather(-1, act.long().unsqueeze(0).expand(q.shape[0], *act.shape).unsqueeze(-1)).squeeze(
+                -1
+            )
+        lead = obs.shape[:-1]
+        x = torch.cat([obs, act], dim=-1).reshape(-1, obs.shape[-1] + act.shape[-1])
+        q = self.net(x)  # [n, B*, 1]
+        return q.reshape(q.shape[0], *lead)  # [n, *lead]
+
+
+class DeterministicActor(nn.Module):
+    """a = tanh(MLP(s)) in the normalized action box [-1, 1]."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0
+    ):
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden, dropout=dropout)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))  # [B, A]
+
+
+class GaussianActor(nn.Module):
+    """N(tanh(MLP(s)), exp(log_std)) with a state-independent log std (IQL's actor; no squashing of samples)."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0
+    ):
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden, dropout=dropout)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mean = torch.tanh(self.net(obs))  # [B, A]
+        return torch.distributions.Normal(mean, self.log_std.clamp(-20.0, 2.0).exp())
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self(obs).log_prob(act).sum(-1)  # [B]
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC's squashed Gaussian: a = tanh(u), u ~ N(mu(s), sigma(s)); log-prob with the tanh Jacobian."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, hidden)
+
+    def _dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        return mean, log_std.clamp(-20.0, 2.0).exp()
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized action [*, A] and its log-probability [*]."""
+        mean, std = self._dist(obs)
+        u = mean + std * torch.randn_like(mean)
+        logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
+        # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form
+        logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), logp
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self._dist(obs)[0])
+
+
+class CategoricalActor(nn.Module):
+    """Logits over discrete actions."""
+
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0
+    ):
+        super().__init__()
+        self.net = mlp(obs_dim, num_actions, hidden, dropout=dropout)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)  # [B, A] logits
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self(obs), -1).gather(-1, act.long().unsqueeze(-1)).squeeze(-1)  # [B]
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs).argmax(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: target <- (1 - tau) target + tau source."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.lerp_(s, tau)
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """Cosine decay from `base` at step 0 to 0 at step `total`."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))

@@ -1,0 +1,108 @@
+"""TD3+BC (Fujimoto & Gu, NeurIPS 2021, "A Minimalist Approach to Offline Reinforcement Learning", arXiv 2106.06860).
+
+Critic (TD3): y = r + gamma (1 - d) min_k Q'_k(s', clip(pi'(s') + clip(eps, -c, c), -1, 1)), eps ~ N(0, sigma^2)
+Actor (every `policy_freq` updates):
+        pi = argmax_pi E[ lambda Q_1(s, pi(s)) - (pi(s) - a)^2 ],  lambda = alpha / ((1/B) sum |Q_1(s_i, a_i)|)  (eq. 3)
+with lambda treated as a constant (detached). Continuous action spaces only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pbrl.data import Transitions
+from pbrl.errors import PbrlError
+from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.nets import Critic, DeterministicActor, soft_update
+
+
+@dataclass
+class TD3BCConfig:
+    """TD3+BC (the paper's and CORL's D4RL defaults)."""
+
+    batch_size: int = 256
+    """Transitions per update."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak rate of target networks."""
+    alpha: float = 2.5
+    """Weight of the Q term relative to behaviour cloning (lambda = alpha / mean|Q|)."""
+    policy_noise: float = 0.2
+    """Std of target policy smoothing noise (normalized action units)."""
+    noise_clip: float = 0.5
+    """Clip of the smoothing noise."""
+    policy_freq: int = 2
+    """Actor and target updates every this many critic updates."""
+    actor_lr: float = 3e-4
+    """Actor Adam learning rate."""
+    critic_lr: float = 3e-4
+    """Critic Adam learning rate."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden sizes of actor and critics."""
+
+
+def td3bc_lambda(q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """lambda = alpha / mean|Q| over the batch, detached (TD3+BC eq. 3)."""
+    return alpha / q.abs().mean().detach()
+
+
+def td3bc_actor_loss(q: torch.Tensor, pi: torch.Tensor, act: torch.Tensor, alpha: float) -> torch.Tensor:
+    """-lambda mean Q(s, pi(s)) + mean (pi(s) - a)^2;  q [B], pi/act [B, A]."""
+    return -td3bc_lambda(q, alpha) * q.mean() + F.mse_loss(pi, act)
+
+
+class TD3BC(Policy):
+    algo = "td3bc"
+
+    def __init__(self, config: TD3BCConfig, spec: PolicySpec, total_steps: int) -> None:
+        super().__init__(config, spec, total_steps)
+        if spec.discrete:
+            raise PbrlError(
+                "td3bc needs a continuous (Box) action space; use iql, cql, bc, dt or dtr for discrete"
+            )
+        hidden = tuple(config.hidden)
+        self.actor = DeterministicActor(spec.obs_dim, spec.act_dim, hidden)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = Critic(spec.obs_dim, spec.act_dim, False, n=2, hidden=hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+
+    def update(self, batch: Transitions) -> dict[str, float]:
+        cfg = self.config
+        self.step += 1
+        obs, act = batch.observations, batch.actions  # [B, D], [B, A]
+
+        with torch.no_grad():
+            noise = (torch.randn_like(act) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_act = (self.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)  # [B, A]
+            target_q = self.critic_target(batch.next_observations, next_act).min(0).values  # [B]
+            y = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * target_q  # [B]
+        q = self.critic(obs, act)  # [2, B]
+        critic_loss = F.mse_loss(q, y.expand_as(q)) * q.shape[0]  # sum over the twins, as TD3
+        opt = self.optimizers["critic"]
+        opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        opt.step()
+
+        out = {"td3bc/critic_loss": critic_loss.item(), "td3bc/q_mean": q.mean().item()}
+        if self.step % cfg.policy_freq == 0:
+            pi = self.actor(obs)  # [B, A]
+            q_pi = self.critic(obs, pi)[0]  # [B] (Q_1 only, as the paper)
+            actor_loss = td3bc_actor_loss(q_pi, pi, act, cfg.alpha)
+            opt = self.optimizers["actor"]
+            opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            opt.step()
+            soft_update(self.critic_target, self.critic, cfg.tau)
+            soft_update(self.actor_target, self.actor, cfg.tau)
+            out["td3bc/actor_loss"] = actor_loss.item()
+        return out
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)

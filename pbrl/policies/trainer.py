@@ -1,0 +1,244 @@
+"""The one training loop for every offline policy.
+
+`train_policy(algo, dataset, config, steps=..., out_dir=...)`: sample batch -> `policy.update` -> metrics; periodic
+vectorized evaluation with normalized scores; checkpoints; resume; `metrics.jsonl` and a final `summary.json`.
+
+Output folder:
+  config.json     algorithm, resolved config, run settings, dataset, git revision
+  metrics.jsonl   one JSON object per logged step (`step`, namespaced losses, `perf/steps_per_s`, `eval/...`)
+  checkpoint.pt   the latest training state (weights, optimizers, step, RNG states) — what `resume` reads
+  policy.pt       the final policy (same format; `pbrl eval` reads either)
+  summary.json    last_score / best_score (normalized 0-100, None without reference scores), raw returns
+Resume: the checkpoint carries the sampler's and torch's RNG states and evaluation forks the RNG, so a resumed
+run reaches bit-for-bit the same weights as an uninterrupted one with the same seed (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pbrl.data import EpisodeDataset
+from pbrl.errors import PbrlError
+from pbrl.policies.base import PolicySpec, atomic_write_text, default_config, make_policy
+from pbrl.policies.evaluation import evaluate, normalize_returns
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def train_policy(
+    algo: str,
+    dataset: EpisodeDataset,
+    config: Any = None,
+    *,
+    steps: int = 100_000,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    eval_every: int = 5000,
+    eval_episodes: int = 10,
+    device: str = "cpu",
+    env_id: str | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    log_every: int = 100,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `algo` on `dataset` for `steps` updates and return the summary dict (also written to summary.json).
+
+    config: the algorithm's config dataclass (None = defaults, e.g. `default_config("iql", expectile=0.9)`).
+    eval_every: evaluate every this many updates and after the last (0 = only after the last; eval_episodes=0 or
+      no env id = never). env_id: the environment to evaluate in (default: the dataset's).
+    resume: continue from out_dir/checkpoint.pt. stop_at: stop after this many updates (a later resume continues).
+    checkpoint_every: default eval_every (or 10% of steps when that is 0).
+    """
+    if steps < 1:
+        raise PbrlError(f"steps must be >= 1, got {steps}")
+    if eval_every < 0 or eval_episodes < 0:
+        raise PbrlError("eval_every and eval_episodes must be >= 0")
+    if resume and out_dir is None:
+        raise PbrlError("resume needs out_dir (the folder holding checkpoint.pt)")
+    config = default_config(algo) if config is None else config
+    out = Path(out_dir) if out_dir is not None else None
+    env_id = env_id or dataset.env_id
+    do_eval = eval_episodes > 0 and env_id is not None
+    checkpoint_every = checkpoint_every or eval_every or max(1, steps // 10)
+
+    seed_everything(seed)
+    spec = PolicySpec.from_dataset(dataset, env_id=env_id)
+    policy = make_policy(algo, spec, config, total_steps=steps).to(device)
+    generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
+    sampler = policy.make_sampler(dataset, generator)
+    run_info = {
+        "algo": algo,
+        "config": dataclasses.asdict(config),
+        "steps": steps,
+        "seed": seed,
+        "eval_every": eval_every,
+        "eval_episodes": eval_episodes,
+        "device": device,
+        "env_id": env_id,
+        "dataset": dataset.name,
+        "dataset_metadata": _jsonable({k: v for k, v in dataset.metadata.items() if k != "provenance"}),
+        "provenance": _jsonable(dataset.metadata.get("provenance", [])),
+        "git_revision": git_revision(),
+    }
+
+    history: list[dict[str, Any]] = []  # eval records
+    lines: list[str] = []  # metrics.jsonl content
+    start = 0
+    if out is not None:
+        ckpt = out / "checkpoint.pt"
+        if resume and ckpt.is_file():
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+            saved = json.loads(state["extra"]["run"])
+            for key in ("algo", "config", "steps", "seed"):
+                if saved[key] != json.loads(json.dumps(run_info[key])):
+                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({saved[key]} vs {run_info[key]})")
+            policy.load_training_state(state["state"])
+            generator.set_state(state["extra"]["generator"])
+            torch.set_rng_state(state["extra"]["torch_rng"])
+            start = policy.step
+            history = json.loads(state["extra"]["history"])
+            metrics_path = out / "metrics.jsonl"
+            if metrics_path.is_file():
+                lines = [
+                    ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start
+                ]
+        elif resume:
+            raise PbrlError(f"nothing to resume: {ckpt} does not exist")
+        atomic_write_text(out / "config.json", json.dumps(run_info, indent=1))
+
+    def save_checkpoint(path: Path) -> None:
+        policy.save(
+            path,
+            extra={
+                "run": json.dumps(run_info),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(history),
+            },
+        )
+
+    def flush_metrics() -> None:
+        if out is not None:
+            atomic_write_text(out / "metrics.jsonl", "".join(ln + "\n" for ln in lines))
+
+    def run_eval(step: int) -> dict[str, Any]:
+        returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000)
+        scores = normalize_returns(policy, returns)
+        rec = {
+            "step": step,
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/normalized_score": None if scores is None else float(scores.mean()),
+            "eval/returns": returns.tolist(),
+        }
+        history.append(rec)
+        return rec
+
+    stop = min(steps, stop_at) if stop_at is not None else steps
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=algo, dynamic_ncols=True, mininterval=1.0)
+    t0, window_t, window_n = time.perf_counter(), time.perf_counter(), 0
+    steps_per_s = float("nan")
+    for step in range(start + 1, stop + 1):
+        metrics = policy.update(sampler())
+        window_n += 1
+        if step % log_every == 0 or step == steps:
+            now = time.perf_counter()
+            steps_per_s = window_n / max(now - window_t, 1e-9)
+            window_t, window_n = now, 0
+            lines.append(json.dumps({"step": step, **metrics, "perf/steps_per_s": steps_per_s}))
+            if bar is not None:
+                short = {k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]}
+                bar.set_postfix(**short, sps=f"{steps_per_s:.1f}")
+        if do_eval and ((eval_every and step % eval_every == 0) or step == steps):
+            rec = run_eval(step)
+            lines.append(json.dumps({k: v for k, v in rec.items()}))
+            if bar is not None:
+                bar.write(
+                    f"step {step}: return {rec['eval/return_mean']:.1f}"
+                    + (
+                        f", score {rec['eval/normalized_score']:.1f}"
+                        if rec["eval/normalized_score"] is not None
+                        else ""
+                    )
+                )
+        if bar is not None:
+            bar.update(1)
+        if out is not None and (step % checkpoint_every == 0 or step == stop):
+            flush_metrics()
+            save_checkpoint(out / "checkpoint.pt")
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    scores = [r["eval/normalized_score"] for r in history]
+    last = history[-1] if history else None
+    best = max(history, key=lambda r: r["eval/return_mean"]) if history else None
+    summary = {
+        "algo": algo,
+        "dataset": dataset.name,
+        "env_id": env_id,
+        "seed": seed,
+        "steps": steps,
+        "steps_done": policy.step,
+        "finished": policy.step >= steps,
+        "last_score": None if last is None else last["eval/normalized_score"],
+        "best_score": None if best is None or None in scores else max(scores),
+        "last_return_mean": None if last is None else last["eval/return_mean"],
+        "best_return_mean": None if best is None else best["eval/return_mean"],
+        "best_step": None if best is None else best["step"],
+        "last_returns": None if last is None else last["eval/returns"],
+        "evaluations": [{k: v for k, v in r.items() if k != "eval/returns"} for r in history],
+        "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9)
+        if policy.step > start
+        else steps_per_s,
+    }
+    if out is not None:
+        if policy.step >= steps:
+            save_checkpoint(out / "policy.pt")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return summary

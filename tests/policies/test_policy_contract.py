@@ -1,0 +1,168 @@
+"""The contract every algorithm meets: finite float losses, parameters change, save/load round trip, action shapes
+and bounds, seeded determinism, and resume == uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import obs_batch, small_config
+
+from pbrl.errors import PbrlError
+from pbrl.policies.base import PolicySpec, load_policy, make_policy
+from pbrl.policies.trainer import train_policy
+
+CONTINUOUS = ["bc", "iql", "td3bc", "cql", "dt", "dtr", "qt"]
+DISCRETE = ["bc", "iql", "cql", "dt", "dtr"]
+
+
+def _build(algo, ds, steps=10):
+    torch.manual_seed(0)
+    policy = make_policy(algo, PolicySpec.from_dataset(ds), small_config(algo), total_steps=steps)
+    return policy, policy.make_sampler(ds, torch.Generator().manual_seed(0))
+
+
+def _contract(algo, ds, tmp_path):
+    policy, sampler = _build(algo, ds)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    for _ in range(4):
+        metrics = policy.update(sampler())
+        assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
+        assert all(k.count("/") == 1 for k in metrics)
+    changed = [
+        k
+        for k, v in policy.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
+    trainable = {k for k, _ in policy.named_parameters()}
+    assert trainable & set(changed), "no trainable parameter changed"
+
+    obs = obs_batch(ds)
+    policy.reset(len(obs))
+    act = policy.act(obs)
+    if policy.spec.discrete:
+        assert (
+            act.shape == (5,) and act.dtype.kind == "i" and act.min() >= 0 and act.max() < ds.action_space.n
+        )
+    else:
+        assert act.shape == (5, *ds.action_space.shape)
+        assert np.all(act >= ds.action_space.low - 1e-6) and np.all(act <= ds.action_space.high + 1e-6)
+
+    path = tmp_path / f"{algo}.pt"
+    policy.save(path)
+    loaded, _ = load_policy(path)
+    assert type(loaded) is type(policy) and loaded.config == policy.config and loaded.step == policy.step
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    policy.reset(len(obs))
+    loaded.reset(len(obs))
+    torch.manual_seed(1)
+    a1 = policy.act(obs)
+    torch.manual_seed(1)
+    np.testing.assert_array_equal(a1, loaded.act(obs))
+    # optimizer states survive too: one more identical update from both
+    b = sampler()
+    torch.manual_seed(2)
+    m1 = policy.update(b)
+    torch.manual_seed(2)
+    m2 = loaded.update(b)
+    assert m1 == m2
+
+
+@pytest.mark.parametrize("algo", CONTINUOUS)
+def test_contract_continuous(algo, pendulum, tmp_path):
+    _contract(algo, pendulum, tmp_path)
+
+
+@pytest.mark.parametrize("algo", DISCRETE)
+def test_contract_discrete(algo, cartpole, tmp_path):
+    _contract(algo, cartpole, tmp_path)
+
+
+def test_td3bc_rejects_discrete(cartpole):
+    with pytest.raises(PbrlError, match="continuous"):
+        _build("td3bc", cartpole)
+
+
+def _weights(out_dir):
+    policy, _ = load_policy(out_dir / "checkpoint.pt")
+    return policy.state_dict()
+
+
+@pytest.mark.parametrize("algo", CONTINUOUS)
+def test_seeded_runs_are_identical(algo, pendulum, tmp_path):
+    kw = dict(steps=6, eval_every=0, eval_episodes=0, progress=False)
+    train_policy(algo, pendulum, small_config(algo), seed=3, out_dir=tmp_path / "a", **kw)
+    train_policy(algo, pendulum, small_config(algo), seed=3, out_dir=tmp_path / "b", **kw)
+    train_policy(algo, pendulum, small_config(algo), seed=4, out_dir=tmp_path / "c", **kw)
+    a, b, c = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3bc", "cql", "dtr"])
+def test_resume_equals_uninterrupted(algo, pendulum, tmp_path):
+    # evaluation in the middle (it forks the RNG) and a stop at a checkpoint, then resume
+    kw = dict(steps=8, eval_every=4, eval_episodes=2, checkpoint_every=2, progress=False, seed=5)
+    full = train_policy(algo, pendulum, small_config(algo), out_dir=tmp_path / "full", **kw)
+    part = train_policy(algo, pendulum, small_config(algo), out_dir=tmp_path / "part", stop_at=6, **kw)
+    assert not part["finished"] and part["steps_done"] == 6
+    resumed = train_policy(algo, pendulum, small_config(algo), out_dir=tmp_path / "part", resume=True, **kw)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["last_returns"] == full["last_returns"]
+    assert resumed["best_score"] == full["best_score"]
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    full_steps = [
+        json.loads(ln)["step"] for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == full_steps
+
+
+def test_resume_rejects_other_config(pendulum, tmp_path):
+    kw = dict(steps=4, eval_every=0, eval_episodes=0, progress=False)
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, stop_at=2, **kw)
+    with pytest.raises(PbrlError, match="config differs"):
+        train_policy("bc", pendulum, small_config("bc", lr=1.0), out_dir=tmp_path, resume=True, **kw)
+
+
+def test_summary_and_outputs(pendulum, tmp_path):
+    s = train_policy(
+        "bc",
+        pendulum,
+        small_config("bc"),
+        steps=4,
+        eval_every=2,
+        eval_episodes=2,
+        out_dir=tmp_path,
+        progress=False,
+        log_every=1,
+    )
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    assert len(s["last_returns"]) == 2
+    # normalized with the dataset's reference returns (-400, 0)
+    assert s["last_score"] == pytest.approx(100 * (np.mean(s["last_returns"]) + 400) / 400)
+    assert s["best_score"] == max(e["eval/normalized_score"] for e in s["evaluations"])
+    assert [e["step"] for e in s["evaluations"]] == [2, 4]
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["algo"] == "bc" and cfg["config"]["hidden"] == [32, 32] and "git_revision" in cfg
+    assert (tmp_path / "policy.pt").is_file() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_load_policy_errors(tmp_path):
+    with pytest.raises(PbrlError, match="not found"):
+        load_policy(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(PbrlError, match="not a pbrl policy checkpoint"):
+        load_policy(bad)
+
+
+def test_unknown_algorithm(pendulum):
+    with pytest.raises(PbrlError, match="unknown algorithm"):
+        train_policy("sac", pendulum, steps=1, progress=False)
