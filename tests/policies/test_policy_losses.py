@@ -1,0 +1,216 @@
+"""Hand-computed values for the algorithms' loss terms, the DT token layout and windows, DTR's n-step target and
+candidate selection."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_config
+
+from pbrl.data import Episode, EpisodeDataset
+from pbrl.policies.base import PolicySpec, make_policy
+from pbrl.policies.cql import cql_penalty
+from pbrl.policies.dt import WindowSampler, interleave_tokens, token_attention_mask
+from pbrl.policies.dtr import nstep_window_targets, policy_q_term, select_candidate
+from pbrl.policies.iql import awr_weights, expectile_loss
+from pbrl.policies.nets import Critic, EnsembleMLP
+from pbrl.policies.td3bc import td3bc_actor_loss, td3bc_lambda
+
+
+def test_iql_expectile_loss():
+    # u = [1, -2], tau = 0.7: (0.7 * 1 + 0.3 * 4) / 2
+    assert expectile_loss(torch.tensor([1.0, -2.0]), 0.7).item() == pytest.approx(0.95)
+    # tau = 0.5 is half the mean squared error
+    u = torch.tensor([0.3, -1.1, 2.0])
+    assert expectile_loss(u, 0.5).item() == pytest.approx(0.5 * (u**2).mean().item())
+    assert awr_weights(torch.tensor([0.0, 1.0, 10.0]), 3.0, 100.0).tolist() == pytest.approx(
+        [1.0, math.e**3, 100.0]
+    )
+
+
+def test_cql_logsumexp_term():
+    # one critic, two states: logsumexp([1, 1, 1]) - 1 = ln 3 ; logsumexp([0, ln 2]) - 0 = ln 3
+    q_ood = torch.tensor([[1.0, 1.0, 1.0], [0.0, math.log(2.0), -math.inf]])
+    q_data = torch.tensor([1.0, 0.0])
+    assert cql_penalty(q_ood, q_data).item() == pytest.approx(math.log(3.0))
+    # temperature T: T * log sum exp(q / T); two critics are summed
+    q = torch.tensor([[2.0, 4.0]])
+    expect = 2.0 * math.log(math.exp(1.0) + math.exp(2.0)) - 3.0
+    assert cql_penalty(q, torch.tensor([3.0]), temperature=2.0).item() == pytest.approx(expect)
+    assert cql_penalty(torch.stack([q, q]), torch.tensor([[3.0], [3.0]]), 2.0).item() == pytest.approx(
+        2 * expect
+    )
+
+
+def test_td3bc_lambda_and_actor_loss():
+    q = torch.tensor([1.0, -3.0], requires_grad=True)
+    lam = td3bc_lambda(q, 2.5)
+    assert lam.item() == pytest.approx(2.5 / 2.0) and not lam.requires_grad
+    pi, a = torch.tensor([[0.5], [0.0]]), torch.tensor([[0.0], [1.0]])
+    # -1.25 * mean(q) + mean((pi - a)^2) = -1.25 * -1 + (0.25 + 1) / 2
+    assert td3bc_actor_loss(q, pi, a, 2.5).item() == pytest.approx(1.25 + 0.625)
+
+
+def test_ensemble_mlp_equals_members():
+    torch.manual_seed(0)
+    net = EnsembleMLP(3, 4, 2, hidden=(8, 8))
+    x = torch.randn(5, 4)
+    out = net(x)  # [3, 5, 2]
+    for k in range(3):
+        h = x
+        for layer in net.hidden:
+            h = torch.relu(h @ layer.weight[k] + layer.bias[k])
+        torch.testing.assert_close(out[k], h @ net.out.weight[k] + net.out.bias[k])
+    critic = Critic(4, 3, discrete=True, n=2, hidden=(8,))
+    q_all = critic.all_actions(x)  # [2, 5, 3]
+    act = torch.tensor([0, 2, 1, 1, 0])
+    torch.testing.assert_close(critic(x, act), q_all[:, torch.arange(5), act])
+
+
+def test_dt_token_layout_and_mask():
+    B, K, E = 1, 3, 2
+    r = torch.full((B, K, E), 0.0) + torch.arange(K).view(1, K, 1) * 10
+    s, a = r + 1, r + 2
+    tokens = interleave_tokens(r, s, a)[0, :, 0].tolist()
+    assert tokens == [0, 1, 2, 10, 11, 12, 20, 21, 22]  # R_0 s_0 a_0 R_1 s_1 a_1 ...
+    mask = token_attention_mask(torch.tensor([[False, True, True]]))[0, 0]  # first step is padding
+    assert mask.shape == (9, 9)
+    assert mask[4, 3] and mask[4, 4] and not mask[4, 5]  # s_1 sees R_1 and itself, not a_1
+    assert not mask[4, :3].any()  # nor the padded step
+    assert mask[8, 3:].all() and mask[0, 0] and not mask[0, 1]
+
+
+def test_dt_action_at_state_token_is_causal(pendulum):
+    torch.manual_seed(0)
+    policy = make_policy("dt", PolicySpec.from_dataset(pendulum), small_config("dt", dropout=0.0), 10).eval()
+    K, D = 5, 3
+    rtg, s, a = torch.randn(2, K), torch.randn(2, K, D), torch.randn(2, K, 1)
+    t, m = torch.arange(K).expand(2, K), torch.ones(2, K, dtype=torch.bool)
+    pred, _ = policy.model(rtg, s, a, t, m)
+    a2 = a.clone()
+    a2[:, 2:] = 5.0  # future and current actions do not move the prediction of a_2
+    s2 = s.clone()
+    s2[:, 2] += 1.0  # the current state does
+    torch.testing.assert_close(policy.model(rtg, s, a2, t, m)[0][:, :3], pred[:, :3])
+    assert not torch.allclose(policy.model(rtg, s2, a, t, m)[0][:, 2], pred[:, 2])
+
+
+def _toy_dataset(lengths=(3, 6), obs_dim=2):
+    eps = []
+    for e, T in enumerate(lengths):
+        obs = np.arange((T + 1) * obs_dim, dtype=np.float32).reshape(T + 1, obs_dim) + 100 * e
+        eps.append(
+            Episode(
+                obs,
+                np.zeros((T, 1), np.float32),
+                np.arange(1, T + 1, dtype=np.float32) + 10 * e,
+                np.zeros(T, bool),
+                np.eye(1, T, T - 1, dtype=bool)[0],
+            )
+        )
+    return EpisodeDataset.from_episodes(eps)
+
+
+def test_windows_stay_inside_episodes_and_rtg_matches_naive():
+    ds = _toy_dataset()
+    policy = make_policy("dt", PolicySpec.from_dataset(ds), small_config("dt", context=4), 10)
+    sampler = WindowSampler(policy, ds, context=4, batch_size=256, rtg_scale=2.0, generator=torch.Generator())
+    b = sampler()
+    raw = b.states * policy.obs_std + policy.obs_mean  # [B, K, D] back to raw observations
+    for i in range(256):
+        m = b.mask[i]
+        assert m[-1] and m.to(torch.int8).diff().ge(0).all()  # left padding only
+        ep = int(raw[i, -1, 0].item() // 100)  # observations encode their episode
+        assert torch.all(raw[i, m, 0] // 100 == ep)
+        start = int(ds.episode_starts[ep])
+        t = b.timesteps[i, m]
+        assert torch.equal(t, torch.arange(int(t[0]), int(t[0]) + int(m.sum())))
+        rew = ds.episode(ep).rewards
+        for k, tt in zip(torch.nonzero(m).flatten().tolist(), t.tolist()):
+            assert b.rewards[i, k].item() == rew[tt]
+            assert b.rtg[i, k].item() == pytest.approx(rew[tt:].sum() / 2.0)
+            assert ds.rewards[start + tt] == rew[tt]
+        assert (b.rewards[i, ~m] == 0).all() and (b.rtg[i, ~m] == 0).all()
+
+
+def test_dtr_nstep_in_window_target():
+    # K = 3, gamma = 0.5, r = [1, 2, 3], bootstrap 4 at the last step t = 2 (its reward r_2 is not used)
+    q = nstep_window_targets(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([4.0]), 0.5)
+    assert q.tolist() == [[1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4.0]]
+    # left padding (zero rewards) in front of a two-step window leaves the real targets unchanged
+    q = nstep_window_targets(torch.tensor([[0.0, 2.0, 3.0]]), torch.tensor([4.0]), 0.5)
+    assert q[0, 1:].tolist() == [4.0, 4.0]
+    # against a naive loop
+    r, boot, g = torch.randn(4, 6), torch.randn(4), 0.9
+    naive = torch.zeros(4, 6)
+    for i in range(6):
+        naive[:, i] = sum(g ** (j - i) * r[:, j] for j in range(i, 5)) + g ** (5 - i) * boot
+    torch.testing.assert_close(nstep_window_targets(r, boot, g), naive)
+
+
+def test_dtr_q_term_normalization():
+    q1 = torch.tensor([[2.0, -4.0, 100.0]])
+    q2 = torch.tensor([[1.0, 1.0, 100.0]])
+    m = torch.tensor([[True, True, False]])
+    # -eta * mean(q1) / mean|q2| over valid positions = -3 * (-1) / 1
+    assert policy_q_term(q1, q2, m, 3.0).item() == pytest.approx(3.0)
+    assert policy_q_term(q1, q1, m, 3.0).item() == pytest.approx(-3.0 * -1.0 / 3.0)
+
+
+def test_dtr_eta_schedules(pendulum):
+    spec = PolicySpec.from_dataset(pendulum)
+    dtr = make_policy("dtr", spec, small_config("dtr", eta_max=2.0), total_steps=100)
+    qt = make_policy("qt", spec, small_config("qt", eta_max=2.0), total_steps=100)
+    dtr.step = qt.step = 25
+    assert dtr.eta() == pytest.approx(0.5) and qt.eta() == 2.0
+
+
+def test_select_candidate():
+    q = torch.tensor([[0.1, 3.0, -1.0], [5.0, 4.0, 4.9]])
+    assert select_candidate(q, sample=False).tolist() == [1, 0]
+    g = torch.Generator().manual_seed(0)
+    picks = torch.stack([select_candidate(q, True, g) for _ in range(2000)])  # [2000, 2]
+    freq = (picks[:, 0] == 1).float().mean().item()
+    p = torch.softmax(q[0], 0)[1].item()
+    assert abs(freq - p) < 0.03
+
+
+class _QIsFirstAction(torch.nn.Module):
+    """A critic whose Q is (a large multiple of) the action's first coordinate (twin copies)."""
+
+    def forward(self, obs, act):
+        return torch.stack([act[..., 0], act[..., 0] + 1.0]) * 1e4
+
+
+@pytest.mark.parametrize("inference", ["paper", "release"])
+def test_dtr_picks_highest_q_candidate(pendulum, inference):
+    torch.manual_seed(0)
+    spec = PolicySpec.from_dataset(pendulum)
+    # release: no RTG noise, so the 50 candidates are 10 copies of the 5 targets' actions, and Q is so steep that
+    # softmax sampling is argmax
+    policy = make_policy("dtr", spec, small_config("dtr", inference=inference, release_rtg_noise=0.0), 10)
+    for _ in range(3):  # a little training so candidates differ
+        policy.update(policy.make_sampler(pendulum, torch.Generator().manual_seed(0))())
+    policy.critic = policy.critic_target = _QIsFirstAction()
+    policy.eval()
+    obs = torch.tensor(pendulum.observations[:4])
+    policy.reset(4)
+    with torch.no_grad():
+        chosen = policy._act(policy.normalize_obs(obs))  # [4, 1]
+        # the candidates by hand: same context, each return target
+        ctx = policy.context
+        r0 = policy.candidate_returns()
+        cands = []
+        for c in range(len(r0)):
+            rtg = (
+                r0[c] * (1 - ctx.timesteps.float() / spec.max_episode_length) / policy.config.rtg_scale
+            ) * ctx.mask
+            out, _ = policy.actor(rtg, ctx.states, torch.zeros_like(ctx.actions), ctx.timesteps, ctx.mask)
+            cands.append(out[:, -1, 0])
+        cands = torch.stack(cands, 1)  # [4, C]
+    assert len(r0) == (5 if inference == "paper" else 50)
+    assert (cands.max(1).values - cands.min(1).values).min() > 1e-4  # the choice matters
+    torch.testing.assert_close(chosen[:, 0], cands.max(1).values)
