@@ -23,6 +23,7 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset, Transitions, reference_scores
 from pbrl.errors import PbrlError
+from pbrl.utils import atomic_torch_save
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class Policy(nn.Module):
             "state": self.training_state(),
             "extra": extra or {},
         }
-        atomic_torch_save(Path(path), obj)
+        atomic_torch_save(obj, str(path))
 
 
 # ---------------------------------------------------------------- registry
@@ -286,17 +287,3 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[Policy, d
     policy = make_policy(name, spec, config, obj["total_steps"]).to(device)
     policy.load_training_state(obj["state"])
     return policy, obj["extra"]
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

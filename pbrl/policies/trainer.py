@@ -17,51 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
-from pbrl.policies.base import PolicySpec, atomic_write_text, default_config, make_policy
+from pbrl.policies.base import PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import evaluate, normalize_returns
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
+from pbrl.utils import atomic_write_text, git_revision, json_default, set_seed
 
 
 def train_policy(
@@ -102,7 +68,7 @@ def train_policy(
     do_eval = eval_episodes > 0 and env_id is not None
     checkpoint_every = checkpoint_every or eval_every or max(1, steps // 10)
 
-    seed_everything(seed)
+    set_seed(seed)
     spec = PolicySpec.from_dataset(dataset, env_id=env_id)
     policy = make_policy(algo, spec, config, total_steps=steps).to(device)
     generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
@@ -117,8 +83,7 @@ def train_policy(
         "device": device,
         "env_id": env_id,
         "dataset": dataset.name,
-        "dataset_metadata": _jsonable({k: v for k, v in dataset.metadata.items() if k != "provenance"}),
-        "provenance": _jsonable(dataset.metadata.get("provenance", [])),
+        "dataset_metadata": json.loads(json.dumps(dataset.metadata, default=json_default)),
         "git_revision": git_revision(),
     }
 
@@ -145,7 +110,7 @@ def train_policy(
                 ]
         elif resume:
             raise PbrlError(f"nothing to resume: {ckpt} does not exist")
-        atomic_write_text(out / "config.json", json.dumps(run_info, indent=1))
+        atomic_write_text(str(out / "config.json"), json.dumps(run_info, indent=1))
 
     def save_checkpoint(path: Path) -> None:
         policy.save(
@@ -160,7 +125,7 @@ def train_policy(
 
     def flush_metrics() -> None:
         if out is not None:
-            atomic_write_text(out / "metrics.jsonl", "".join(ln + "\n" for ln in lines))
+            atomic_write_text(str(out / "metrics.jsonl"), "".join(ln + "\n" for ln in lines))
 
     def run_eval(step: int) -> dict[str, Any]:
         returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000)
@@ -240,5 +205,5 @@ def train_policy(
     if out is not None:
         if policy.step >= steps:
             save_checkpoint(out / "policy.pt")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(str(out / "summary.json"), json.dumps(summary, indent=1))
     return summary

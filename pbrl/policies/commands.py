@@ -1,0 +1,143 @@
+"""`pbrl train` and `pbrl eval`."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from pbrl.errors import PbrlError
+
+Algo = Literal["iql", "cql", "td3bc", "bc", "dt", "qt", "dtr"]
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """`key=value` strings -> dict; values read as JSON when they parse (numbers, lists, true/false, null)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PbrlError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+@dataclass
+class TrainCommand:
+    """Train an offline policy on a dataset; writes config, metrics.jsonl, checkpoints and summary.json to --out."""
+
+    algo: tyro.conf.Positional[Algo]
+    """Algorithm (qt = DTR with a constant policy-improvement weight)."""
+    spec: tyro.conf.Positional[str]
+    """Dataset: a Minari id (it carries its env), d4rl:<path>, or a local path."""
+    steps: int = 100_000
+    """Gradient updates."""
+    seed: int = 0
+    """Seed of initialization, batches and evaluation."""
+    eval_every: int = 5000
+    """Evaluate every this many updates (and after the last; 0 = only after the last)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, run side by side in a vector env (0 = no evaluation)."""
+    out: str | None = None
+    """Output folder (default runs/ALGO-DATASET-sSEED)."""
+    device: str = "cpu"
+    """Torch device."""
+    env_id: str | None = None
+    """Environment for evaluation (default: the dataset's)."""
+    resume: bool = False
+    """Continue from OUT/checkpoint.pt (same settings required)."""
+    set: Annotated[list[str], tyro.conf.arg(name="set")] = field(default_factory=list)
+    """Config overrides key=value, e.g. --set expectile=0.9 hidden=[512,512] (see the algorithm's config)."""
+    threads: int | None = None
+    """Torch CPU threads (default: torch's)."""
+
+    def run(self) -> None:
+        import torch
+
+        from pbrl.data import load_dataset
+        from pbrl.policies.base import default_config
+        from pbrl.policies.trainer import train_policy
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        config = default_config(self.algo, **parse_overrides(self.set))
+        ds = load_dataset(self.spec)
+        out = self.out or str(
+            Path("runs") / f"{self.algo}-{re.sub(r'[^A-Za-z0-9._-]+', '_', ds.name)}-s{self.seed}"
+        )
+        summary = train_policy(
+            self.algo,
+            ds,
+            config,
+            steps=self.steps,
+            seed=self.seed,
+            out_dir=out,
+            eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes,
+            device=self.device,
+            env_id=self.env_id,
+            resume=self.resume,
+        )
+        print(_summary_line(summary))
+        print(f"outputs in {out}")
+
+
+@dataclass
+class EvalCommand:
+    """Evaluate a saved policy (checkpoint.pt or policy.pt) in its environment."""
+
+    ckpt: tyro.conf.Positional[str]
+    """Checkpoint file written by `pbrl train`."""
+    episodes: int = 10
+    """Episodes, run side by side in a vector env."""
+    seed: int = 0
+    """Seed of the first episode (episode i uses seed + i)."""
+    env_id: str | None = None
+    """Environment (default: the one the policy was trained for)."""
+    device: str = "cpu"
+    """Torch device."""
+    json_out: bool = False
+    """Print one JSON object instead of a line of text."""
+
+    def run(self) -> None:
+        from pbrl.policies.base import load_policy
+        from pbrl.policies.evaluation import evaluate, normalize_returns
+
+        policy, _ = load_policy(self.ckpt, device=self.device)
+        env_id = self.env_id or policy.spec.env_id
+        returns = evaluate(policy, env_id, self.episodes, seed=self.seed)
+        scores = normalize_returns(policy, returns)
+        result = {
+            "checkpoint": self.ckpt,
+            "env_id": env_id,
+            "step": policy.step,
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "normalized_score": None if scores is None else float(scores.mean()),
+            "returns": returns.tolist(),
+        }
+        if self.json_out:
+            print(json.dumps(result))
+            return
+        line = f"{env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {self.episodes} episodes"
+        if scores is not None:
+            line += f", normalized score {scores.mean():.1f}"
+        print(line)
+
+
+def _summary_line(s: dict) -> str:
+    parts = [f"{s['algo']} on {s['dataset']}: {s['steps_done']} steps, {s['perf/steps_per_s']:.1f} steps/s"]
+    if s["last_return_mean"] is not None:
+        parts.append(f"last return {s['last_return_mean']:.2f}")
+    if s["last_score"] is not None:
+        parts.append(f"last score {s['last_score']:.1f}, best {s['best_score']:.1f}")
+    return "; ".join(parts)
