@@ -1,0 +1,177 @@
+"""The whole preference-based offline RL pipeline in one call:
+
+    preferences (scripted teacher on the true reward, or a human label folder)
+      -> reward learner (step | segment | pt) -> relabel (normalizer) -> offline policy -> normalized score
+
+The policy never sees the dataset's true rewards unless `reward="true"` (the oracle column of the tables). Every
+stage writes into one run folder: config.json, prefs/, reward/, policy/, summary.json.
+`run_record(config, out_dir)` is the sweep runner (see pbrl.sweep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import tyro
+
+from pbrl.errors import PbrlError
+from pbrl.utils import atomic_write_json, git_revision
+
+Algo = Literal["iql", "cql", "td3bc", "bc", "dt", "qt", "dtr"]
+
+
+@dataclass
+class PipelineConfig:
+    """prefs -> reward -> relabel -> policy -> score."""
+
+    dataset: tyro.conf.Positional[str]
+    """Dataset spec: Minari id, d4rl:<path>, or a local path."""
+    algo: Algo = "iql"
+    """Offline policy algorithm."""
+    reward: Literal["true", "step", "segment", "pt"] = "step"
+    """Reward learner; `true` trains on the dataset's own rewards (the oracle baseline)."""
+    normalize: Literal["member-zscore", "direct", "location", "scale", "none"] = "member-zscore"
+    """Normalizer of the learned rewards (member-zscore = DTR's ensemble normalization)."""
+    labels: str | None = None
+    """Human label folder or prefs.npz (Uni-RLHF, PT, pbrl); default: a scripted teacher on the true reward."""
+    teacher: Literal["exact", "stochastic", "myopic", "skip", "equal", "mistake"] = "exact"
+    """Scripted teacher (B-Pref models) when no label folder is given."""
+    queries: int = 500
+    """Scripted queries."""
+    length: int = 50
+    """Scripted segment length."""
+    tie_threshold: float | None = None
+    """Exact teacher's tie band."""
+    epsilon: float | None = None
+    """Mistake teacher's flip probability."""
+    query_fraction: float = 1.0
+    """Use only this fraction of the labelled pairs (query-count ablations)."""
+    ensemble: int = 3
+    """Reward ensemble members."""
+    reward_epochs: int = 50
+    """Reward training epochs (early stop at 0.968 train accuracy)."""
+    steps: int = 100_000
+    """Policy updates."""
+    seed: int = 0
+    """Seed of labels, reward and policy."""
+    eval_every: int = 5000
+    """Policy evaluation period in updates."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (batched in a vector env)."""
+    device: str = "cpu"
+    """Torch device."""
+    out: str = "runs/pipeline"
+    """Run folder."""
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Overrides of the algorithm's config fields, e.g. {"hidden": [64, 64]} (Python / grid files)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def run(self) -> None:
+        s = run_pipeline(self)
+        score = s["policy"].get("last_score")
+        print(
+            f"{self.algo} on {s['dataset_name']} with {self.reward} reward: last normalized score "
+            f"{'n/a' if score is None else f'{score:.1f}'} (best {s['policy'].get('best_score')}); see {self.out}"
+        )
+
+
+def _labels(cfg: PipelineConfig, ds) -> Any:
+    from pbrl.data import PreferencePairs, scripted_preferences
+
+    if cfg.labels:
+        pairs = PreferencePairs.load(cfg.labels).validate(ds, source=cfg.labels)
+    else:
+        pairs = scripted_preferences(
+            ds, cfg.queries, cfg.length, cfg.teacher, cfg.seed, tie_threshold=cfg.tie_threshold, epsilon=cfg.epsilon
+        )
+    if not 0 < cfg.query_fraction <= 1:
+        raise PbrlError(f"query_fraction must be in (0, 1], got {cfg.query_fraction}")
+    if cfg.query_fraction < 1:
+        keep = np.random.default_rng(cfg.seed).permutation(len(pairs))[: max(1, int(round(cfg.query_fraction * len(pairs))))]
+        pairs = pairs.subset(np.sort(keep))
+    return pairs
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Run every stage; returns (and writes) the run summary."""
+    from pbrl.data import load_dataset
+    from pbrl.policies.base import default_config
+    from pbrl.policies.trainer import train_policy
+
+    t0 = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    atomic_write_json(os.path.join(cfg.out, "config.json"), {**dataclasses.asdict(cfg), "git_revision": git_revision()})
+    ds = load_dataset(cfg.dataset)
+    summary: dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "dataset_name": ds.name,
+        "dataset_transitions": ds.num_transitions,
+        "dataset_episodes": ds.num_episodes,
+    }
+    train_ds = ds
+    if cfg.reward != "true":
+        from pbrl.rewards.relabel import relabel
+        from pbrl.rewards.report import reward_report
+        from pbrl.rewards.train import RewardConfig, train_reward
+
+        pairs = _labels(cfg, ds)
+        pairs.save(os.path.join(cfg.out, "prefs"))
+        rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
+        model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress)
+        train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset})
+        summary["prefs"] = pairs.stats()
+        final = model.info.get("final", {})
+        summary["reward"] = {
+            "val_accuracy": final.get("reward/val_accuracy"),
+            "train_accuracy": final.get("reward/train_accuracy"),
+            "epochs_run": model.info.get("epochs_run"),
+            # correlations of learned and true rewards (the true ones are hidden from the policy, not from us)
+            "report": reward_report(ds, model, seed=cfg.seed),
+        }
+    pcfg = default_config("qt" if cfg.algo == "qt" else cfg.algo, **cfg.policy)
+    pol = train_policy(
+        cfg.algo,
+        train_ds,
+        pcfg,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        out_dir=os.path.join(cfg.out, "policy"),
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        device=cfg.device,
+        env_id=ds.env_id,
+        progress=cfg.progress,
+    )
+    summary["policy"] = pol
+    summary["wall_s"] = round(time.time() - t0, 1)
+    atomic_write_json(os.path.join(cfg.out, "summary.json"), summary)
+    return summary
+
+
+def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Sweep runner: a pipeline run from a grid config; returns what the tables read."""
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = set(config) - known
+    if unknown:
+        raise PbrlError(f"unknown pipeline fields in grid config: {sorted(unknown)}")
+    cfg = PipelineConfig(**{**config, "out": out_dir, "progress": False})
+    s = run_pipeline(cfg)
+    pol = s["policy"]
+    curve = [[e["step"], e["eval/normalized_score"]] for e in pol.get("evaluations", []) if e.get("eval/normalized_score") is not None]
+    return {
+        "dataset_name": s["dataset_name"],
+        "dataset_transitions": s["dataset_transitions"],
+        "last_score": pol.get("last_score"),
+        "best_score": pol.get("best_score"),
+        "last_return_mean": pol.get("last_return_mean"),
+        "curve": curve,
+        "reward": s.get("reward"),
+        "steps_per_s": pol.get("perf/steps_per_s"),
+        "wall_s": s["wall_s"],
+    }
