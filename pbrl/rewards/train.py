@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
 from pbrl.rewards.pt import PreferenceTransformer
 from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, segment_ends
+from pbrl.utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_revision
 
 ModelKind = Literal["step", "segment", "pt"]
 CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "reward.pt", "metrics.jsonl"
@@ -86,27 +86,6 @@ class RewardConfig:
     """Seed of initialisation, split and data order."""
     device: str = "cpu"
     """Torch device."""
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def build_net(config: RewardConfig, in_dim: int, max_len: int) -> nn.Module:
@@ -190,7 +169,7 @@ class RewardModel:
         state: dict[str, Any] = {"net": self.net.state_dict()}
         if self.behavior is not None:
             state["behavior"] = behavior_policy_state(self.behavior)
-        _atomic_write(out / WEIGHTS_NAME, lambda p: torch.save(state, p))
+        atomic_torch_save(state, str(out / WEIGHTS_NAME))
         cfg = {
             "format_version": 1,
             "model": self.kind,
@@ -200,7 +179,7 @@ class RewardModel:
             "threshold": self.threshold,
             "info": self.info,
         }
-        _atomic_write(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(cfg, indent=2, default=str)))
+        atomic_write_json(str(out / CONFIG_NAME), cfg)
 
 
 def load_reward_model(path: str | os.PathLike, device: str = "cpu") -> RewardModel:
@@ -350,8 +329,7 @@ def train_reward(
         bar.set_postfix({k.split("/")[-1]: round(v, 3) for k, v in row.items() if k.startswith("reward/")})
         if out is not None:
             lines.append(json.dumps(row))
-            text = "".join(ln + "\n" for ln in lines)
-            _atomic_write(out / METRICS_NAME, lambda p, text=text: p.write_text(text))
+            atomic_write_text(str(out / METRICS_NAME), "".join(ln + "\n" for ln in lines))
         if config.early_stop and row["reward/train_accuracy"] > config.early_stop_accuracy:
             stopped_early = True
             break
