@@ -2,25 +2,45 @@
 
 Python API: `train_reward(dataset, pairs, RewardConfig(...), out_dir=None) -> RewardModel`,
 `load_reward_model(dir)`, `relabel(dataset, model, normalizer) -> EpisodeDataset`, `reward_report(...)`.
+Domain-free pieces for other step types (LLM tokens): a learner maps x [M, B, T, D] + mask [M, B, T] (+ segment
+ends) to `StepOutput(values, weights)`; `sequence_score` aggregates, `pair_loss` is one Bradley–Terry batch,
+`segment_ends` / `densify_segments` segment and densify, `normalize` combines members.
 """
 
+from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
 from pbrl.rewards.normalizers import NORMALIZERS, normalize
+from pbrl.rewards.pt import PreferenceTransformer
 from pbrl.rewards.relabel import learned_rewards, relabel, relabel_to_minari
 from pbrl.rewards.report import reward_report
-from pbrl.rewards.segment import SegmenterConfig
-from pbrl.rewards.train import RewardConfig, RewardModel, evaluate_pairs, load_reward_model, train_reward
+from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, densify_segments, segment_ends
+from pbrl.rewards.train import (
+    RewardConfig,
+    RewardModel,
+    evaluate_pairs,
+    load_reward_model,
+    pair_loss,
+    train_reward,
+)
 
 __all__ = [
     "NORMALIZERS",
     "RewardConfig",
     "RewardModel",
+    "PreferenceTransformer",
+    "SegmentRewardModel",
     "SegmenterConfig",
+    "StepOutput",
+    "StepRewardMLP",
+    "densify_segments",
     "evaluate_pairs",
     "learned_rewards",
     "load_reward_model",
     "normalize",
+    "pair_loss",
     "relabel",
     "relabel_to_minari",
     "reward_report",
+    "segment_ends",
+    "sequence_score",
     "train_reward",
 ]

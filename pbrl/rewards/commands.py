@@ -59,13 +59,17 @@ class Relabel:
     """member-zscore (DTR), direct, location (SegmentRM), scale (x1000 / return range), none (ensemble mean)."""
     overwrite: bool = False
     """Replace an existing dataset of that id."""
+    device: str = "cpu"
+    """Torch device of the batched inference."""
 
     def run(self) -> None:
         import numpy as np
 
         from pbrl.rewards.relabel import relabel_to_minari
 
-        ds, path = relabel_to_minari(self.spec, self.reward, self.out, self.normalize, self.overwrite)
+        ds, path = relabel_to_minari(
+            self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device
+        )
         r = ds.rewards
         print(
             json.dumps(

@@ -159,13 +159,14 @@ def relabel_to_minari(
     out_id: str,
     normalizer: str = "member-zscore",
     overwrite: bool = False,
+    device: str = "cpu",
 ) -> tuple[EpisodeDataset, str]:
     """Load `spec`, relabel it with the reward model in `reward_dir`, write Minari dataset `out_id`."""
     from pbrl.data import load_dataset
     from pbrl.rewards.train import load_reward_model
 
     ds = load_dataset(spec)
-    model = load_reward_model(reward_dir)
+    model = load_reward_model(reward_dir, device=device)
     out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir})
     if out.metadata.get("name") in (None, "dataset"):
         out.metadata["name"] = out_id

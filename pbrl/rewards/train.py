@@ -8,7 +8,7 @@
 - progress bar; `metrics.jsonl` (one line per epoch); `reward.pt` (weights, `torch.load(weights_only=True)`) and
   `config.json` (model kind, resolved config, step spec, training summary, git revision) in `out_dir`.
 
-`load_reward_model(dir)` reads them back.
+`load_reward_model(dir)` reads them back. `pair_loss` is the domain-free core of one step (any step features).
 """
 
 from __future__ import annotations
@@ -102,6 +102,28 @@ def build_net(config: RewardConfig, in_dim: int, max_len: int) -> nn.Module:
             in_dim, config.ensemble, config.d_model, config.layers, config.heads, max_len
         )
     raise PbrlError(f"unknown reward model {config.model!r}; expected step, segment or pt")
+
+
+def pair_loss(
+    net: nn.Module,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    ends: torch.Tensor | None,
+    label: torch.Tensor,
+    mask_ties: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bradley–Terry loss and accuracy per member for one batch of pairs — the domain-free core of training.
+
+    x [M, 2B, T, D] step features (rows :B are segments a, rows B: segments b; tokens in an LLM, (s, a) in control),
+    mask / ends [M, 2B, T] bool, label [M, B] = P(b preferred). Returns (loss [M], accuracy [M]).
+    """
+    scores = sequence_score(net(x, mask, ends))  # [M, 2B]
+    sa, sb = scores.chunk(2, dim=1)  # [M, B] each
+    weight = (label != 0.5).to(scores.dtype) if mask_ties else None
+    loss = bradley_terry_loss(sa, sb, label, weight)  # [M]
+    with torch.no_grad():
+        acc = preference_accuracy(sa, sb, label)  # [M]
+    return loss, acc
 
 
 class RewardModel:
@@ -302,18 +324,17 @@ def train_reward(
         for i in range(math.ceil(n / b)):
             idx = perms[:, i * b : (i + 1) * b]  # [M, B]
             starts = torch.cat([start_a[idx], start_b[idx]], dim=1)  # [M, 2B]
-            scores = model.segment_scores(feats, signal, starts, pairs.length)  # [M, 2B]
-            sa, sb = scores.chunk(2, dim=1)  # [M, B] each
+            x = windows(feats, starts, pairs.length)  # [M, 2B, T, D]
+            mask = torch.ones(x.shape[:-1], dtype=torch.bool, device=dev)  # [M, 2B, T]
+            sig = windows(signal, starts, pairs.length) if signal is not None else None
             y = label[idx]  # [M, B]
-            weight = (y != 0.5).float() if config.mask_ties else None
-            loss = bradley_terry_loss(sa, sb, y, weight).sum()  # members' losses summed
+            loss, acc = pair_loss(model.net, x, mask, model.ends(mask, sig), y, config.mask_ties)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()  # members' losses summed
             opt.step()
             step += 1
-            losses.append(loss.item() / m)
-            with torch.no_grad():
-                accs.append(preference_accuracy(sa, sb, y).nan_to_num(0.5).mean().item())
+            losses.append(loss.mean().item())
+            accs.append(acc.nan_to_num(0.5).mean().item())
         dt = time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
