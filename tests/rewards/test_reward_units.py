@@ -233,3 +233,35 @@ def test_rank_correlations_against_hand_values():
     assert spearman(x, x**3) == pytest.approx(1.0)
     assert pearson(x, -2 * x + 3) == pytest.approx(-1.0)
     assert pearson(x, x**3) < 1.0 - 1e-3
+
+
+# ---------------------------------------------------------------- variable-length sequences (LLM-style padding)
+
+
+@pytest.mark.parametrize("kind", ["step", "segment", "pt"])
+def test_right_padding_does_not_change_scores(kind):
+    """A sequence padded to a longer batch scores the same as alone: what token sequences of an LLM need."""
+    from pbrl.rewards.train import pair_loss
+
+    torch.manual_seed(5)
+    d, m = 6, 2
+    if kind == "step":
+        net = StepRewardMLP(d, m, (8, 8))
+    elif kind == "segment":
+        net = SegmentRewardModel(d, m, d_model=8, heads=2, max_len=12)
+    else:
+        net = PreferenceTransformer(d, m, d_model=8, heads=2, max_len=12)
+    seq = torch.randn(m, 1, 7, d)  # one 7-step sequence
+    padded = torch.cat([seq, torch.randn(m, 1, 5, d) * 100], dim=2)  # + 5 junk steps
+    mask7 = torch.ones(1, 7, dtype=torch.bool)
+    mask12 = torch.cat([mask7, torch.zeros(1, 5, dtype=torch.bool)], dim=1)
+    cfg = SegmenterConfig("fixed", k=3)
+    s7 = sequence_score(net(seq, mask7, segment_ends(cfg, mask7)))
+    s12 = sequence_score(net(padded, mask12, segment_ends(cfg, mask12)))
+    torch.testing.assert_close(s7, s12, atol=1e-5, rtol=1e-5)
+    # and the generic pair loss runs on such batches: a = padded copy, b = the sequence itself -> a tie in score
+    x = torch.cat([padded, torch.cat([seq, torch.zeros(m, 1, 5, d)], dim=2)], dim=1)  # [M, 2, 12, D]
+    mask = torch.cat([mask12, mask12]).expand(m, 2, 12)
+    ends = segment_ends(cfg, mask)
+    loss, acc = pair_loss(net, x, mask, ends, torch.ones(m, 1))
+    torch.testing.assert_close(loss, torch.full((m,), math.log(2.0)), atol=1e-5, rtol=1e-5)
