@@ -161,6 +161,12 @@ class TrajectoryTransformer(nn.Module):
         timesteps: torch.Tensor,  # [B, K] long
         mask: torch.Tensor,  # [B, K] bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # bf16 autocast on GPU (the design's rule for transformers); outputs come back as float32
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=states.is_cuda):
+            a, s_next = self._forward(rtg, states, actions, timesteps, mask)
+        return a.float(), s_next.float()
+
+    def _forward(self, rtg, states, actions, timesteps, mask) -> tuple[torch.Tensor, torch.Tensor]:
         B, K = mask.shape
         t = self.embed_timestep(timesteps.clamp(0, self.max_ep_len - 1))  # [B, K, E]
         x = interleave_tokens(
