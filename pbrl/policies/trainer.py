@@ -146,20 +146,22 @@ def train_policy(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=algo, dynamic_ncols=True, mininterval=1.0)
-    t0, window_t, window_n = time.perf_counter(), time.perf_counter(), 0
+    # throughput counts update time only: evaluation and checkpoint time is kept out
+    t0, window_t, window_n, paused, paused_window = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0
     steps_per_s = float("nan")
     for step in range(start + 1, stop + 1):
         metrics = policy.update(sampler())
         window_n += 1
         if step % log_every == 0 or step == steps:
             now = time.perf_counter()
-            steps_per_s = window_n / max(now - window_t, 1e-9)
-            window_t, window_n = now, 0
+            steps_per_s = window_n / max(now - window_t - paused_window, 1e-9)
+            window_t, window_n, paused_window = now, 0, 0.0
             lines.append(json.dumps({"step": step, **metrics, "perf/steps_per_s": steps_per_s}))
             if bar is not None:
                 short = {k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]}
                 bar.set_postfix(**short, sps=f"{steps_per_s:.1f}")
         if do_eval and ((eval_every and step % eval_every == 0) or step == steps):
+            t_eval = time.perf_counter()
             rec = run_eval(step)
             lines.append(json.dumps({k: v for k, v in rec.items()}))
             if bar is not None:
@@ -171,14 +173,19 @@ def train_policy(
                         else ""
                     )
                 )
+            paused_window += time.perf_counter() - t_eval
+            paused += time.perf_counter() - t_eval
         if bar is not None:
             bar.update(1)
         if out is not None and (step % checkpoint_every == 0 or step == stop):
+            t_save = time.perf_counter()
             flush_metrics()
             save_checkpoint(out / "checkpoint.pt")
+            paused_window += time.perf_counter() - t_save
+            paused += time.perf_counter() - t_save
     if bar is not None:
         bar.close()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - paused
 
     scores = [r["eval/normalized_score"] for r in history]
     last = history[-1] if history else None

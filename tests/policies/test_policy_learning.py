@@ -31,27 +31,44 @@ def good_data():
     def noisy(obs):
         return np.clip(swing_up(obs) + 0.5 * rng.standard_normal(1), -2.0, 2.0).astype(np.float32)
 
-    return collect_episodes("Pendulum-v1", noisy, num_episodes=20, seed=0,
-                            metadata={"ref_min_score": RANDOM_RETURN, "ref_max_score": -140.0})
+    return collect_episodes(
+        "Pendulum-v1",
+        noisy,
+        num_episodes=20,
+        seed=0,
+        metadata={"ref_min_score": RANDOM_RETURN, "ref_max_score": -140.0},
+    )
 
 
-SMALL_SEQ = dict(context=10, embed_dim=64, n_layers=2, n_heads=2, batch_size=64)
+# small networks: the data are good, so a few thousand updates of a small model are enough (and CPU-cheap)
+MLP = dict(hidden=(64, 64), batch_size=128)
+SMALL_SEQ = dict(context=10, embed_dim=32, n_layers=2, n_heads=2, n_inner=128, batch_size=32)
+SMALL_DTR = dict(critic_hidden=(64, 64), ema_start=100, eta_max=1.0, rtg_scale=100.0)
 RUNS = {
-    "bc": (1000, {}),
-    "iql": (3000, {}),
-    "td3bc": (3000, {}),
-    "cql": (2000, {"n_actions": 4}),
-    "dt": (1000, {**SMALL_SEQ, "warmup_steps": 100, "lr": 1e-3}),
-    "dtr": (1000, {**SMALL_SEQ, "n_inner": 256, "ema_start": 100, "eta_max": 1.0, "rtg_scale": 100.0}),
-    "qt": (1000, {**SMALL_SEQ, "n_inner": 256, "ema_start": 100, "eta_max": 1.0, "rtg_scale": 100.0}),
+    "bc": (1000, MLP),
+    "iql": (2000, MLP),
+    "td3bc": (2000, MLP),
+    "cql": (2000, {**MLP, "n_actions": 4}),
+    "dt": (800, {**SMALL_SEQ, "warmup_steps": 100, "lr": 1e-3}),
+    "dtr": (800, {**SMALL_SEQ, **SMALL_DTR}),
+    "qt": (800, {**SMALL_SEQ, **SMALL_DTR}),
 }
 
 
 def _learn(algo, data, tmp_path):
     torch.set_num_threads(1)
     steps, overrides = RUNS[algo]
-    summary = train_policy(algo, data, default_config(algo, **overrides), steps=steps, seed=0, eval_every=0,
-                           eval_episodes=5, out_dir=tmp_path, progress=False)
+    summary = train_policy(
+        algo,
+        data,
+        default_config(algo, **overrides),
+        steps=steps,
+        seed=0,
+        eval_every=0,
+        eval_episodes=5,
+        out_dir=tmp_path,
+        progress=False,
+    )
     print(algo, summary["last_return_mean"], summary["last_score"], summary["perf/steps_per_s"])
     assert summary["last_return_mean"] > THRESHOLD, summary
 
