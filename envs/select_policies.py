@@ -89,6 +89,11 @@ class SelectPolicies:
 
 
 if __name__ == "__main__":
+    import sys
+
     import tyro
 
-    tyro.cli(SelectPolicies).run_()
+    try:
+        tyro.cli(SelectPolicies).run_()
+    except PbrlError as e:
+        sys.exit(f"select_policies: error: {e}")

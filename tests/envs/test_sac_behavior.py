@@ -10,6 +10,13 @@ from pbrl_envs.sac import SAC, Actor, Batch, SACConfig, TwinCritic, actor_loss, 
 from pbrl_envs.train_behavior import TrainBehaviorConfig, train_one
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(_torch_threads):
+    # small networks, one sample at a time: a second intra-op thread only adds barriers (10-20x slower when the
+    # cores are busy)
+    torch.set_num_threads(1)
+
+
 def test_twin_critic_equals_two_separate_mlps():
     torch.manual_seed(0)
     critic = TwinCritic(in_dim=5, hidden=8)

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from pbrl_envs import suite
 from pbrl_envs.commands import build
 from pbrl_envs.recipes import RECIPES
@@ -13,6 +14,13 @@ from pbrl.cli import main
 from pbrl.data import load_dataset, normalized_score
 
 SIZE = 450  # two full pendulum episodes and a cut one
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(_torch_threads):
+    # small networks, one sample at a time: a second intra-op thread only adds barriers (10-20x slower when the
+    # cores are busy)
+    torch.set_num_threads(1)
 
 
 def _arrays(ds):
@@ -111,3 +119,24 @@ def test_cli_build_list_and_errors(capsys):
     assert not rows["hopper-medium"]["built"]
     main(["data", "list"])
     assert "pendulum-random" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["hopper", "walker2d", "halfcheetah"])
+def test_locomotion_tiny_builds(family):
+    """Every locomotion kind builds at a tiny size from the committed actors, deterministically."""
+    card = suite.policy_card(family)
+    lo, hi = {"hopper": (-20.272305, 3234.3), "walker2d": (1.629008, 4592.3),
+              "halfcheetah": (-280.178953, 12135.0)}[family]
+    for kind in ("medium-replay", "medium-expert"):
+        a = RECIPES[f"{family}-{kind}"].build(300, 5)
+        b = RECIPES[f"{family}-{kind}"].build(300, 5)
+        assert a.num_transitions == 300
+        for x, y in zip(_arrays(a), _arrays(b)):
+            np.testing.assert_array_equal(x, y)
+        assert (a.metadata["ref_min_score"], a.metadata["ref_max_score"]) == (lo, hi)
+        assert np.abs(a.actions).max() <= 1.0
+    steps = [p.get("train_step") for p in a.metadata["behavior_policies"]]
+    assert steps == [card["medium_step"], card["expert_step"]]
+    size_kb = sum((suite.CHECKPOINTS / e["file"]).stat().st_size for e in card["checkpoints"].values()) / 1024
+    assert all((suite.CHECKPOINTS / e["file"]).stat().st_size < 1_000_000 for e in card["checkpoints"].values())
+    assert size_kb > 0
