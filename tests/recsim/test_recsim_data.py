@@ -30,7 +30,8 @@ def test_mixed_recipe_builds_a_deterministic_discrete_dataset_with_reference_sco
     assert (lo, hi) == reference_returns() and hi > 2 * lo > 0
     assert normalized_score(ds, [lo, hi]).tolist() == pytest.approx([0.0, 100.0])
     assert len(ds.metadata["items"]["text"]) == ds.action_space.n
-    assert set(ds.metadata["behavior_policies"]) == {"random", "popular", "click", "planner"}
+    assert [(p["policy"], p["share"]) for p in ds.metadata["behavior_policies"]] == [
+        ("random", 0.25), ("popular", 0.25), ("click", 0.25), ("planner", 0.25)]
     again = RECIPES["recsim-mixed"].build(4000, 3)
     np.testing.assert_array_equal(ds.actions, again.actions)
     np.testing.assert_array_equal(ds.observations_all, again.observations_all)
