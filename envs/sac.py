@@ -217,9 +217,7 @@ class SAC:
         loss_a.backward()
         self.alpha_opt.step()
 
-        # Polyak averaging of all target tensors in one fused call
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+        self._soft_update()
 
         return {
             "sac/critic_loss": loss_q.detach() / 2,
@@ -227,6 +225,11 @@ class SAC:
             "sac/alpha": alpha,
             "sac/entropy": -logp.detach().mean(),
         }
+
+    @torch.no_grad()
+    def _soft_update(self) -> None:
+        """Polyak averaging theta' <- theta' + tau (theta - theta') of all target tensors in one fused call."""
+        torch._foreach_lerp_(self._target_params, self._critic_params, self.config.tau)
 
     def state_dict(self) -> dict:
         return {
