@@ -231,11 +231,19 @@ def _build(task: Task, kind: str, size: int, seed: int) -> EpisodeDataset:
         schedule = replay_schedule(card, size)
         parts = [rollout(step, n, seed * 1000 + i) for i, (step, n) in enumerate(schedule)]
         policies = [step for step, _ in schedule]
+        meta["notes"] = REPLAY_NOTE
     meta["behavior_policies"] = [_policy_entry(task, card, s) for s in policies]
     meta["collect_s"] = round(time.perf_counter() - t0, 2)
     meta["provenance"] = [{"step": "pbrl_envs.suite.build_dataset", "recipe": f"{task.family}-{kind}",
                            "size": size, "seed": seed}]
     return _concat(parts, meta)
+
+
+REPLAY_NOTE = (
+    "Regenerated, not stored: training interval [s_k, s_k+1) is re-collected with the actor saved at s_k "
+    "(sampled actions), the first interval with uniform random actions; D4RL stored the replay buffer itself, "
+    "whose policy changed after every gradient step and whose episodes ran across checkpoints."
+)
 
 
 def _policy_entry(task: Task, card: dict[str, Any] | None, step: int | None) -> dict[str, Any]:
@@ -289,6 +297,7 @@ def dataset_card(ds: EpisodeDataset, name: str | None = None) -> dict[str, Any]:
         "normalized_return": _stats(100.0 * (ret - lo) / (hi - lo)) if lo is not None else None,
         "ref_min_score": lo, "ref_max_score": hi, "ref_source": meta.get("ref_source"),
         "behavior_policies": meta.get("behavior_policies", []),
+        "notes": meta.get("notes"),
         "provenance": meta.get("provenance", []),
     }
 
@@ -326,6 +335,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         ]
     if "seed" in card:
         lines.append(f"- seed: {card['seed']}, build time: {card.get('build_s')} s")
+    if card.get("notes"):
+        lines += ["", card["notes"]]
     if card["behavior_policies"]:
         lines += ["", "Behaviour policies:", ""]
         for p in card["behavior_policies"]:

@@ -94,9 +94,8 @@ def test_train_one_writes_checkpoints_and_evals(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci_slow
 def test_sac_learns_pendulum(tmp_path):
-    """A few thousand steps of SAC swing the pendulum up (random: about -1240; this reaches better than -600)."""
-    torch.manual_seed(0)
-    cfg = TrainBehaviorConfig(steps=7000, learning_starts=1000, ckpt_every=7000, eval_episodes=5, hidden=64)
+    """9k steps of SAC swing the pendulum up and hold it (random: about -1240; solved: about -150)."""
+    cfg = TrainBehaviorConfig(steps=9000, learning_starts=1000, ckpt_every=9000, eval_episodes=5, hidden=64)
     evals = train_one(cfg, "Pendulum-v1", 0, tmp_path)
     assert np.isfinite(evals[-1]["return_det_mean"])
-    assert evals[-1]["return_det_mean"] > -600
+    assert evals[-1]["return_det_mean"] > -400

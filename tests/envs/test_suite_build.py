@@ -74,6 +74,7 @@ def test_medium_replay_uses_the_checkpoint_chain():
     steps = [p.get("train_step") for p in ds.metadata["behavior_policies"]]
     assert steps == [None] + card["replay_steps"][:-1]
     assert ds.num_transitions == card["medium_step"]
+    assert "D4RL stored the replay buffer" in suite.dataset_card(ds)["notes"]
 
 
 def test_policy_quality_orders_random_medium_expert():
