@@ -108,6 +108,8 @@ class DTRConfig:
     """release inference: candidates per return target."""
     release_rtg_noise: float = 0.1
     """release inference: std of the noise on the current scaled RTG token of the extra candidates."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast of the transformer; auto = on GPU and on CPUs with AMX bf16 units."""
 
 
 def nstep_window_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -85,7 +85,9 @@ def test_dt_token_layout_and_mask():
 
 def test_dt_action_at_state_token_is_causal(pendulum):
     torch.manual_seed(0)
-    policy = make_policy("dt", PolicySpec.from_dataset(pendulum), small_config("dt", dropout=0.0), 10).eval()
+    policy = make_policy(
+        "dt", PolicySpec.from_dataset(pendulum), small_config("dt", dropout=0.0, bf16="off"), 10
+    ).eval()
     K, D = 5, 3
     rtg, s, a = torch.randn(2, K), torch.randn(2, K, D), torch.randn(2, K, 1)
     t, m = torch.arange(K).expand(2, K), torch.ones(2, K, dtype=torch.bool)
@@ -214,3 +216,16 @@ def test_dtr_picks_highest_q_candidate(pendulum, inference):
     assert len(r0) == (5 if inference == "paper" else 50)
     assert (cands.max(1).values - cands.min(1).values).min() > 1e-4  # the choice matters
     torch.testing.assert_close(chosen[:, 0], cands.max(1).values)
+
+
+def test_transformer_bf16_autocast_matches_float32(pendulum):
+    torch.manual_seed(0)
+    spec = PolicySpec.from_dataset(pendulum)
+    model = make_policy("dt", spec, small_config("dt", dropout=0.0, bf16="off"), 10).model.eval()
+    rtg, s, a = torch.randn(2, 5), torch.randn(2, 5, 3), torch.randn(2, 5, 1)
+    t, m = torch.arange(5).expand(2, 5), torch.ones(2, 5, dtype=torch.bool)
+    ref, _ = model(rtg, s, a, t, m)
+    model.bf16 = "on"
+    out, _ = model(rtg, s, a, t, m)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)  # it did run in bf16
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
