@@ -202,7 +202,9 @@ def synthetic_pairs(
 
 def synthetic_records(profile: str, n: int, *, vocab_words: int = 200, seed: int = 0, scale: float = 1.0):
     """Text records with a profile's lengths in words (``w<id>``); chosen words even ids, rejected odd ids."""
+    words = lambda ids: " ".join(f"w{t}" for t in ids)  # noqa: E731
+    # responses start with a space, so that prompt + response re-tokenizes into the same words (TRL joins them)
     return [
-        PreferenceRecord(*(" ".join(f"w{t}" for t in ids) for ids in (p.prompt, p.chosen, p.rejected)))
+        PreferenceRecord(words(p.prompt), " " + words(p.chosen), " " + words(p.rejected))
         for p in synthetic_pairs(profile, n, vocab_words, seed=seed, scale=scale)
     ]

@@ -18,7 +18,7 @@ tile, the transposed lists (the query tiles that see it).
 
 Precision: scores and accumulators in float32 (float64 for float64 inputs); float32 inputs use IEEE dot products
 (no TF32) so that results match the reference. Without a GPU the kernels run in Triton's interpreter
-(TRITON_INTERPRET=1, set here when no CUDA device is present), which the CPU tests use.
+(TRITON_INTERPRET=1, or no CUDA device present), which the CPU tests use.
 """
 
 from __future__ import annotations
@@ -28,13 +28,38 @@ from dataclasses import dataclass
 
 import torch
 
-if not torch.cuda.is_available():  # the interpreter must be chosen before triton.jit decorates the kernels
+from pbrl.errors import PbrlError
+
+# Triton's interpreter (numpy on the CPU) when asked for or when there is no GPU. Triton reads TRITON_INTERPRET
+# when it is first imported (its own library functions are decorated then), so set it before that.
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from pbrl.llm.prefix_sharing import CHOSEN, REJECTED  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_interpreter() -> None:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if INTERPRET and not isinstance(tl.zeros, InterpretedFunction):
+        raise PbrlError(
+            "triton: imported before TRITON_INTERPRET=1 was set, so its interpreter cannot run here (no GPU); "
+            "set TRITON_INTERPRET=1 in the environment"
+        )
+
+
+def _jit(fn):
+    if INTERPRET:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return InterpretedFunction(fn)
+    return triton.jit(fn)
+
 
 BLOCK = 64  # tile size in tokens (queries and keys); tests shrink it to exercise skipping on short rows
 
@@ -90,7 +115,7 @@ def tile_lists(doc: torch.Tensor, branch: torch.Tensor, block: int = BLOCK) -> T
     return TileLists(kv_cnt, kv_idx, q_cnt, q_idx, block)
 
 
-@triton.jit
+@_jit
 def _allow(offs_m, offs_n, doc_q, doc_k, br_q, br_k):
     causal = offs_m[:, None] >= offs_n[None, :]
     same = doc_q[:, None] == doc_k[None, :]
@@ -98,7 +123,7 @@ def _allow(offs_m, offs_n, doc_q, doc_k, br_q, br_k):
     return causal & same & (cross == 0)
 
 
-@triton.jit
+@_jit
 def _dot(a, b, IEEE: tl.constexpr):
     if IEEE:
         return tl.dot(a, b, input_precision="ieee")
@@ -106,7 +131,7 @@ def _dot(a, b, IEEE: tl.constexpr):
         return tl.dot(a, b)
 
 
-@triton.jit
+@_jit
 def _fwd_kernel(
     Q, K, V, Out, LSE, DOC, BR, KV_CNT, KV_IDX, scale,
     H, S, NT,
@@ -146,7 +171,7 @@ def _fwd_kernel(
     tl.store(LSE + bh.to(tl.int64) * S + offs_m, m_i + tl.log(l_i))
 
 
-@triton.jit
+@_jit
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, DOC, BR, Q_CNT, Q_IDX, scale,
     H, S, NT,
@@ -184,7 +209,7 @@ def _bwd_dkdv_kernel(
     tl.store(DV + base + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=dmask)
 
 
-@triton.jit
+@_jit
 def _bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, DOC, BR, KV_CNT, KV_IDX, scale,
     H, S, NT,
@@ -280,6 +305,10 @@ def prefix_attention(
     ``tiles`` (from ``tile_lists``, e.g. cached per batch by ``AttentionLayout``) fixes the tile size; rows are
     padded to a multiple of it internally (padding comes last, so causality keeps it out of real tokens' view).
     """
+    _check_interpreter()
+    if INTERPRET and q.dtype == torch.bfloat16:
+        # tl.dot on bfloat16 returns garbage in Triton's interpreter (3.9); GPUs compute it natively
+        raise PbrlError("triton: the CPU interpreter cannot run bfloat16 dot products; use float32 or float16")
     if tiles is None:
         tiles = tile_lists(doc, branch, BLOCK)
     S = q.shape[2]

@@ -186,3 +186,29 @@ def test_branch_logps_accumulate_in_float32_for_bf16_models():
     # per-token log-probs of a random model are near -log(V): sums of ~n tokens are near -n log V
     n = torch.tensor([[len(p.chosen), len(p.rejected)] for p in pairs], dtype=torch.float32)
     assert torch.allclose(logps / n, torch.full_like(logps, -torch.log(torch.tensor(48.0)).item()), atol=0.5)
+
+
+@pytest.mark.slow
+def test_compiled_flex_matches_reference_float32():
+    """The compiled FlexAttention path (what runs on GPUs), forward on CPU in float32 (compiling takes ~30 s)."""
+    cfg = TinyLMConfig(vocab_size=48, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64)
+    model = build_model(cfg, seed=3)
+    pairs = _pairs(0, 48)
+    batch = build_batch(pairs, "packed_shared", pack_length=48, pad_to_multiple=8)
+    with torch.no_grad():
+        use_backend(model, "sdpa")
+        ref = model_branch_logps(model, batch)
+        use_backend(model, "flex")
+        out = model_branch_logps(model, batch)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_flex_block_mask_skips_tiles():
+    """One 128-token tile per branch region: the block mask of a long prefix-shared row skips chosen tiles."""
+    from pbrl.llm.attention import AttentionLayout
+
+    pair = TokenizedPair(list(range(128)), [1] * 128, [2] * 127)  # prompt | chosen | dup + rejected: 3 tiles
+    b = build_batch([pair], "shared")
+    bm = AttentionLayout.of(b).block_mask()
+    dense = bm.to_dense()[0, 0].int().tolist()
+    assert dense == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]

@@ -45,3 +45,14 @@ def test_tile_lists_skip_masked_tiles():
     # two packed documents of one tile each never see each other
     two = build_batch(_pairs([(4, 4, 7), (4, 4, 7)]), "packed_shared", pack_length=32)
     assert ta.tile_lists(two.doc, two.branch, 16).kv_cnt.tolist() == [[1, 1]]
+
+
+def test_interpreter_refuses_bfloat16():
+    if not ta.INTERPRET:
+        pytest.skip("a GPU runs bfloat16 natively")
+    b = build_batch(_pairs([(3, 2, 2)]), "shared")
+    q = torch.zeros(1, 1, b.doc.shape[1], 16, dtype=torch.bfloat16)
+    from pbrl.errors import PbrlError
+
+    with pytest.raises(PbrlError, match="bfloat16"):
+        ta.prefix_attention(q, q, q, b.doc, b.branch, 0.25)
