@@ -26,6 +26,14 @@ a v2 one. The pendulum suite (Pendulum-v1, no MuJoCo) has its own reference scor
 `measure_reference_returns`: random = mean return of uniform random actions, expert = mean return of the sampled
 expert actor, each over 100 episodes.
 
+The committed actors (checkpoints/<family>.json holds every evaluation; returns of the sampled actor, 5 episodes):
+- pendulum: SAC 64x64, 10k steps; medium = step 5000 (-526, 65.7 normalized), expert = step 10000 (-136, 101.5).
+- halfcheetah: SAC 256x256, 108k steps; medium = step 70k (4007, 34.5), the first to reach 4000 (about 1/3 of
+  D4RL's expert), expert = step 108k (4809, 41.0).
+- hopper and walker2d: SAC 256x256, 63k steps, which did not reach D4RL's medium level: hopper medium = 40k (525,
+  16.8), expert = 60k (914, 28.7); walker2d medium = 30k (500, 10.9), expert = 40k (579, 12.6). Longer training
+  (`pbrl_envs.train_behavior` then `pbrl_envs.select_policies --medium-return`) replaces them.
+
 Every build is deterministic given (size, seed): environments are seeded through `collect_episodes`, and the
 stochastic actors draw their noise from their own seeded torch generator.
 """
@@ -73,7 +81,7 @@ TASKS: dict[str, Task] = {}
 
 
 def register_task(task: Task) -> None:
-    """Add a family: its reference scores and one recipe per kind whose behaviour policies are available."""
+    """Add a family: its reference scores and one recipe per kind (built from checkpoints/<family>.json)."""
     TASKS[task.family] = task
     register_reference_scores(task.family, task.ref_min, task.ref_max)
     for kind in KINDS:
