@@ -26,7 +26,8 @@ a v2 one. The pendulum suite (Pendulum-v1, no MuJoCo) has its own reference scor
 `measure_reference_returns`: random = mean return of uniform random actions, expert = mean return of the sampled
 expert actor, each over 100 episodes.
 
-The committed actors (checkpoints/<family>.json holds every evaluation; returns of the sampled actor, 5 episodes):
+The committed actors (returns of the sampled actor as evaluated during training over 3-10 episodes; every
+evaluation is in checkpoints/<family>.json):
 - pendulum: SAC 64x64, 10k steps; medium = step 5000 (-526, 65.7 normalized), expert = step 10000 (-136, 101.5).
 - halfcheetah: SAC 256x256, 108k steps; medium = step 70k (4007, 34.5), the first to reach 4000 (about 1/3 of
   D4RL's expert), expert = step 108k (4809, 41.0).
