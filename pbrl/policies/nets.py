@@ -76,13 +76,14 @@ class EnsembleMLP(nn.Module):
         dims = (in_dim, *hidden)
         self.hidden = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(n, dims[-1], out_dim)
-        self.act = activation(act)()
+        cls = activation(act)
+        self.act = cls(inplace=True) if cls in (nn.ReLU, nn.Mish) else cls()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n, -1, -1)  # [n, B, in]
         for layer in self.hidden:
-            x = self.act(layer(x))
+            x = self.act(layer(x))  # in place where the activation allows: its input is a fresh matmul result
         return self.out(x)  # [n, B, out]
 
 
