@@ -19,6 +19,8 @@ class LlmDpo(DpoConfig):
 
     def run(self) -> None:
         result = train_dpo(DpoConfig(**{f.name: getattr(self, f.name) for f in fields(DpoConfig)}))
+        if result["rank"] != 0:
+            return
         final = result["final"]
         keys = ("step", "dpo/loss", "dpo/reward_accuracy", "dpo/reward_margin", "perf/samples_per_s",
                 "perf/tokens_per_s")

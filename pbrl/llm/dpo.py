@@ -242,8 +242,9 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         from accelerate import Accelerator
         from accelerate.state import PartialState
 
-        if PartialState().num_processes > 1:  # launched with `accelerate launch`: one process per device
-            accelerator = Accelerator()
+        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+        if PartialState(cpu=cpu).num_processes > 1:  # launched by `accelerate launch` / torchrun: one per device
+            accelerator = Accelerator(cpu=cpu)
     except ImportError:
         pass
     rank = accelerator.process_index if accelerator else 0
@@ -359,16 +360,21 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
             step += 1
+            count = float(len(idx))
+            if accelerator is not None:  # metrics over all processes' examples
+                t = torch.tensor([*sums.values(), count, float(tokens)], dtype=torch.float64, device=device)
+                t = accelerator.reduce(t, reduction="sum").tolist()
+                sums, count, tokens = dict(zip(sums, t[:-2])), t[-2], int(t[-1])
             row = {
                 "step": step,
-                "dpo/loss": sums["loss"] / len(idx),
-                "dpo/reward_margin": sums["margin"] / len(idx),
-                "dpo/reward_accuracy": sums["acc"] / len(idx),
-                "dpo/chosen_reward": sums["chosen"] / len(idx),
-                "dpo/rejected_reward": sums["rejected"] / len(idx),
+                "dpo/loss": sums["loss"] / count,
+                "dpo/reward_margin": sums["margin"] / count,
+                "dpo/reward_accuracy": sums["acc"] / count,
+                "dpo/chosen_reward": sums["chosen"] / count,
+                "dpo/rejected_reward": sums["rejected"] / count,
                 "dpo/grad_norm": grad_norm,
-                "perf/samples_per_s": len(idx) * world / dt,
-                "perf/tokens_per_s": tokens * world / dt,
+                "perf/samples_per_s": count / dt,
+                "perf/tokens_per_s": tokens / dt,
             }
             if not math.isfinite(row["dpo/loss"]):
                 raise PbrlError(f"step {step}: the loss is not finite ({row['dpo/loss']}); lower lr or check the data")
@@ -395,4 +401,5 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
             tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-    return {"final": history[-1] if history else {}, "history": history, "num_parameters": num_parameters(model)}
+    return {"final": history[-1] if history else {}, "history": history, "num_parameters": num_parameters(model),
+            "rank": rank}

@@ -155,3 +155,23 @@ def test_cli_synth_and_dpo(tmp_path, capsys):
     assert summary["step"] == 2 and summary["num_parameters"] > 0
     assert main(["llm", "dpo", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "no such preference file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_matches_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo DDP through accelerate) reaches the single-process losses."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("accelerate")
+    data = tmp_path / "d.jsonl"
+    assert main(["llm", "synth", str(data), "--profile", "tldr", "--num", "16", "--scale", "0.05"]) == 0
+    args = ["llm", "dpo", str(data), "--batch-size", "8", "--max-steps", "3", "--model.hidden-size", "32",
+            "--no-progress", "--lr", "1e-2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pbrl.cli", *args,
+           "--out", str(tmp_path / "ddp")]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    read = lambda d: [json.loads(x)["dpo/loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["processes"] == 2
+    np.testing.assert_allclose(read("ddp"), read("one"), rtol=1e-5)
