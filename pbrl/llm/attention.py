@@ -115,7 +115,8 @@ def _flex_fn(query: torch.Tensor):
     if query.dtype == torch.float64:
         return flex_attention
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        # default dynamism: a second row length recompiles once with symbolic shapes, later lengths reuse it
+        _compiled_flex = torch.compile(flex_attention)
     return _compiled_flex
 
 
