@@ -1,7 +1,7 @@
 """Conservative Q-Learning (Kumar, Zhou, Tucker & Levine, NeurIPS 2020, arXiv 2006.04779), CQL(H).
 
 Continuous actions (SAC backbone, automatic entropy tuning, CORL's `cql.py` defaults):
-  L_Q = 1/2 E[(Q_k(s, a) - y)^2] + alpha_cql E_s[ T log sum_{a'} exp(Q_k(s, a') / T) - Q_k(s, a) ]      (eq. 4)
+  L_Q = E[(Q_k(s, a) - y)^2] + alpha_cql E_s[ T log sum_{a'} exp(Q_k(s, a') / T) - Q_k(s, a) ]      (eq. 4)
   y = r + gamma (1 - d) min_k Q'_k(s', a'),  a' ~ pi(.|s')
 The log-sum-exp over the continuous action space is estimated by importance sampling (App. F) with N actions from
 each of U(-1, 1)^A, pi(.|s) and pi(.|s'):  logsumexp_j (Q(s, a_j) - log mu(a_j)), mu = the sampling density.
@@ -100,7 +100,7 @@ class CQL(Policy):
             y = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * next_q
         q_all = self.critic.all_actions(batch.observations)  # [2, B, A]
         q = q_all.gather(-1, batch.actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)).squeeze(-1)  # [2, B]
-        td = 0.5 * F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()
+        td = F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()  # summed over the twins, as CORL
         penalty = cql_penalty(q_all, q, cfg.temperature)
         loss = td + cfg.cql_alpha * penalty
         self._opt_step("critic", loss)
@@ -148,7 +148,7 @@ class CQL(Policy):
             ],
             dim=-1,
         )  # [2, B, 3N]
-        td = 0.5 * F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()
+        td = F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()  # summed over the twins, as CORL
         penalty = cql_penalty(q_ood, q, cfg.temperature)
         critic_loss = td + cfg.cql_alpha * penalty
         self._opt_step("critic", critic_loss)

@@ -109,7 +109,7 @@ class DTRConfig:
     release_rtg_noise: float = 0.1
     """release inference: std of the noise on the current scaled RTG token of the extra candidates."""
     bf16: Literal["auto", "on", "off"] = "auto"
-    """bf16 autocast of the transformer; auto = on GPU and on CPUs with AMX bf16 units."""
+    """bf16 autocast of the transformer; auto = on GPU only (on = also on CPU: fast with AMX, less precise)."""
 
 
 def nstep_window_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -42,16 +42,17 @@ def good_data():
 
 # small networks: the data are good, so a few thousand updates of a small model are enough (and CPU-cheap)
 MLP = dict(hidden=(64, 64), batch_size=128)
-SMALL_SEQ = dict(context=10, embed_dim=32, n_layers=2, n_heads=2, n_inner=128, batch_size=32)
-SMALL_DTR = dict(critic_hidden=(64, 64), ema_start=100, eta_max=1.0, rtg_scale=100.0)
+SMALL_SEQ = dict(context=10, embed_dim=32, n_layers=2, n_heads=2, n_inner=128, batch_size=64)
+SMALL_DTR = dict(critic_hidden=(64, 64), ema_start=100, eta_max=1.0, rtg_scale=100.0, lr=1e-3)
 RUNS = {
     "bc": (1000, MLP),
     "iql": (2000, MLP),
     "td3bc": (2000, MLP),
-    "cql": (2000, {**MLP, "n_actions": 4}),
-    "dt": (800, {**SMALL_SEQ, "warmup_steps": 100, "lr": 1e-3}),
-    "dtr": (800, {**SMALL_SEQ, **SMALL_DTR}),
-    "qt": (800, {**SMALL_SEQ, **SMALL_DTR}),
+    # CQL's actor follows Q alone, so it needs Q to have propagated: more updates and a faster actor than CORL's
+    "cql": (10000, {**MLP, "n_actions": 4, "actor_lr": 1e-4}),
+    "dt": (2000, {**SMALL_SEQ, "warmup_steps": 100, "lr": 1e-3}),
+    "dtr": (2000, {**SMALL_SEQ, **SMALL_DTR}),
+    "qt": (2000, {**SMALL_SEQ, **SMALL_DTR}),
 }
 
 
