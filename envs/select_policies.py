@@ -39,6 +39,9 @@ class SelectPolicies:
     """Folder the checkpoints and the card go to."""
     note: str = ""
     """Free text stored in the card (how the run was trained)."""
+    reeval_episodes: int = 0
+    """Re-evaluate every checkpoint's sampled actor over this many episodes before choosing (0 = use evals.json,
+    whose few training-time episodes are noisy)."""
 
     def run_(self) -> dict:
         evals_path, config_path = self.run / "evals.json", self.run / "config.json"
@@ -47,6 +50,8 @@ class SelectPolicies:
                 raise PbrlError(f"{p}: missing (is {self.run} a pbrl_envs.train_behavior run folder?)")
         evals = json.loads(evals_path.read_text())
         config = json.loads(config_path.read_text())
+        if self.reeval_episodes > 0:
+            evals = self._reevaluate(evals, config)
         by_step = {int(e["step"]): e for e in evals}
         if self.medium_step is not None:
             medium = self.medium_step
@@ -82,10 +87,31 @@ class SelectPolicies:
                          "steps_trained": max(by_step), "note": self.note},
             "evals": [{k: e[k] for k in ("step", "return_stoch_mean", "return_det_mean")} for e in evals],
         }
+        if self.reeval_episodes > 0:
+            card["training"]["reeval_episodes"] = self.reeval_episodes
         atomic_write_json(str(self.out / f"{self.family}.json"), card)
         print(f"{self.family}: medium step {medium} (stoch return {by_step[medium]['return_stoch_mean']:.1f}), "
               f"expert step {expert} ({by_step[expert]['return_stoch_mean']:.1f}), chain of {len(chain)}")
         return card
+
+    def _reevaluate(self, evals: list[dict], config: dict) -> list[dict]:
+        import torch
+        from pbrl_envs.sac import Actor
+        from pbrl_envs.train_behavior import evaluate_actor
+
+        torch.set_num_threads(1)
+        out = []
+        for e in evals:
+            actor = Actor(config["obs_dim"], config["act_dim"], config["hidden"], config["act_low"],
+                          config["act_high"])
+            actor.load_state_dict(torch.load(self.run / e["checkpoint"], map_location="cpu", weights_only=True))
+            ret = evaluate_actor(actor, config["env_id"], self.reeval_episodes, 30_000, deterministic=False)
+            e = dict(e, return_stoch_mean=float(ret.mean()), return_stoch_std=float(ret.std()),
+                     train_eval_stoch_mean=e["return_stoch_mean"])
+            print(f"  step {e['step']}: {ret.mean():.1f} +- {ret.std():.1f} (training eval "
+                  f"{e['train_eval_stoch_mean']:.1f})", flush=True)
+            out.append(e)
+        return out
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ evaluation is in checkpoints/<family>.json):
 - pendulum: SAC 64x64, 10k steps; medium = step 5000 (-526, 65.7 normalized), expert = step 10000 (-136, 101.5).
 - halfcheetah: SAC 256x256, 108k steps; medium = step 70k (4007, 34.5), the first to reach 4000 (about 1/3 of
   D4RL's expert), expert = step 108k (4809, 41.0).
-- hopper and walker2d: SAC 256x256, 63k steps, which did not reach D4RL's medium level: hopper medium = 40k (525,
-  16.8), expert = 60k (914, 28.7); walker2d medium = 30k (500, 10.9), expert = 40k (579, 12.6). Longer training
-  (`pbrl_envs.train_behavior` then `pbrl_envs.select_policies --medium-return`) replaces them.
+- hopper and walker2d: SAC 256x256, 63k steps, which did not reach D4RL's medium level; re-evaluated over 20
+  episodes: hopper medium = 40k (672, 21.3), expert = 60k (900, 28.3); walker2d (every checkpoint about 5-12)
+  medium = 20k (263, 5.7), expert = 30k (566, 12.3). Longer training (`pbrl_envs.train_behavior`, then
+  `pbrl_envs.select_policies --medium-return ... --reeval-episodes 20`) replaces them.
 
 Every build is deterministic given (size, seed): environments are seeded through `collect_episodes`, and the
 stochastic actors draw their noise from their own seeded torch generator.

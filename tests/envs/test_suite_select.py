@@ -54,3 +54,12 @@ def test_select_errors(run_dir, tmp_path):
         SelectPolicies(run=run_dir, family="x", medium_step=450, out=tmp_path).run_()
     with pytest.raises(PbrlError, match="evals.json: missing"):
         SelectPolicies(run=tmp_path, family="x", medium_step=400, out=tmp_path).run_()
+
+
+def test_reevaluation_replaces_training_evals(run_dir, tmp_path):
+    _rewrite_returns(run_dir, [5.0] * 6)  # impossible pendulum returns: re-evaluation must overwrite them
+    card = SelectPolicies(run=run_dir, family="re", medium_step=300, reeval_episodes=2, out=tmp_path).run_()
+    for e in card["evals"]:
+        assert -2000 < e["return_stoch_mean"] < 0
+    assert card["checkpoints"]["300"]["return_stoch_mean"] < 0
+    assert card["training"]["reeval_episodes"] == 2
