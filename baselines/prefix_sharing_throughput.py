@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -279,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(a.out)
     conv = convergence(out / "prefix_sharing_convergence.png")
+    load = os.getloadavg()[0]  # other processes on the machine slow every mode; the interleaving spreads it
     env = (f"Measured by baselines/prefix_sharing_throughput.py on {platform.machine()} CPU, "
-           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}.")
+           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}; "
+           f"1-minute load average at the end {load:.1f} on {os.cpu_count()} cores.")
     text = markdown(rows, cfg, "Prefix-sharing DPO throughput (CPU)", extra="\n" + conv + "\n\n" + env)
     tmp = out / "prefix_sharing.md.tmp"
     tmp.write_text(text)
