@@ -1,6 +1,6 @@
 """GPU check of the LLM branch: kernel equality on CUDA, then the prefix-sharing throughput benchmark.
 
-    PYTHONPATH=. python baselines/gpu_check_llm.py --out OUT_DIR [--budget-s 330] [--no-trl]
+    PYTHONPATH=. python baselines/gpu_check_llm.py --out OUT_DIR [--budget-s 270] [--no-trl] [--smoke]
 
 Parts (each runs on its own; a failure is caught, reported and the next part runs):
   1. triton_kernel: the Triton kernel alone vs dense-mask sdpa on CUDA, forward and backward, float32 (IEEE dots)
@@ -162,7 +162,7 @@ def part_throughput(log, budget_s: float, trl: bool, out_dir: Path, dev: str, sm
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="GPU check of pbrl.llm (kernels + throughput)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--budget-s", type=float, default=330.0, help="start no new throughput profile after this")
+    ap.add_argument("--budget-s", type=float, default=270.0, help="start no new throughput profile after this")
     ap.add_argument("--no-trl", action="store_true", help="skip TRL's DPOTrainer anchor")
     ap.add_argument("--parts", default="triton_kernel,model_equality,throughput")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes; runs on CPU too (checks this script)")
