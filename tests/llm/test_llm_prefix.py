@@ -190,6 +190,7 @@ def test_branch_logps_accumulate_in_float32_for_bf16_models():
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow
 def test_compiled_flex_matches_reference_float32():
     """The compiled FlexAttention path (what runs on GPUs), forward on CPU in float32 (compiling takes ~30 s)."""
     cfg = TinyLMConfig(vocab_size=48, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64)
