@@ -224,36 +224,41 @@ def main() -> None:
         if not args.d3rlpy_python:
             print("d3rlpy anchor skipped (no --d3rlpy-python); see this script's docstring to set it up")
     if args.only in ("dtr", "all"):
-        release = time_pbrl("dtr", ds, args.dtr_steps, 2, args.device)
-        small = time_pbrl("dtr", ds, args.dtr_small_steps, 3, args.device, **SMALL_DTR)
-        batching = time_batching("dtr", ds, 200, args.device)
-        rows.append(
-            {
-                "algo": "dtr",
-                "config": "release: batch 256, K 20, embed 256, 4 layers, 4 heads",
-                "pbrl_steps_per_s": release,
-                "release_trainer_steps_per_s": RELEASE_DTR_STEPS_PER_S,
-                "ratio_vs_recorded_release": release / RELEASE_DTR_STEPS_PER_S
-                if args.device == "cpu"
-                else None,
-            }
-        )
-        rows.append(
-            {
-                "algo": "dtr",
-                "config": "small: batch 64, K 20, embed 128, 3 layers, 4 heads, inner 512",
-                "pbrl_steps_per_s": small,
-            }
-        )
+        # on CPU both precisions: fp32 (the default there) and bf16 autocast (fast on CPUs with AMX units)
+        precisions = ("off", "on") if args.device == "cpu" else ("auto",)
+        label = {"off": "fp32", "on": "bf16 autocast", "auto": "bf16 autocast"}
+        first = len(rows)
+        for bf16 in precisions:
+            release = time_pbrl("dtr", ds, args.dtr_steps, 2, args.device, bf16=bf16)
+            rows.append(
+                {
+                    "algo": "dtr",
+                    "config": f"release: batch 256, K 20, embed 256, 4 layers, 4 heads, {label[bf16]}",
+                    "pbrl_steps_per_s": release,
+                    "release_trainer_steps_per_s": RELEASE_DTR_STEPS_PER_S,
+                    "ratio_vs_recorded_release": release / RELEASE_DTR_STEPS_PER_S
+                    if args.device == "cpu"
+                    else None,
+                }
+            )
+        for bf16 in precisions:
+            small = time_pbrl("dtr", ds, args.dtr_small_steps, 3, args.device, bf16=bf16, **SMALL_DTR)
+            rows.append(
+                {
+                    "algo": "dtr",
+                    "config": f"small: batch 64, K 20, embed 128, 3 layers, 4 heads, inner 512, {label[bf16]}",
+                    "pbrl_steps_per_s": small,
+                }
+            )
         rows.append(
             {
                 "algo": "dtr",
                 "config": "window batching alone (batch 256, K 20)",
-                "pbrl_batches_per_s": batching,
+                "pbrl_batches_per_s": time_batching("dtr", ds, 200, args.device),
                 "release_batches_per_s": RELEASE_DTR_BATCHING_PER_S,
             }
         )
-        for r in rows[-3:]:
+        for r in rows[first:]:
             print(json.dumps(r), flush=True)
         if args.dtr_run_steps:
             rate = time_pbrl("dtr", ds, args.dtr_run_steps, 20, args.device)
