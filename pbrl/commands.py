@@ -103,6 +103,8 @@ class Quickstart:
     length: int = 25
     """Segment length of the queries."""
     seed: int = 0
+    threads: int = 1
+    """Torch CPU threads (one is as fast for these small networks and robust to a busy machine)."""
 
     def run(self) -> None:
         import time
@@ -116,9 +118,11 @@ class Quickstart:
             raise PbrlError(f"unknown suite dataset {self.dataset!r}; known: {sorted(pbrl_envs.RECIPES)}")
         recipe = pbrl_envs.RECIPES[self.dataset]
         if not dataset_exists(recipe.dataset_id):
+            from pbrl_envs.commands import build
+
             t0 = time.time()
             print(f"building {self.dataset} ({recipe.default_size} transitions) ...")
-            recipe.build(recipe.default_size, 0).to_minari(recipe.dataset_id)
+            build(self.dataset)  # the same build as `pbrl data build`, dataset card included
             print(f"built {recipe.dataset_id} in {time.time() - t0:.0f}s")
         rows = []
         for reward in ("step", "true"):
@@ -136,6 +140,7 @@ class Quickstart:
                     eval_every=max(1, self.steps // 5),
                     eval_episodes=10,
                     seed=self.seed,
+                    threads=self.threads,
                     out=os.path.join(self.out, reward),
                 )
             )

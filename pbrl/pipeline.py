@@ -71,6 +71,9 @@ class PipelineConfig:
     """Overrides of the algorithm's config fields, e.g. {"hidden": [64, 64]} (Python / grid files)."""
     progress: bool = True
     """Show progress bars."""
+    threads: int | None = None
+    """Torch CPU threads (default: torch's choice). Small MLP updates gain little from a second thread and lose
+    several-fold when other processes compete for the cores."""
 
     def run(self) -> None:
         s = run_pipeline(self)
@@ -105,6 +108,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from pbrl.policies.trainer import train_policy
 
     t0 = time.time()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.out, exist_ok=True)
     atomic_write_json(os.path.join(cfg.out, "config.json"), {**dataclasses.asdict(cfg), "git_revision": git_revision()})
     ds = load_dataset(cfg.dataset)
