@@ -35,10 +35,9 @@ class DatasetsTable:
     """Markdown table written here (atomically)."""
 
     def run(self) -> None:
+        from pbrl.utils import atomic_write_text
         from pbrl_envs import suite
         from pbrl_envs.commands import build, read_card
-
-        from pbrl.utils import atomic_write_text
 
         names = [f"{fam}-{kind}" for fam in self.families for kind in suite.KINDS]
         from pbrl_envs.recipes import RECIPES

@@ -38,15 +38,14 @@ BUDGETS = {
 
 
 def main() -> None:
-    from pbrl_envs import RECIPES
-    from pbrl_envs.recsim_data import session_preferences
-
     from pbrl.data.teachers import scripted_preferences
     from pbrl.policies.base import default_config
     from pbrl.policies.trainer import train_policy
     from pbrl.rewards.relabel import relabel
     from pbrl.rewards.train import RewardConfig, train_reward
     from pbrl.utils import atomic_write_text, git_revision
+    from pbrl_envs import RECIPES
+    from pbrl_envs.recsim_data import session_preferences
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")

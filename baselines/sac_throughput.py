@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from pbrl_envs.sac import SAC, Batch, SACConfig
 from torch import nn
+
+from pbrl_envs.sac import SAC, Batch, SACConfig
 
 
 class LoopTwinCritic(nn.Module):

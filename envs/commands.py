@@ -22,10 +22,9 @@ def _recipes():
 
 def build(name: str, size: int | None = None, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Build recipe `name` into the Minari datasets folder; returns its card (also card.json/card.md there)."""
-    from pbrl_envs.suite import card_markdown, dataset_card
-
     from pbrl.data.minari_io import dataset_exists
     from pbrl.utils import atomic_write_json, atomic_write_text
+    from pbrl_envs.suite import card_markdown, dataset_card
 
     recipes = _recipes()
     if name not in recipes:

@@ -31,9 +31,8 @@ class RecPrefs:
     seed: int = 0
 
     def run(self) -> None:
-        from pbrl_envs.recsim_data import session_preferences
-
         from pbrl.data.registry import load_dataset
+        from pbrl_envs.recsim_data import session_preferences
 
         ds = load_dataset(self.spec)
         pairs = session_preferences(ds, self.queries, self.length, self.teacher, self.seed,

@@ -25,13 +25,13 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pbrl_envs.recipes import Recipe, register_recipe
-from pbrl_envs.recsim import ENV_ID, RecSimEnv
 
 from pbrl.data import EpisodeDataset, collect_episodes, make_env
 from pbrl.data.preferences import PreferencePairs
 from pbrl.data.teachers import Teacher, get_teacher, label_pairs
 from pbrl.errors import PbrlError
+from pbrl_envs.recipes import Recipe, register_recipe
+from pbrl_envs.recsim import ENV_ID, RecSimEnv
 
 
 class RandomPolicy:

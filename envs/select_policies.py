@@ -96,6 +96,7 @@ class SelectPolicies:
 
     def _reevaluate(self, evals: list[dict], config: dict) -> list[dict]:
         import torch
+
         from pbrl_envs.sac import Actor
         from pbrl_envs.train_behavior import evaluate_actor
 

@@ -51,11 +51,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pbrl_envs.recipes import RECIPES, Recipe, register_recipe
-from pbrl_envs.sac import Actor
 
 from pbrl.data import EpisodeDataset, collect_episodes, register_reference_scores
 from pbrl.errors import PbrlError
+from pbrl_envs.recipes import RECIPES, Recipe, register_recipe
+from pbrl_envs.sac import Actor
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pbrl_envs.sac import SAC, Actor, Batch, SACConfig
 
 from pbrl.utils import atomic_torch_save, atomic_write_json, git_revision
+from pbrl_envs.sac import SAC, Actor, Batch, SACConfig
 
 
 @dataclass

@@ -110,7 +110,6 @@ class Quickstart:
         import time
 
         import pbrl_envs
-
         from pbrl.data.minari_io import dataset_exists
         from pbrl.pipeline import PipelineConfig, run_pipeline
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from pbrl_envs.sac import SAC, Actor, Batch, SACConfig, TwinCritic, actor_loss, critic_loss, soft_td_target
 from pbrl_envs.train_behavior import TrainBehaviorConfig, train_one
 

@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from pbrl_envs import suite
-from pbrl_envs.commands import build
-from pbrl_envs.recipes import RECIPES
 
 from pbrl.cli import main
 from pbrl.data import load_dataset, normalized_score
+from pbrl_envs import suite
+from pbrl_envs.commands import build
+from pbrl_envs.recipes import RECIPES
 
 SIZE = 450  # two full pendulum episodes and a cut one
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+
+from pbrl.errors import PbrlError
 from pbrl_envs import suite
 from pbrl_envs.select_policies import SelectPolicies
 from pbrl_envs.train_behavior import TrainBehaviorConfig, train_one
-
-from pbrl.errors import PbrlError
 
 
 @pytest.fixture(autouse=True)

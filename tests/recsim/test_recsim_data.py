@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from pbrl_envs import RECIPES
-from pbrl_envs.recsim_data import collect_sessions, reference_returns, session_preferences
 
 from pbrl.data import EpisodeDataset, normalized_score
 from pbrl.data.dataset import Episode
 from pbrl.data.teachers import scripted_preferences
 from pbrl.errors import PbrlError
+from pbrl_envs import RECIPES
+from pbrl_envs.recsim_data import collect_sessions, reference_returns, session_preferences
 
 
 def _episode(rewards, obs_dim=2):

@@ -4,9 +4,10 @@ import json
 
 import gymnasium as gym
 import numpy as np
-import pbrl_envs  # noqa: F401  registers pbrl/RecSim-v0
 import pytest
 from gymnasium.utils.env_checker import check_env
+
+import pbrl_envs  # noqa: F401  registers pbrl/RecSim-v0
 from pbrl_envs.recsim import RecSimEnv, make_catalog
 
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from pbrl_envs import RECIPES
-from pbrl_envs.recsim_data import session_preferences
 
 from pbrl.policies.base import default_config
 from pbrl.policies.trainer import train_policy
 from pbrl.rewards.relabel import relabel
 from pbrl.rewards.train import RewardConfig, train_reward
+from pbrl_envs import RECIPES
+from pbrl_envs.recsim_data import session_preferences
 
 
 def test_discrete_sessions_flow_through_prefs_reward_relabel():
