@@ -8,8 +8,8 @@ MLP ensemble and DTR's member z-score normalization.
     python baselines/dtr_table1.py --budget small    # ~2 h on a 2-core CPU: hopper/walker2d medium-replay, 3 seeds
     python baselines/dtr_table1.py --budget paper    # the papers' settings: for a GPU or a cluster (--ray-address)
 
-Writes the grid to runs/sweeps/dtr_table1-<budget>.json, runs it with `pbrl sweep` (finished runs are skipped) and the
-table with `pbrl table` into results/. The datasets must be built first (`pbrl data build NAME`); the script builds
+Runs the grid with pbrl.sweep (finished runs are skipped; records under runs/sweeps/dtr_table1-<budget>/) and writes
+the table into results/. The datasets must be built first (`pbrl data build NAME`); the script builds
 missing ones at the suite's default size. Paper numbers are printed beside ours: the datasets differ (D4RL's vs
 pbrl's suite on gymnasium v5 dynamics, scripted vs crowdsourced labels), so compare orders, not digits.
 """
@@ -17,10 +17,8 @@ pbrl's suite on gymnasium v5 dynamics, scripted vs crowdsourced labels), so comp
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
+
+from pbrl.sweep import Grid, sweep_and_table
 
 # DTR Table 1 (Uni-RLHF crowdsourced labels) and CORL's IQL on the true reward (Oracle-IQL), from the papers.
 PAPER = {
@@ -97,35 +95,29 @@ def main() -> None:
     b = BUDGETS[args.budget]
     names = args.datasets or b["datasets"]
     from pbrl.data.minari_io import dataset_exists
+    from pbrl_envs.commands import build
 
     for n in names:
         if not dataset_exists(dataset_id(n)):
-            subprocess.run([sys.executable, "-m", "pbrl.cli", "data", "build", n], check=True)
+            build(n)
     name = f"dtr_table1-{args.budget}"
-    grid = {
-        "name": name,
-        "runner": "pbrl.pipeline:run_record",
-        "budget": args.budget,
-        "base": b["base"],
-        "axes": {"dataset": [dataset_id(n) for n in names], "seed": b["seeds"]},
-        "columns": columns(args.budget),
-        "meta": {
+    grid = Grid(
+        name=name,
+        runner="pbrl.pipeline:run_record",
+        budget=args.budget,
+        base=b["base"],
+        axes={"dataset": [dataset_id(n) for n in names], "seed": b["seeds"]},
+        columns=columns(args.budget),
+        meta={
             "title": f"DTR Table 1 on pbrl's suite — budget {args.budget}",
             "reference": {k: v for k, v in PAPER.items() if k in names},
             "reference_note": "DTR Table 1 (crowdsourced Uni-RLHF labels on D4RL -v2) and CORL IQL (true reward); "
             "pbrl's datasets are built locally on gymnasium v5 with scripted labels, so the datasets differ."
             + ("" if args.budget == "paper" else f" Transformers shrunk for the CPU budget: {SMALL_DT}."),
         },
-    }
-    os.makedirs(args.out, exist_ok=True)
-    grid_path = os.path.join(args.out, f"{name}.json")
-    with open(grid_path, "w") as f:
-        json.dump(grid, f, indent=1)
-    cmd = [sys.executable, "-m", "pbrl.cli", "sweep", grid_path, "--out", args.out, "--workers", str(args.workers)]
-    if args.ray_address:
-        cmd += ["--ray", "--ray-address", args.ray_address]
-    subprocess.run(cmd, check=True)
-    subprocess.run([sys.executable, "-m", "pbrl.cli", "table", os.path.join(args.out, name), "--out", args.results], check=True)
+    )
+    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address).values():
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

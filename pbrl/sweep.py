@@ -207,3 +207,25 @@ def run_sweep(
     failed = sum(r["status"] != "ok" for r in records)
     log(f"sweep {grid.name}: {len(records) - failed} finished, {failed} failed; records in {rec_dir}")
     return records
+
+
+def sweep_and_table(
+    grid: Grid, out: str, results: str, *, workers: int = 1, ray_address: str | None = None
+) -> dict[str, str]:
+    """What every baseline script does: write the grid, run it (skipping finished runs), write its table."""
+    from pbrl.tables import load_records, make_table
+
+    run_dir = os.path.join(out, grid.name)
+    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address)
+    if any(r["status"] != "ok" for r in records):
+        raise PbrlError(f"some runs failed; see {run_dir}/records/*.failed.json")
+    cols = [c["name"] for c in grid.columns]
+    return make_table(
+        load_records([run_dir]),
+        results,
+        grid.name,
+        columns=cols,
+        reference=grid.meta.get("reference"),
+        reference_note=grid.meta.get("reference_note", ""),
+        title=grid.meta.get("title"),
+    )
