@@ -36,12 +36,13 @@ PAPER = {
 # Transformer sizes: the release's (embed 256, 4 layers, batch 256) is compute-bound on a CPU (0.23 steps/s with the
 # release's trainer); the CPU budgets shrink it and say so in the table.
 SMALL_DT = {"embed_dim": 64, "n_layers": 2, "n_heads": 2, "n_inner": 256, "batch_size": 64}
+CI_DT = {"embed_dim": 32, "n_layers": 1, "n_heads": 1, "n_inner": 64, "batch_size": 32, "context": 10}
 
 
 def columns(budget: str) -> list[dict]:
     dt = {} if budget == "paper" else {"policy": SMALL_DT}
     if budget == "ci":
-        dt = {"policy": {"embed_dim": 32, "n_layers": 1, "n_heads": 1, "n_inner": 64, "batch_size": 32, "context": 10}}
+        dt = {"policy": CI_DT}
     mlp = {} if budget == "paper" else {"policy": {"batch_size": 256}}
     return [
         {"name": "Oracle-IQL", "algo": "iql", "reward": "true", **mlp},
@@ -83,23 +84,34 @@ def dataset_id(name: str) -> str:
     return pbrl_envs.RECIPES[name].dataset_id
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every table script shares."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--out", default="runs/sweeps")
     ap.add_argument("--results", default="results")
-    ap.add_argument("--datasets", nargs="*", help="override the budget's datasets")
-    args = ap.parse_args()
-    b = BUDGETS[args.budget]
-    names = args.datasets or b["datasets"]
+    return ap
+
+
+def ensure_built(names: list[str]) -> None:
+    """Build the suite datasets that are not in the Minari folder yet (default size, seed 0)."""
     from pbrl.data.minari_io import dataset_exists
     from pbrl_envs.commands import build
 
     for n in names:
         if not dataset_exists(dataset_id(n)):
             build(n)
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--datasets", nargs="*", help="override the budget's datasets")
+    args = ap.parse_args()
+    b = BUDGETS[args.budget]
+    names = args.datasets or b["datasets"]
+    ensure_built(names)
     name = f"dtr_table1-{args.budget}"
     grid = Grid(
         name=name,

@@ -16,9 +16,7 @@ writes results/reward_ablation-<budget>.{md,csv,png}.
 
 from __future__ import annotations
 
-import argparse
-
-from dtr_table1 import BUDGETS, SMALL_DT, dataset_id
+from dtr_table1 import BUDGETS, CI_DT, SMALL_DT, dataset_id, ensure_built, parser
 
 from pbrl.sweep import Grid, sweep_and_table
 
@@ -31,7 +29,7 @@ def columns(budget: str) -> list[dict]:
     if budget == "small":
         policy = {"policy": SMALL_DT}
     elif budget == "ci":
-        policy = {"policy": {"embed_dim": 32, "n_layers": 1, "n_heads": 1, "n_inner": 64, "batch_size": 32, "context": 10}}
+        policy = {"policy": CI_DT}
     dtr = {"algo": "dtr", **policy}
     return [
         {"name": "norm-none", **dtr, "reward": "step", "normalize": "none"},
@@ -49,19 +47,9 @@ def columns(budget: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--ray-address", default=None)
-    ap.add_argument("--out", default="runs/sweeps")
-    ap.add_argument("--results", default="results")
-    args = ap.parse_args()
-    from pbrl.data.minari_io import dataset_exists
-    from pbrl_envs.commands import build
-
+    args = parser(__doc__).parse_args()
     name = DATASET[args.budget]
-    if not dataset_exists(dataset_id(name)):
-        build(name)
+    ensure_built([name])
     b = BUDGETS[args.budget]
     grid = Grid(
         name=f"reward_ablation-{args.budget}",
