@@ -11,6 +11,11 @@ each by default), so a 16-core machine trains 16 of them at once. Each run folde
     evals.json              per checkpoint: step, wall time, mean/std return of the deterministic and the
                             stochastic (data-collecting) policy over `--eval-episodes` episodes
     final.pt                the full agent (actor, critics, optimisers) at the end, kept out of the suite
+    resume.pt               agent, replay buffer, step and RNG state at the latest checkpoint (for `--resume`)
+
+`--resume` continues a run from its resume.pt up to `--steps`. The agent, buffer, evaluations and torch RNG are
+restored exactly; the environment starts a fresh episode at the resumed step (the episode in progress at the
+checkpoint is cut), so a resumed run is close to, not bit-identical with, an uninterrupted one.
 
 Files are written to a temporary name and renamed into place, so an interrupted run leaves only whole files.
 """
@@ -61,6 +66,8 @@ class TrainBehaviorConfig:
     """On CUDA, record the sample-and-update step once as a CUDA graph and replay it (3 warm-up updates first)."""
     time_limit_s: float = 0.0
     """Stop (after a last checkpoint) once training has run this long; 0 = no limit."""
+    resume: bool = False
+    """Continue from `resume.pt` in the run folder when there is one (else start fresh)."""
 
 
 def evaluate_actor(actor: Actor, env_id: str, episodes: int, seed: int, deterministic: bool) -> np.ndarray:
@@ -154,12 +161,23 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
     updater = _Updater(agent, cfg.steps, obs_dim, act_dim, cfg.batch_size, graph)
 
     evals: list[dict] = []
-    o, _ = env.reset(seed=seed)
-    env.action_space.seed(seed)
-    t0 = time.perf_counter()
-    t_last, step_last = t0, 0
-    ep_ret, ep_rets, info = 0.0, [], {}
-    for step in range(cfg.steps):
+    start, ep_rets, wall0 = 0, [], 0.0
+    resume_path = out / "resume.pt"
+    if cfg.resume and resume_path.exists():
+        state = torch.load(resume_path, map_location=device, weights_only=False)
+        agent.load_state_dict(state["agent"])
+        start, ep_rets, evals, wall0 = state["step"], state["ep_rets"], state["evals"], state["wall_s"]
+        updater.buf[:start].copy_(state["buffer"])
+        updater.n.fill_(start)
+        torch.set_rng_state(state["torch_rng"])
+        print(f"[{env_id} s{seed}] resumed at step {start}", flush=True)
+    o, _ = env.reset(seed=seed + start)
+    env.action_space.seed(seed + start)
+    t0 = time.perf_counter() - wall0
+    t_start = t_last = time.perf_counter()  # the time limit counts this call only
+    step_last = start
+    ep_ret, info = 0.0, {}
+    for step in range(start, cfg.steps):
         if step < cfg.learning_starts:
             a = env.action_space.sample()
         else:
@@ -181,7 +199,7 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
             info = updater()
 
         n = step + 1
-        out_of_time = cfg.time_limit_s > 0 and time.perf_counter() - t0 > cfg.time_limit_s
+        out_of_time = cfg.time_limit_s > 0 and time.perf_counter() - t_start > cfg.time_limit_s
         if n % cfg.ckpt_every == 0 or n == cfg.steps or out_of_time:
             now = time.perf_counter()
             sps = (n - step_last) / (now - t_last)
@@ -199,6 +217,10 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
             }
             evals.append(rec)
             atomic_write_json(str(out / "evals.json"), evals)
+            atomic_torch_save({
+                "agent": agent.state_dict(), "buffer": updater.buf[:n].cpu(), "step": n, "ep_rets": ep_rets,
+                "evals": evals, "wall_s": rec["wall_s"], "torch_rng": torch.get_rng_state(),
+            }, str(resume_path))
             print(f"[{env_id} s{seed}] step {n} det {det.mean():.1f} stoch {sto.mean():.1f} "
                   f"({sps:.0f} steps/s)", flush=True)
             t_last, step_last = time.perf_counter(), n

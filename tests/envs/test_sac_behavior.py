@@ -92,6 +92,23 @@ def test_train_one_writes_checkpoints_and_evals(tmp_path):
     assert cfg2["env_id"] == "Pendulum-v1" and cfg2["act_high"] == [2.0]
 
 
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    cfg = TrainBehaviorConfig(steps=200, learning_starts=100, ckpt_every=100, eval_episodes=1, hidden=16,
+                              batch_size=32)
+    first = train_one(cfg, "Pendulum-v1", 0, tmp_path)
+    saved = torch.load(tmp_path / "resume.pt", weights_only=False)
+    assert saved["step"] == 200 and saved["buffer"].shape[0] == 200
+    longer = TrainBehaviorConfig(**{**cfg.__dict__, "steps": 300, "resume": True})
+    evals = train_one(longer, "Pendulum-v1", 0, tmp_path)
+    assert [e["step"] for e in evals] == [100, 200, 300] and evals[:2] == first
+    resumed = torch.load(tmp_path / "resume.pt", weights_only=False)
+    assert torch.equal(resumed["buffer"][:200], saved["buffer"])  # the old transitions were kept
+    assert resumed["buffer"][200:].abs().sum() > 0  # and new ones were collected after them
+    before = torch.load(tmp_path / "actor_0000200.pt", weights_only=True)
+    after = torch.load(tmp_path / "actor_0000300.pt", weights_only=True)
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
 @pytest.mark.slow
 @pytest.mark.ci_slow
 def test_sac_learns_pendulum(tmp_path):
