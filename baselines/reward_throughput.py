@@ -5,7 +5,9 @@ Measures, side by side in one process on the same data:
   sees its own batch), for several segment lengths;
 - relabel transitions/s (scoring every transition with every member).
 The loop baseline is the Uni-RLHF layout: M separate `nn.Sequential` members, a Python loop over them for the
-forward passes and losses, one Adam over all parameters. Both sides start from identical weights.
+forward passes and losses, one Adam over all parameters. Both sides start from identical weights. Training is timed
+in float32 and under bf16 autocast (`RewardConfig.bf16`), for both sides, so the table separates what batching buys
+from what the precision buys.
 
     python baselines/reward_throughput.py [--members 3] [--threads 2] [--steps 20] [--rows 1000000]
 """
@@ -47,9 +49,9 @@ def bench(fn, steps: int) -> float:
 
 
 def train_step_times(
-    m: int, b: int, d: int, length: int, hidden: tuple[int, ...], steps: int
+    m: int, b: int, d: int, length: int, hidden: tuple[int, ...], steps: int, bf16: bool = False
 ) -> tuple[float, float]:
-    """Seconds per Bradley-Terry step: (batched ensemble, loop of members)."""
+    """Seconds per Bradley-Terry step: (batched ensemble, loop of members), optionally under bf16 autocast."""
     ens = StepRewardMLP(d, m, hidden)
     refs = loop_members(ens)
     opt_b = torch.optim.Adam(ens.parameters(), lr=3e-4)
@@ -59,7 +61,8 @@ def train_step_times(
     y = torch.rand(m, b)
 
     def step_batched() -> None:
-        s = sequence_score(ens(x, mask))  # [M, 2B]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            s = sequence_score(ens(x, mask))  # [M, 2B] float32
         loss = bradley_terry_loss(s[:, :b], s[:, b:], y).sum()
         opt_b.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,7 +71,9 @@ def train_step_times(
     def step_loop() -> None:
         loss = 0.0
         for i, r in enumerate(refs):
-            s = r(x[i]).squeeze(-1).sum(-1)  # [2B]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                v = r(x[i]).squeeze(-1)  # [2B, T]
+            s = v.float().sum(-1)  # [2B]
             loss = loss + bradley_terry_loss(s[:b], s[b:], y[i])
         opt_l.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,11 +98,16 @@ def main() -> None:
     m, b, d = args.members, args.batch, args.dim
     print(f"members={m} batch={b} dim={d} hidden={args.hidden} threads={torch.get_num_threads()}")
 
-    print("\n| segment length | batched pairs/s | loop pairs/s | batched / loop |")
-    print("|---|---|---|---|")
+    print("\nTraining pairs/s (fp32 = float32; bf16 = bf16 autocast, float32 scores and loss)")
+    print("\n| segment length | loop fp32 | batched fp32 | loop bf16 | batched bf16 | batched/loop fp32 "
+          "| batched/loop bf16 | batched bf16 / loop fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
     for length in args.lengths:
-        tb, tl = train_step_times(m, b, d, length, tuple(args.hidden), max(2, args.steps * 25 // length))
-        print(f"| {length} | {m * b / tb:,.0f} | {m * b / tl:,.0f} | {tl / tb:.2f}x |")
+        n = max(2, args.steps * 25 // length)
+        tb, tl = train_step_times(m, b, d, length, tuple(args.hidden), n)
+        tb16, tl16 = train_step_times(m, b, d, length, tuple(args.hidden), n, bf16=True)
+        print(f"| {length} | {m * b / tl:,.0f} | {m * b / tb:,.0f} | {m * b / tl16:,.0f} | {m * b / tb16:,.0f} "
+              f"| {tl / tb:.2f}x | {tl16 / tb16:.2f}x | {tl / tb16:.2f}x |")
 
     ens = StepRewardMLP(d, m, tuple(args.hidden)).eval()
     refs = [r.eval() for r in loop_members(ens)]

@@ -28,8 +28,12 @@ class StepOutput(NamedTuple):
 
 
 def sequence_score(out: StepOutput) -> torch.Tensor:
-    """Aggregate per-step values into one score per sequence: S = sum_t w_t v_t  -> [M, B]."""
-    return (out.values * out.weights).sum(-1)
+    """Aggregate per-step values into one score per sequence: S = sum_t w_t v_t  -> [M, B] (float32).
+
+    Summed in float32 even when the values come out of bf16 autocast: a bf16 sum over hundreds of steps would
+    round the score (8 mantissa bits) before the Bradley–Terry loss sees it.
+    """
+    return (out.values.float() * out.weights.float()).sum(-1)
 
 
 class EnsembleLinear(nn.Module):

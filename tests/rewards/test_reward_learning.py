@@ -15,16 +15,17 @@ UNI_RLHF = os.path.join(REPO_ROOT, "..", "shared", "fixtures", "uni_rlhf", "hopp
 
 @pytest.mark.slow
 @pytest.mark.ci_slow
-def test_step_ensemble_learns_known_reward_from_exact_labels():
+@pytest.mark.parametrize("bf16", ["off", "on"])  # on: bf16 autocast on CPU must learn as well
+def test_step_ensemble_learns_known_reward_from_exact_labels(bf16):
     # Pendulum's reward -(theta^2 + 0.1 thetadot^2 + 0.001 u^2) is a function of (s, a): learnable step-wise
     ds = collect_episodes("Pendulum-v1", num_transitions=10_000, seed=0)
     train = scripted_preferences(ds, 600, 25, seed=1)
     held_out = scripted_preferences(ds, 500, 25, seed=2)
-    cfg = RewardConfig(hidden=(64, 64, 64), lr=1e-3, epochs=8, seed=0)
+    cfg = RewardConfig(hidden=(64, 64, 64), lr=1e-3, epochs=8, seed=0, bf16=bf16)
     model = train_reward(ds, train, cfg, progress=False)
     acc = evaluate_pairs(model, ds, held_out)["accuracy"]
     rep = reward_report(ds, model, num_segments=2000, seed=3)
-    print(f"held-out accuracy {acc:.3f}, segment-return pearson {rep['segment/pearson']:.3f}")
+    print(f"bf16 {bf16}: held-out accuracy {acc:.3f}, segment-return pearson {rep['segment/pearson']:.3f}")
     assert acc >= 0.90
     assert rep["segment/pearson"] > 0.8
     # relabeled rewards keep the ordering of the true ones
