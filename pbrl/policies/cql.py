@@ -6,6 +6,9 @@ Continuous actions (SAC backbone, automatic entropy tuning, CORL's `cql.py` defa
 The log-sum-exp over the continuous action space is estimated by importance sampling (App. F) with N actions from
 each of U(-1, 1)^A, pi(.|s) and pi(.|s'):  logsumexp_j (Q(s, a_j) - log mu(a_j)), mu = the sampling density.
   L_pi = E[ alpha log pi(a~|s) - min_k Q_k(s, a~) ],  a~ ~ pi(.|s);  L_alpha = -E[log alpha (log pi + H_target)].
+For the first `bc_steps` updates the actor instead clones the data, L_pi = E[ alpha log pi(a~|s) - log pi(a|s) ]
+(the authors' code: `policy_eval_start`, 40k steps; CORL: `bc_steps`), so that the critics are first trained on a
+policy that stays near the data.
 Discrete actions (CQL on a double-Q DQN): the log-sum-exp is exact over the actions,
   y = r + gamma (1 - d) max_a min_k Q'_k(s', a), and the policy is argmax_a min_k Q_k(s, a).
 """
@@ -50,6 +53,8 @@ class CQLConfig:
     """SAC target entropy; None = -action_dim."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of actor and critics."""
+    bc_steps: int = 0
+    """Updates at the start whose actor loss is behaviour cloning (CORL's default 0; the authors' code 40000)."""
 
 
 def cql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -114,7 +119,12 @@ class CQL(Policy):
         # actor and temperature (SAC)
         alpha = self.log_alpha.exp().detach()
         pi, logp = self.actor.sample(obs)  # [B, A], [B]
-        actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
+        if self.step <= cfg.bc_steps:
+            actor_loss = (alpha * logp - self.actor.log_prob(obs, act)).mean()
+        else:
+            self.critic.requires_grad_(False)  # the actor's gradient passes through Q; no critic weight grads
+            actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
+            self.critic.requires_grad_(True)
         self._opt_step("actor", actor_loss)
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self._opt_step("alpha", alpha_loss)

@@ -181,6 +181,14 @@ class TanhGaussianActor(nn.Module):
         logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), logp
 
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) [*] of given actions a in (-1, 1) [*, A] (clamped off +-1, where atanh is infinite)."""
+        mean, std = self._dist(obs)
+        a = act.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        u = torch.atanh(a)
+        logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
+        return logp - torch.log1p(-a.pow(2)).sum(-1)  # log|d tanh(u)/du| = log(1 - a^2)
+
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self._dist(obs)[0])
 

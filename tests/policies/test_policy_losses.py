@@ -16,7 +16,7 @@ from pbrl.policies.cql import cql_penalty
 from pbrl.policies.dt import WindowSampler, interleave_tokens, token_attention_mask
 from pbrl.policies.dtr import nstep_window_targets, policy_q_term, select_candidate
 from pbrl.policies.iql import awr_weights, expectile_loss
-from pbrl.policies.nets import Critic, EnsembleMLP
+from pbrl.policies.nets import Critic, EnsembleMLP, TanhGaussianActor
 from pbrl.policies.td3bc import td3bc_actor_loss, td3bc_lambda
 
 
@@ -29,6 +29,22 @@ def test_iql_expectile_loss():
     assert awr_weights(torch.tensor([0.0, 1.0, 10.0]), 3.0, 100.0).tolist() == pytest.approx(
         [1.0, math.e**3, 100.0]
     )
+
+
+def test_tanh_gaussian_log_prob_of_given_actions():
+    """log_prob(s, a) of CQL's BC warm-up equals the log-density that sample() reports for the same action, and
+    for a 1-D action the change of variables by hand: N(atanh a; mu, sigma) / (1 - a^2)."""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(3, 2, (8,)).double()
+    obs = torch.randn(5, 3, dtype=torch.float64)
+    a, logp = actor.sample(obs)
+    assert torch.allclose(actor.log_prob(obs, a), logp, atol=1e-6)
+    one = TanhGaussianActor(1, 1, (4,)).double()
+    o, act = torch.tensor([[0.2]], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64)
+    mean, std = one._dist(o)
+    u = math.atanh(0.5)
+    density = math.exp(-0.5 * ((u - mean.item()) / std.item()) ** 2) / (std.item() * math.sqrt(2 * math.pi))
+    assert one.log_prob(o, act).item() == pytest.approx(math.log(density / (1 - 0.25)))
 
 
 def test_cql_logsumexp_term():
