@@ -118,7 +118,10 @@ class CQL(Policy):
 
         # actor and temperature (SAC)
         alpha = self.log_alpha.exp().detach()
-        pi, logp = self.actor.sample(obs)  # [B, A], [B]
+        # one actor pass per state: sample 0 for the actor loss, samples 1..N (detached) are CQL proposals
+        a_obs, logp_obs = self.actor.sample(obs, N + 1)  # [B, N+1, A], [B, N+1]
+        pi, logp = a_obs[:, 0], logp_obs[:, 0]  # [B, A], [B]
+        a_cur, logp_cur = a_obs[:, 1:].detach(), logp_obs[:, 1:].detach()  # [B, N, A], [B, N]
         if self.step <= cfg.bc_steps:
             actor_loss = (alpha * logp - self.actor.log_prob(obs, act)).mean()
         else:
@@ -129,21 +132,16 @@ class CQL(Policy):
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self._opt_step("alpha", alpha_loss)
 
-        # TD target
+        # TD target and the remaining proposals for the log-sum-exp (uniform and pi(.|s'))
         with torch.no_grad():
-            next_pi, _ = self.actor.sample(next_obs)
+            a_nx, logp_nx = self.actor.sample(next_obs, N + 1)  # [B, N+1, A], [B, N+1]
+            next_pi, a_next, logp_next = a_nx[:, 0], a_nx[:, 1:], logp_nx[:, 1:]
             y = (
                 batch.rewards
                 + cfg.gamma * (1.0 - batch.terminals) * self.critic_target(next_obs, next_pi).min(0).values
             )
-
-        # proposals for the log-sum-exp: uniform, pi(.|s), pi(.|s') — their Q values in one critic call
-        with torch.no_grad():
             obs_rep = obs.unsqueeze(1).expand(B, N, -1)  # [B, N, D]
-            next_rep = next_obs.unsqueeze(1).expand(B, N, -1)
             a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
-            a_cur, logp_cur = self.actor.sample(obs_rep)  # [B, N, A], [B, N]
-            a_next, logp_next = self.actor.sample(next_rep)
         q_all = self.critic(
             torch.cat([obs.unsqueeze(1), obs_rep, obs_rep, obs_rep], 1),  # [B, 1+3N, D]
             torch.cat([act.unsqueeze(1), a_rand, a_cur, a_next], 1),  # [B, 1+3N, A]

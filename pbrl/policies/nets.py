@@ -172,9 +172,13 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(-20.0, 2.0).exp()
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized action [*, A] and its log-probability [*]."""
+    def sample(self, obs: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized action [*, A] and its log-probability [*]; with `n`, n actions per observation
+        ([*, n, A], [*, n]) from one forward pass."""
         mean, std = self._dist(obs)
+        if n is not None:
+            mean, std = mean.unsqueeze(-2).expand(*mean.shape[:-1], n, -1), std.unsqueeze(-2).expand(
+                *std.shape[:-1], n, -1)  # [*, n, A]
         u = mean + std * torch.randn_like(mean)
         logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form
