@@ -26,15 +26,16 @@ a v2 one. The pendulum suite (Pendulum-v1, no MuJoCo) has its own reference scor
 `measure_reference_returns`: random = mean return of uniform random actions, expert = mean return of the sampled
 expert actor, each over 100 episodes.
 
-The committed actors (returns of the sampled actor as evaluated during training over 3-10 episodes; every
-evaluation is in checkpoints/<family>.json):
+The committed actors (sampled-actor returns re-evaluated over 20 episodes; every evaluation is in
+checkpoints/<family>.json). Locomotion: SAC 256x256, seed 0, 300k environment steps on a 2-core CPU (one thread
+each, `pbrl_envs.train_behavior`), then `pbrl_envs.select_policies --medium-return R --reeval-episodes 20`:
+medium = the first checkpoint whose return reaches R (35-43% of D4RL's expert return; D4RL: about one
+third of its expert), expert = the best.
 - pendulum: SAC 64x64, 10k steps; medium = step 5000 (-526, 65.7 normalized), expert = step 10000 (-136, 101.5).
-- halfcheetah: SAC 256x256, 108k steps; medium = step 70k (4007, 34.5), the first to reach 4000 (about 1/3 of
-  D4RL's expert), expert = step 108k (4809, 41.0).
-- hopper and walker2d: SAC 256x256, 63k steps, which did not reach D4RL's medium level; re-evaluated over 20
-  episodes: hopper medium = 40k (672, 21.3), expert = 60k (900, 28.3); walker2d (every checkpoint about 5-12)
-  medium = 20k (263, 5.7), expert = 30k (566, 12.3). Longer training (`pbrl_envs.train_behavior`, then
-  `pbrl_envs.select_policies --medium-return ... --reeval-episodes 20`) replaces them.
+- hopper (R = 1400): medium = step 110k (1494, 46.5), expert = step 240k (2108, 65.4).
+- walker2d (R = 1600): medium = step 140k (1642, 35.7), expert = step 260k (2935, 63.9).
+- halfcheetah (R = 4500): medium = step 110k (4514, 38.6), expert = step 300k (6100, 51.4).
+The experts are below D4RL's (which trained SAC for about 1M steps); results/datasets.md has the data statistics.
 
 Every build is deterministic given (size, seed): environments are seeded through `collect_episodes`, and the
 stochastic actors draw their noise from their own seeded torch generator.
