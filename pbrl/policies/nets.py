@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pbrl.ensemble import EnsembleLinear
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "mish": nn.Mish,
@@ -47,22 +49,6 @@ def mlp(
         d = h
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
-
-
-class EnsembleLinear(nn.Module):
-    """`n` independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
-
-    def __init__(self, n: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
-        # same init as n separate nn.Linear layers (kaiming-uniform(a=sqrt 5) == U(-1/sqrt(in), 1/sqrt(in)))
-        bound = 1.0 / math.sqrt(in_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)  # [n, B, out]
 
 
 class EnsembleMLP(nn.Module):

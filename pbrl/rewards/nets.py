@@ -14,12 +14,13 @@ Ensembles are one module whose weights carry the member axis [M, ...] and run as
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pbrl.ensemble import EnsembleLinear
 
 
 class StepOutput(NamedTuple):
@@ -34,26 +35,6 @@ def sequence_score(out: StepOutput) -> torch.Tensor:
     round the score (8 mantissa bits) before the Bradley–Terry loss sees it.
     """
     return (out.values.float() * out.weights.float()).sum(-1)
-
-
-class EnsembleLinear(nn.Module):
-    """M independent linear layers in one batched matmul: x [M, ..., in] -> [M, ..., out].
-
-    Each member is initialised like its own `nn.Linear` (U(-1/sqrt(in), 1/sqrt(in)) for weight and bias).
-    """
-
-    def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))  # [M, in, out]
-        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))  # [M, 1, out]
-        bound = 1.0 / math.sqrt(in_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[1:-1]
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # [M, R, in]
-        return torch.baddbmm(self.bias, flat, self.weight).reshape(x.shape[0], *lead, -1)  # [M, ..., out]
 
 
 class EnsembleLayerNorm(nn.Module):

@@ -18,7 +18,8 @@ import math
 import torch
 from torch import nn
 
-from pbrl.rewards.nets import EnsembleCausalTransformer, EnsembleLinear, StepOutput
+from pbrl.ensemble import EnsembleLinear
+from pbrl.rewards.nets import EnsembleCausalTransformer, StepOutput
 
 
 class PreferenceTransformer(nn.Module):

@@ -22,8 +22,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pbrl.ensemble import EnsembleLinear
 from pbrl.errors import PbrlError
-from pbrl.rewards.nets import EnsembleCausalTransformer, EnsembleLinear, StepOutput
+from pbrl.rewards.nets import EnsembleCausalTransformer, StepOutput
 
 SegmenterKind = Literal["fixed", "entropy", "step", "query"]
 
