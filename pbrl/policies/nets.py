@@ -163,8 +163,10 @@ class TanhGaussianActor(nn.Module):
         ([*, n, A], [*, n]) from one forward pass."""
         mean, std = self._dist(obs)
         if n is not None:
-            mean, std = mean.unsqueeze(-2).expand(*mean.shape[:-1], n, -1), std.unsqueeze(-2).expand(
-                *std.shape[:-1], n, -1)  # [*, n, A]
+            mean, std = (
+                mean.unsqueeze(-2).expand(*mean.shape[:-1], n, -1),
+                std.unsqueeze(-2).expand(*std.shape[:-1], n, -1),
+            )  # [*, n, A]
         u = mean + std * torch.randn_like(mean)
         logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form
