@@ -154,7 +154,7 @@ def test_locomotion_actors_reach_d4rl_like_levels(family):
     for kind in ("medium", "expert"):
         policy = suite.ActorPolicy(suite.load_actor(family, card[f"{kind}_step"]), seed=3)
         ds = collect_episodes(task.env_id, policy, num_episodes=20, seed=3)
-        means[kind] = float(np.mean(100 * (ds.episode_returns() - task.ref_min) / (task.ref_max - task.ref_min)))
+        means[kind] = float(normalized_score(family, ds.episode_returns()).mean())
     print(family, means)
     assert means["medium"] >= 25
     assert means["expert"] >= means["medium"] + 10
