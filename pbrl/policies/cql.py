@@ -9,6 +9,9 @@ each of U(-1, 1)^A, pi(.|s) and pi(.|s'):  logsumexp_j (Q(s, a_j) - log mu(a_j))
 For the first `bc_steps` updates the actor instead clones the data, L_pi = E[ alpha log pi(a~|s) - log pi(a|s) ]
 (the authors' code: `policy_eval_start`, 40k steps; CORL: `bc_steps`), so that the critics are first trained on a
 policy that stays near the data.
+Cost: the 3N proposals per state make the critic's batch 3N+1 times the data batch. With `bf16` the critic runs those
+proposals under bf16 autocast (float32 weights and optimizer; the TD term and Q(s, a) stay float32): about 3x faster
+on a CPU with AMX units.
 Discrete actions (CQL on a double-Q DQN): the log-sum-exp is exact over the actions,
   y = r + gamma (1 - d) max_a min_k Q'_k(s', a), and the policy is argmax_a min_k Q_k(s, a).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from pbrl.data import Transitions
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import Critic, TanhGaussianActor, soft_update
+from pbrl.utils import cpu_has_amx_bf16
 
 
 @dataclass
@@ -55,6 +60,8 @@ class CQLConfig:
     """Hidden sizes of actor and critics."""
     bc_steps: int = 0
     """Updates at the start whose actor loss is behaviour cloning (CORL's default 0; the authors' code 40000)."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """Continuous: bf16 autocast of the critic on the 3N proposals only; auto = on CUDA or a CPU with AMX."""
 
 
 def cql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -142,17 +149,19 @@ class CQL(Policy):
             )
             obs_rep = obs.unsqueeze(1).expand(B, N, -1)  # [B, N, D]
             a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
-        q_all = self.critic(
-            torch.cat([obs.unsqueeze(1), obs_rep, obs_rep, obs_rep], 1),  # [B, 1+3N, D]
-            torch.cat([act.unsqueeze(1), a_rand, a_cur, a_next], 1),  # [B, 1+3N, A]
-        )  # [2, B, 1+3N]
-        q = q_all[..., 0]  # [2, B]
+        q = self.critic(obs, act)  # [2, B], float32: the TD term needs its precision
+        bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (obs.is_cuda or cpu_has_amx_bf16()))
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=bf16):
+            q_prop = self.critic(
+                torch.cat([obs_rep, obs_rep, obs_rep], 1),  # [B, 3N, D]
+                torch.cat([a_rand, a_cur, a_next], 1),  # [B, 3N, A]
+            ).float()  # [2, B, 3N]
         log_uniform = A * math.log(0.5)  # density of U(-1, 1)^A
         q_ood = torch.cat(
             [
-                q_all[..., 1 : 1 + N] - log_uniform,
-                q_all[..., 1 + N : 1 + 2 * N] - logp_cur,
-                q_all[..., 1 + 2 * N :] - logp_next,
+                q_prop[..., :N] - log_uniform,
+                q_prop[..., N : 2 * N] - logp_cur,
+                q_prop[..., 2 * N :] - logp_next,
             ],
             dim=-1,
         )  # [2, B, 3N]
