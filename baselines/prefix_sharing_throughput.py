@@ -3,12 +3,19 @@
 Modes (same model, same data, same DPO loss with precomputed reference log-probs, AdamW step included):
   standard_padded       one row per prompt+response, right-padded; HF's own sdpa (causal, no mask)
   prefix_shared         one prompt+chosen+rejected row per example (pbrl attention backend)
-  standard_packed       prompt+response sequences packed by first-fit-decreasing (document mask)
-  prefix_shared_packed  prefix-shared sequences packed
+  standard_packed       prompt+response sequences packed by first-fit-decreasing (document mask); by default all
+                        sequences of a step go into one unpadded row, which needs a per-document backend
+                        (varlen on CPU, flex or triton on a GPU)
+  prefix_shared_packed  prefix-shared sequences packed the same way
   trl                   TRL's DPOTrainer (precompute_ref_log_probs=True), the outside anchor
 Each mode runs ``rounds`` rounds of ``steps`` timed steps (after a warm-up), modes interleaved round by round so
 that load changes on the machine hit all modes alike; samples/s = examples per step / median step time. The
 token-count bound (2P+C+R)/(P+C+R) is computed from the data. Synthetic data: ``pbrl.llm.prefs_data`` profiles.
+
+The model's width is set so that sequence length / hidden size is about the paper's (profile lengths x 0.25 with
+hidden 1024 vs full lengths with 4096-wide 7-8B models, both about 0.4). That ratio fixes the share of attention in
+a step, which prefix sharing does not shrink (each response still attends to the whole prompt); a narrow model on
+the same lengths is attention-bound and gains less than the paper's models.
 
     python baselines/prefix_sharing_throughput.py                 # CPU run -> results/prefix_sharing.md + figure
     python baselines/prefix_sharing_throughput.py --quick         # a smaller smoke run (prints only)
@@ -49,7 +56,7 @@ MODES = {  # name -> layout (the backend is HF sdpa for padded, the chosen pbrl 
 @dataclass
 class BenchConfig:
     model: TinyLMConfig = field(default_factory=lambda: TinyLMConfig(
-        hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=688))
+        hidden_size=1024, num_layers=2, num_heads=16, num_kv_heads=8, intermediate_size=2752))
     profiles: tuple[str, ...] = tuple(PROFILES)
     scale: float = 0.25  # profile lengths x scale (CPU budgets)
     num_examples: int = 64
@@ -57,7 +64,8 @@ class BenchConfig:
     steps: int = 2  # timed steps per mode per round
     rounds: int = 3
     warmup: int = 1
-    backends: tuple[str, ...] = ("sdpa",)  # pbrl backends for the masked modes
+    backends: tuple[str, ...] = ("varlen",)  # pbrl backends for the masked modes
+    pack: str = "step"  # packed rows: "step" = all sequences of a step in one row; "longest" = rows of the longest
     pad_to_multiple: int = 8
     device: str = "cpu"
     dtype: str = "float32"
@@ -149,6 +157,10 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[dict]:
         bound = (2 * sum(P) + sum(C) + sum(R)) / (sum(P) + sum(C) + sum(R) + len(pairs))
         longest = max(p + c + r + 1 for p, c, r in zip(P, C, R))
         pack_length = -(-longest // cfg.pad_to_multiple) * cfg.pad_to_multiple
+        if cfg.pack == "step":
+            pack_length = 1 << 30  # first-fit-decreasing then puts everything into one row
+        elif cfg.pack != "longest":
+            raise SystemExit(f"pack: expected 'step' or 'longest', got {cfg.pack!r}")
         model = build_model(TinyLMConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}), dtype=dtype,
                             seed=cfg.seed).to(cfg.device)
         model._bench_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -193,7 +205,8 @@ def markdown(rows: list[dict], cfg: BenchConfig, title: str, extra: str = "") ->
     out = [f"# {title}", "",
            f"Model: {cfg.model.arch}, hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layers, "
            f"{cfg.model.num_heads} heads ({cfg.model.num_kv_heads} kv), MLP {cfg.model.intermediate_size}, "
-           f"{p / 1e6:.2f}M parameters, {cfg.dtype}, device {cfg.device}. "
+           f"{p / 1e6:.2f}M parameters, {cfg.dtype}, device {cfg.device}. Packed rows: "
+           f"{'every sequence of a step in one unpadded row' if cfg.pack == 'step' else 'the longest sequence'}. "
            f"Synthetic data: {cfg.num_examples} examples per profile, lengths = paper profile x {cfg.scale}. "
            f"Batch {cfg.batch_size} examples per step (forward + backward + AdamW); samples/s = batch / median step "
            f"time over {cfg.rounds} interleaved rounds of {cfg.steps} steps.", "",

@@ -123,7 +123,8 @@ class DpoConfig:
     layout: Layout = "packed_shared"
     """Batch layout: padded (standard), packed, shared (prefix sharing) or packed_shared."""
     backend: str = "sdpa"
-    """Attention backend: sdpa (dense mask), flex (FlexAttention) or triton; hf_sdpa for the padded layout."""
+    """Attention backend: sdpa (dense mask), varlen (sdpa per document), flex (FlexAttention) or triton; hf_sdpa
+    for the padded layout."""
     pack_length: int | None = None
     """Row length of the packed layouts (default: the longest sequence of the data set)."""
     pad_to_multiple: int = 8

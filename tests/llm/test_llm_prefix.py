@@ -134,7 +134,7 @@ def reference(request):
 
 # The Triton kernel runs in the interpreter on CPU (seconds per call): the fast run covers the two prefix-shared
 # layouts on Llama; the other combinations are marked slow.
-_CASES = [("sdpa", layout) for layout in LAYOUTS] + [
+_CASES = [(b, layout) for b in ("sdpa", "varlen") for layout in LAYOUTS] + [
     ("triton", layout) if layout in ("shared", "packed_shared") else
     pytest.param("triton", layout, marks=pytest.mark.slow) for layout in LAYOUTS
 ]
@@ -151,6 +151,20 @@ def test_logps_and_grads_equal_separate_sequences(reference, backend, layout, mo
     batch = build_batch(pairs, layout, pack_length=48, pad_to_multiple=8)
     logps = model_branch_logps(model, batch)
     assert logps.dtype == torch.float64 and logps.shape == (len(pairs), 2)
+    torch.testing.assert_close(logps, ref_logps, rtol=0, atol=1e-10)
+    grads = torch.autograd.grad((weights * logps).sum(), list(model.parameters()))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["packed", "packed_shared"])
+def test_varlen_whole_batch_in_one_row(reference, layout):
+    """varlen with every sequence of the batch packed into a single unpadded row equals separate sequences."""
+    model, pairs, weights, ref_logps, ref_grads = reference
+    use_backend(model, "varlen")
+    batch = build_batch(pairs, layout, pack_length=10**6)
+    assert batch.input_ids.shape[0] == 1 and int((batch.doc >= 0).sum()) == batch.input_ids.shape[1]
+    logps = model_branch_logps(model, batch)
     torch.testing.assert_close(logps, ref_logps, rtol=0, atol=1e-10)
     grads = torch.autograd.grad((weights * logps).sum(), list(model.parameters()))
     for g, r in zip(grads, ref_grads):
