@@ -5,10 +5,11 @@ dispatches through it (Llama, Qwen2, Mistral, ...) runs with it after ``model.se
 ``from_config(..., attn_implementation=name)``:
 
 - ``pbrl_sdpa``: ``scaled_dot_product_attention`` with a dense boolean mask [B, 1, S, S] — the reference;
-- ``pbrl_varlen``: causal ``scaled_dot_product_attention`` per document: every document (a packed sequence) is
-  gathered into its own row(s) — a prefix-shared one as prompt+chosen and prompt+rejected — so attention costs
-  sum over documents of L^2 / 2 instead of S^2 per row, with no mask. A whole batch can then be packed into one
-  row with no padding at all (the CPU path; FlashAttention's varlen plays this role on GPUs);
+- ``pbrl_varlen``: ``scaled_dot_product_attention`` per document: every document (a packed sequence) is gathered
+  into its own row — causal, no mask — except a prefix-shared document's rejected tokens, which attend to
+  prompt+rejected through a small [R, P+R] mask; so attention never pays for masked-out (S^2) entries. A whole
+  batch can then be packed into one row with no padding at all (the CPU path; FlashAttention's varlen plays this
+  role on GPUs);
 - ``pbrl_flex``: FlexAttention with a ``BlockMask`` (fully masked 128x128 tiles skipped), compiled;
 - ``pbrl_triton``: the Triton kernel of ``pbrl.llm.triton_attention`` (forward and backward) that visits only the
   tiles the prefix-sharing / packed-document structure leaves unmasked.
@@ -87,55 +88,68 @@ class AttentionLayout:
         return self._tiles[block]
 
 
+def _runs(pos: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group entries (flat positions ``pos``, grouped by equal consecutive ``keys``) into left-aligned rows.
+
+    -> idx [n, L] (positions, 0 past a row's end), valid [n, L], and each entry's (row, column)."""
+    _, counts = torch.unique_consecutive(keys, return_counts=True)  # [n]
+    n, L = counts.numel(), int(counts.max()) if counts.numel() else 0
+    row = torch.repeat_interleave(torch.arange(n, device=pos.device), counts)  # [T]
+    col = torch.arange(pos.numel(), device=pos.device) - (torch.cumsum(counts, 0) - counts)[row]
+    idx = torch.zeros(n, L, dtype=torch.long, device=pos.device)
+    valid = torch.zeros(n, L, dtype=torch.bool, device=pos.device)
+    idx[row, col] = pos
+    valid[row, col] = True
+    return idx, valid, row, col
+
+
 class Documents:
-    """The ``varlen`` plan: each document as one or two causal sequences ("views") gathered into rows.
+    """The ``varlen`` plan: attention per document, causal, with no [S, S] mask.
 
-    A prefix-shared document (prompt, chosen, rejected) becomes two views, prompt+chosen and prompt+rejected, in
-    which the rule is plain causal attention; a document without both responses is one view. Each token's output
-    comes from one view: the rejected tokens' from the second, every other token's from the first (the prompt's
-    queries in the second view are recomputed and dropped; its keys and values are computed once, by the layers).
-    So attention runs causal (the kernels skip the upper triangle) on sum over views of L_v^2 / 2 entries.
+    A document is a packed sequence. One without both responses (a prompt+response sequence) is attended as one
+    causal row. A prefix-shared one (prompt, chosen, rejected) is split in two: prompt+chosen is one causal row
+    (outputs of the prompt and chosen tokens), and the rejected tokens are queries against the keys of
+    prompt+rejected, query j seeing the prompt and rejected tokens 0..j (a small [R, P+R] mask). So attention
+    costs (P+C)^2/2 + R (P + R/2) per example; the prompt's keys and values are computed once, by the layers.
 
-    idx [n, L]: flat positions (b * S + s) of view i's tokens, left-aligned, 0 past its end; valid [n, L];
-    own [n, L]: the entries whose output is kept; tokens [T]: their flat positions, in idx[own] order.
+    causal: idx [n, L] flat positions (b * S + s), valid [n, L], tokens [Ta] = idx[valid];
+    rejected: kidx [m, Lk] keys, qidx [m, Lq] queries, qvalid [m, Lq], qtokens [Tb] = qidx[qvalid], mask [m, 1, Lq, Lk].
     """
 
-    def __init__(self, idx: torch.Tensor, valid: torch.Tensor, own: torch.Tensor, tokens: torch.Tensor):
-        self.idx, self.valid, self.own, self.tokens = idx, valid, own, tokens
-        self.own_flat = own.reshape(-1).nonzero().squeeze(1)  # [T] entries of idx.view(-1) that are kept
-
-    @classmethod
-    def of(cls, doc: torch.Tensor, branch: torch.Tensor) -> Documents:
+    def __init__(self, doc: torch.Tensor, branch: torch.Tensor):
         B, S = doc.shape
         dev = doc.device
         flat = doc.reshape(-1).long()  # [B*S], -1 = padding
         br = branch.reshape(-1)
         key = torch.arange(B * S, device=dev) // S * S + flat  # unique per (row, document)
         real = flat >= 0
-        kmax = B * S + 1
-        # documents holding both responses (prefix-shared): mark them through their key
-        has_c = torch.zeros(kmax, dtype=torch.bool, device=dev)
-        has_r = torch.zeros(kmax, dtype=torch.bool, device=dev)
+        # documents holding both responses (prefix-shared), marked through their key
+        has_c = torch.zeros(B * S + 1, dtype=torch.bool, device=dev)
+        has_r = torch.zeros(B * S + 1, dtype=torch.bool, device=dev)
         has_c[key[real & (br == CHOSEN)]] = True
         has_r[key[real & (br == REJECTED)]] = True
         both = (has_c & has_r)[key.clamp(min=0)] & real  # [B*S]
-        in_a = real & ~(both & (br == REJECTED))  # prompt+chosen view, or the whole document
-        in_b = both & (br != CHOSEN)  # prompt+rejected view
-        pos = torch.cat([in_a.nonzero().squeeze(1), in_b.nonzero().squeeze(1)])  # [T'], grouped by view
-        vkey = torch.cat([2 * key[in_a], 2 * key[in_b] + 1])
-        own_tok = torch.cat([torch.ones(int(in_a.sum()), dtype=torch.bool, device=dev), br[in_b] == REJECTED])
-        # tokens of one view are contiguous in `pos` (documents are contiguous runs in a row)
-        _, counts = torch.unique_consecutive(vkey, return_counts=True)  # [n]
-        n, L = counts.numel(), int(counts.max())
-        which = torch.repeat_interleave(torch.arange(n, device=dev), counts)  # [T'] view of each entry
-        offset = torch.arange(pos.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[which]
-        idx = torch.zeros(n, L, dtype=torch.long, device=dev)
-        valid = torch.zeros(n, L, dtype=torch.bool, device=dev)
-        own = torch.zeros(n, L, dtype=torch.bool, device=dev)
-        idx[which, offset] = pos
-        valid[which, offset] = True
-        own[which, offset] = own_tok
-        return cls(idx, valid, own, idx[own])
+        in_a = real & ~(both & (br == REJECTED))  # causal rows: prompt+chosen, or a whole document
+        pos = in_a.nonzero().squeeze(1)
+        # tokens of one document are contiguous in `pos` (documents are contiguous runs in a row)
+        self.idx, self.valid, _, _ = _runs(pos, key[pos])
+        self.tokens = self.idx[self.valid]
+        in_b = both & (br != CHOSEN)  # keys of the rejected queries: prompt+rejected
+        pos = in_b.nonzero().squeeze(1)
+        self.kidx, _, row, col = _runs(pos, key[pos])
+        m = self.kidx.shape[0]
+        is_r = br[pos] == REJECTED
+        n_prompt = torch.zeros(m, dtype=torch.long, device=dev).index_add_(0, row, (~is_r).long())  # [m]
+        self.qidx, self.qvalid, _, qcol = _runs(pos[is_r], key[pos[is_r]])
+        self.qtokens = self.qidx[self.qvalid]
+        Lq, Lk = self.qidx.shape[1], self.kidx.shape[1]
+        # query j (the j-th rejected token) sees keys 0 .. P + j; padded query rows see a prefix (dropped later)
+        limit = n_prompt[:, None] + torch.arange(Lq, device=dev)[None, :]  # [m, Lq]
+        self.mask = (torch.arange(Lk, device=dev)[None, None, :] <= limit[:, :, None])[:, None]  # [m, 1, Lq, Lk]
+
+    @classmethod
+    def of(cls, doc: torch.Tensor, branch: torch.Tensor) -> Documents:
+        return cls(doc, branch)
 
 
 def _expand_kv(module, key: torch.Tensor, value: torch.Tensor, heads: int):
@@ -167,27 +181,31 @@ def sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling
 
 
 def varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """sdpa per document. Shapes as ``sdpa_forward``; positions outside every document get zeros."""
+    """sdpa per document (see ``Documents``). Shapes as ``sdpa_forward``; positions outside every document get 0."""
     layout = _layout(kwargs)
     if layout is None:
         return sdpa_forward(module, query, key, value, attention_mask, dropout, scaling)
     B, H, S, D = query.shape
     docs = layout.documents()
-    n, L = docs.idx.shape
-    flat_idx = docs.idx.reshape(-1)
+    gqa = key.shape[1] != H
+    flat = [x.transpose(1, 2).reshape(B * S, x.shape[1], D) for x in (query, key, value)]  # [B*S, h, D]
 
-    def gather(x: torch.Tensor) -> torch.Tensor:  # [B, h, S, D] -> [n, h, L, D]
-        h = x.shape[1]
+    def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # [B*S, h, D] -> [n, h, L, D]
         # index_select: its backward is an index_add, cheaper on CPU than advanced indexing's index_put
-        return x.transpose(1, 2).reshape(B * S, h, D).index_select(0, flat_idx).view(n, L, h, D).transpose(1, 2)
+        return x.index_select(0, idx.reshape(-1)).view(*idx.shape, x.shape[1], D).transpose(1, 2)
 
-    # views are right-padded: causal attention keeps every real query away from the padding after it
+    # causal rows are right-padded: causal attention keeps every real query away from the padding after it
     y = F.scaled_dot_product_attention(
-        gather(query), gather(key), gather(value), is_causal=True, scale=scaling, dropout_p=dropout,
-        enable_gqa=key.shape[1] != H,
-    )  # [n, H, L, D]
-    y = y.transpose(1, 2).reshape(n * L, H, D).index_select(0, docs.own_flat)  # [T, H, D]
+        gather(flat[0], docs.idx), gather(flat[1], docs.idx), gather(flat[2], docs.idx),
+        is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
+    ).transpose(1, 2)[docs.valid]  # [Ta, H, D]
     out = query.new_zeros(B * S, H, D).index_copy(0, docs.tokens, y)
+    if docs.qtokens.numel():
+        yr = F.scaled_dot_product_attention(
+            gather(flat[0], docs.qidx), gather(flat[1], docs.kidx), gather(flat[2], docs.kidx),
+            attn_mask=docs.mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
+        ).transpose(1, 2)[docs.qvalid]  # [Tb, H, D]
+        out = out.index_copy(0, docs.qtokens, yr)
     return out.view(B, S, H, D), None
 
 
