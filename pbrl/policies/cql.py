@@ -149,13 +149,17 @@ class CQL(Policy):
             )
             obs_rep = obs.unsqueeze(1).expand(B, N, -1)  # [B, N, D]
             a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
-        q = self.critic(obs, act)  # [2, B], float32: the TD term needs its precision
-        bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (obs.is_cuda or cpu_has_amx_bf16()))
-        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=bf16):
-            q_prop = self.critic(
-                torch.cat([obs_rep, obs_rep, obs_rep], 1),  # [B, 3N, D]
-                torch.cat([a_rand, a_cur, a_next], 1),  # [B, 3N, A]
-            ).float()  # [2, B, 3N]
+        obs_prop = torch.cat([obs_rep, obs_rep, obs_rep], 1)  # [B, 3N, D]
+        act_prop = torch.cat([a_rand, a_cur, a_next], 1)  # [B, 3N, A]
+        if cfg.bf16 == "on" or (cfg.bf16 == "auto" and (obs.is_cuda or cpu_has_amx_bf16())):
+            q = self.critic(obs, act)  # [2, B], float32: the TD term needs its precision
+            with torch.autocast(obs.device.type, dtype=torch.bfloat16):
+                q_prop = self.critic(obs_prop, act_prop).float()  # [2, B, 3N]
+        else:  # one pass over data and proposals
+            q_all = self.critic(
+                torch.cat([obs.unsqueeze(1), obs_prop], 1), torch.cat([act.unsqueeze(1), act_prop], 1)
+            )  # [2, B, 1+3N]
+            q, q_prop = q_all[..., 0], q_all[..., 1:]
         log_uniform = A * math.log(0.5)  # density of U(-1, 1)^A
         q_ood = torch.cat(
             [
