@@ -139,11 +139,11 @@ def part_throughput(log, budget_s: float, trl: bool, out_dir: Path, dev: str, sm
             log(f"  skipping {profile}: time budget spent ({elapsed():.0f}s)")
             continue
         cfg = BenchConfig(model=model, profiles=(profile,), scale=1.0, num_examples=64, batch_size=8, steps=3,
-                          rounds=3, warmup=2, backends=("flex", "triton"), pad_to_multiple=128, device=dev,
+                          rounds=3, warmup=2, backends=("varlen", "flex", "triton"), pad_to_multiple=128, device=dev,
                           dtype="bfloat16", trl=trl)
-        if smoke:  # CPU: flex has no backward there, the Triton interpreter is slow; tiny shapes, sdpa
+        if smoke:  # CPU: flex has no backward there, the Triton interpreter is slow; tiny shapes, varlen
             cfg = BenchConfig(model=model, profiles=(profile,), scale=0.1, num_examples=16, steps=1, rounds=1,
-                              backends=("sdpa",), device=dev, trl=trl)
+                              backends=("varlen",), device=dev, trl=trl)
         try:
             rows += run_profiles(cfg, log=lambda s: log("  " + s))
         except Exception as e:
