@@ -80,12 +80,19 @@ def iqm_with_ci(per_row: dict[str, list[float]]) -> tuple[float, float, float] |
         from rliable import metrics
     except ImportError:
         return None
-    point, interval = rly.get_interval_estimates(
-        {"x": scores},
-        lambda s: np.array([metrics.aggregate_iqm(s)]),
-        reps=BOOTSTRAP_REPS,
-        random_state=np.random.RandomState(BOOTSTRAP_SEED),
-    )
+    # rliable draws its resamples from numpy's global RNG (its random_state reaches arch but not the draws):
+    # seed that for the call, then put the caller's state back
+    state = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        point, interval = rly.get_interval_estimates(
+            {"x": scores},
+            lambda s: np.array([metrics.aggregate_iqm(s)]),
+            reps=BOOTSTRAP_REPS,
+            random_state=np.random.RandomState(BOOTSTRAP_SEED),
+        )
+    finally:
+        np.random.set_state(state)
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
 
 

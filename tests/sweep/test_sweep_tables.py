@@ -120,6 +120,14 @@ def test_iqm_matches_rliable_definition(tmp_path, toy_runner):
     flat = np.sort(np.array(per_row["a"] + per_row["b"]))
     assert point == pytest.approx(flat[2:6].mean())  # the middle half of 8 scores
     assert lo <= point <= hi
+    # the bootstrap is seeded: the same interval whatever the global RNG did before, and that RNG is left alone
+    # (rliable resamples from numpy's global RNG; these scores give a different interval for most seeds)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    again = iqm_with_ci(per_row)
+    assert np.array_equal(np.random.get_state()[1], before)
+    np.random.rand(5)
+    assert iqm_with_ci(per_row) == again == (point, lo, hi)
 
 
 def test_bad_grid_file(tmp_path):
