@@ -8,9 +8,12 @@ import os
 import random
 import subprocess
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported lazily: the CLI starts without it
+    import torch
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -79,6 +82,13 @@ def json_default(x: Any) -> Any:
 
         return dataclasses.asdict(x)
     return str(x)
+
+
+def bf16_enabled(setting: str, device: torch.device) -> bool:
+    """A `bf16: auto|on|off` setting resolved for `device`: auto = on CUDA, or on a CPU with AMX bf16 units."""
+    if setting == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())
+    return setting == "on"
 
 
 @functools.cache

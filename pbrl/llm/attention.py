@@ -56,7 +56,7 @@ class AttentionLayout:
     def documents(self) -> Documents:
         """The per-document gather plan of the ``varlen`` backend."""
         if self._documents is None:
-            self._documents = Documents.of(self.doc, self.branch)
+            self._documents = Documents(self.doc, self.branch)
         return self._documents
 
     def block_mask(self):
@@ -88,10 +88,10 @@ class AttentionLayout:
         return self._tiles[block]
 
 
-def _runs(pos: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _runs(pos: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Group entries (flat positions ``pos``, grouped by equal consecutive ``keys``) into left-aligned rows.
 
-    -> idx [n, L] (positions, 0 past a row's end), valid [n, L], and each entry's (row, column)."""
+    -> idx [n, L] (positions, 0 past a row's end), valid [n, L], and each entry's row [T]."""
     _, counts = torch.unique_consecutive(keys, return_counts=True)  # [n]
     n, L = counts.numel(), int(counts.max()) if counts.numel() else 0
     row = torch.repeat_interleave(torch.arange(n, device=pos.device), counts)  # [T]
@@ -100,7 +100,7 @@ def _runs(pos: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     valid = torch.zeros(n, L, dtype=torch.bool, device=pos.device)
     idx[row, col] = pos
     valid[row, col] = True
-    return idx, valid, row, col
+    return idx, valid, row
 
 
 class Documents:
@@ -132,24 +132,20 @@ class Documents:
         in_a = real & ~(both & (br == REJECTED))  # causal rows: prompt+chosen, or a whole document
         pos = in_a.nonzero().squeeze(1)
         # tokens of one document are contiguous in `pos` (documents are contiguous runs in a row)
-        self.idx, self.valid, _, _ = _runs(pos, key[pos])
+        self.idx, self.valid, _ = _runs(pos, key[pos])
         self.tokens = self.idx[self.valid]
         in_b = both & (br != CHOSEN)  # keys of the rejected queries: prompt+rejected
         pos = in_b.nonzero().squeeze(1)
-        self.kidx, _, row, col = _runs(pos, key[pos])
+        self.kidx, _, row = _runs(pos, key[pos])
         m = self.kidx.shape[0]
         is_r = br[pos] == REJECTED
         n_prompt = torch.zeros(m, dtype=torch.long, device=dev).index_add_(0, row, (~is_r).long())  # [m]
-        self.qidx, self.qvalid, _, qcol = _runs(pos[is_r], key[pos[is_r]])
+        self.qidx, self.qvalid, _ = _runs(pos[is_r], key[pos[is_r]])
         self.qtokens = self.qidx[self.qvalid]
         Lq, Lk = self.qidx.shape[1], self.kidx.shape[1]
         # query j (the j-th rejected token) sees keys 0 .. P + j; padded query rows see a prefix (dropped later)
         limit = n_prompt[:, None] + torch.arange(Lq, device=dev)[None, :]  # [m, Lq]
         self.mask = (torch.arange(Lk, device=dev)[None, None, :] <= limit[:, :, None])[:, None]  # [m, 1, Lq, Lk]
-
-    @classmethod
-    def of(cls, doc: torch.Tensor, branch: torch.Tensor) -> Documents:
-        return cls(doc, branch)
 
 
 def _expand_kv(module, key: torch.Tensor, value: torch.Tensor, heads: int):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pbrl.data import Transitions
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import Critic, TanhGaussianActor, soft_update
-from pbrl.utils import cpu_has_amx_bf16
+from pbrl.utils import bf16_enabled
 
 
 @dataclass
@@ -151,7 +151,7 @@ class CQL(Policy):
             a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
         obs_prop = torch.cat([obs_rep, obs_rep, obs_rep], 1)  # [B, 3N, D]
         act_prop = torch.cat([a_rand, a_cur, a_next], 1)  # [B, 3N, A]
-        if cfg.bf16 == "on" or (cfg.bf16 == "auto" and (obs.is_cuda or cpu_has_amx_bf16())):
+        if bf16_enabled(cfg.bf16, obs.device):
             q = self.critic(obs, act)  # [2, B], float32: the TD term needs its precision
             with torch.autocast(obs.device.type, dtype=torch.bfloat16):
                 q_prop = self.critic(obs_prop, act_prop).float()  # [2, B, 3N]
