@@ -5,7 +5,7 @@ Pb-* column learns its reward from scripted preferences (exact teacher, Uni-RLHF
 MLP ensemble and DTR's member z-score normalization.
 
     python baselines/dtr_table1.py --budget ci       # minutes: the small pendulum task, 1 seed, tiny budgets
-    python baselines/dtr_table1.py --budget small    # ~1.5 h on a 2-core CPU: hopper/walker2d medium-replay, 3 seeds
+    python baselines/dtr_table1.py --budget small    # ~1.5 h (estimate) on an idle 2-core CPU: hopper/walker2d medium-replay, 3 seeds
     python baselines/dtr_table1.py --budget paper    # the papers' settings: for a GPU or a cluster (--ray-address)
 
 Runs the grid with pbrl.sweep (finished runs are skipped; records under runs/sweeps/dtr_table1-<budget>/) and writes
