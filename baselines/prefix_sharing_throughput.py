@@ -44,6 +44,7 @@ from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
 from pbrl.llm.prefix_sharing import build_batch, response_lengths
 from pbrl.llm.prefs_data import PAPER_SPEEDUPS, PROFILES, synthetic_records, tokenize_records
 from pbrl.llm.tokenizer import word_tokenizer
+from pbrl.utils import adam
 
 MODES = {  # name -> layout (the backend is HF sdpa for padded, the chosen pbrl backend otherwise)
     "standard_padded": "padded",
@@ -163,7 +164,7 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[dict]:
             raise SystemExit(f"pack: expected 'step' or 'longest', got {cfg.pack!r}")
         model = build_model(TinyLMConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}), dtype=dtype,
                             seed=cfg.seed).to(cfg.device)
-        model._bench_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        model._bench_opt = adam(model.parameters(), 1e-5, decoupled=True)  # fused, as pbrl's and HF's trainers
         for backend in cfg.backends:
             times: dict[str, list[float]] = {m: [] for m in MODES}
             for layout in MODES.values():  # warm-up (compiles, allocator) outside the timed rounds

@@ -100,3 +100,18 @@ def cpu_has_amx_bf16() -> bool:
             return any(line.startswith("flags") and " amx_bf16" in line for line in f)
     except OSError:
         return False
+
+
+def adam(params: Any, lr: float, *, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:
+    """Adam (or AdamW when `decoupled`) with torch's fused kernel where it has one (CPU and CUDA floating tensors).
+
+    Why: on CPU torch's default is a per-tensor loop; the fused step is several times faster on large models (the
+    same update up to float rounding). HF's Trainer defaults to it as well (adamw_torch_fused).
+    """
+    import torch
+
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)

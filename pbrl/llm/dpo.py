@@ -37,7 +37,7 @@ from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
-from pbrl.utils import atomic_torch_save, atomic_write_json, git_revision, json_default, set_seed
+from pbrl.utils import adam, atomic_torch_save, atomic_write_json, git_revision, json_default, set_seed
 
 LossType = Literal["sigmoid", "ipo", "hinge"]
 
@@ -295,7 +295,7 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         raise PbrlError("reference log-probs: found non-finite values")
     lengths = response_lengths(pairs)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)
     steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     step, history = 0, []

@@ -20,6 +20,7 @@ from pbrl.data import EpisodeDataset, Transitions
 from pbrl.errors import PbrlError
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import CategoricalActor, DeterministicActor
+from pbrl.utils import adam
 
 
 @dataclass
@@ -53,7 +54,7 @@ class BC(Policy):
             self.actor: torch.nn.Module = CategoricalActor(spec.obs_dim, spec.act_dim, hidden)
         else:
             self.actor = DeterministicActor(spec.obs_dim, spec.act_dim, hidden)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), config.lr)
 
     def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], Any]:
         if self.config.top_fraction < 1.0:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pbrl.data import Transitions
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import Critic, TanhGaussianActor, soft_update
-from pbrl.utils import bf16_enabled
+from pbrl.utils import adam, bf16_enabled
 
 
 @dataclass
@@ -81,12 +81,12 @@ class CQL(Policy):
         hidden = tuple(config.hidden)
         self.critic = Critic(spec.obs_dim, spec.act_dim, spec.discrete, n=2, hidden=hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), config.critic_lr)
         if not spec.discrete:
             self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, hidden)
             self.log_alpha = torch.nn.Parameter(torch.zeros(()))
-            self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+            self.optimizers["actor"] = adam(self.actor.parameters(), config.actor_lr)
+            self.optimizers["alpha"] = adam([self.log_alpha], config.alpha_lr)
             self.target_entropy = (
                 -float(spec.act_dim) if config.target_entropy is None else config.target_entropy
             )

@@ -26,6 +26,7 @@ from torch import nn
 from pbrl.data import EpisodeDataset
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import activation
+from pbrl.utils import adam
 
 
 @dataclass
@@ -317,8 +318,8 @@ class DecisionTransformer(Policy):
     def __init__(self, config: DTConfig, spec: PolicySpec, total_steps: int) -> None:
         super().__init__(config, spec, total_steps)
         self.model = build_transformer(config, spec)
-        self.optimizers["actor"] = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        self.optimizers["actor"] = adam(
+            self.model.parameters(), config.lr, weight_decay=config.weight_decay, decoupled=True
         )
         self.context: Context | None = None
 

@@ -44,6 +44,7 @@ from pbrl.policies.dt import (
     rtg_schedule,
 )
 from pbrl.policies.nets import Critic, cosine_lr, soft_update
+from pbrl.utils import adam
 
 
 @dataclass
@@ -156,10 +157,10 @@ class DTR(Policy):
             config.critic_activation,
         )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.optimizers["actor"] = torch.optim.AdamW(
-            self.actor.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        self.optimizers["actor"] = adam(
+            self.actor.parameters(), config.lr, weight_decay=config.weight_decay, decoupled=True
         )
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), config.critic_lr)
         self.context: Context | None = None
 
     def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], WindowBatch]:

@@ -27,6 +27,7 @@ from pbrl.policies.nets import (
     mlp,
     soft_update,
 )
+from pbrl.utils import adam
 
 
 @dataclass
@@ -85,9 +86,9 @@ class IQL(Policy):
             self.actor = DeterministicActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
         else:
             self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
-        self.optimizers["value"] = torch.optim.Adam(self.value.parameters(), lr=config.lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.optimizers["value"] = adam(self.value.parameters(), config.lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), config.lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), config.lr)
 
     def _actor_nll(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         if isinstance(self.actor, DeterministicActor):

@@ -18,6 +18,7 @@ from pbrl.data import Transitions
 from pbrl.errors import PbrlError
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.nets import Critic, DeterministicActor, soft_update
+from pbrl.utils import adam
 
 
 @dataclass
@@ -70,8 +71,8 @@ class TD3BC(Policy):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = Critic(spec.obs_dim, spec.act_dim, False, n=2, hidden=hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), config.critic_lr)
 
     def update(self, batch: Transitions) -> dict[str, float]:
         cfg = self.config

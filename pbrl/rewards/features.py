@@ -22,6 +22,7 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
+from pbrl.utils import adam
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def fit_behavior_policy(
         torch.manual_seed(seed)
         policy = BehaviorPolicy(spec)
     obs, act = _policy_inputs(ds, spec)
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    opt = adam(policy.parameters(), lr)
     for _ in range(steps):
         idx = torch.randint(0, ds.num_transitions, (batch_size,), generator=gen)
         loss = policy.nll(obs[idx], act[idx])

@@ -42,7 +42,14 @@ from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
 from pbrl.rewards.pt import PreferenceTransformer
 from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, segment_ends
-from pbrl.utils import atomic_torch_save, atomic_write_json, atomic_write_text, bf16_enabled, git_revision
+from pbrl.utils import (
+    adam,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    bf16_enabled,
+    git_revision,
+)
 
 ModelKind = Literal["step", "segment", "pt"]
 CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "reward.pt", "metrics.jsonl"
@@ -306,7 +313,7 @@ def train_reward(
     feats = model.features(dataset).to(dev)  # [N, D]
     signal = model.reference_signal(dataset)
     signal = signal.to(dev) if signal is not None else None
-    opt = torch.optim.Adam(model.net.parameters(), lr=config.lr)
+    opt = adam(model.net.parameters(), config.lr)
     use_bf16 = bf16_enabled(config.bf16, dev)
 
     m, n, b = config.ensemble, len(train), config.batch_size
