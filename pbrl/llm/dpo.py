@@ -122,9 +122,10 @@ class DpoConfig:
     """Weight of the NLL term on chosen responses (0 = none)."""
     layout: Layout = "packed_shared"
     """Batch layout: padded (standard), packed, shared (prefix sharing) or packed_shared."""
-    backend: str = "sdpa"
+    backend: str = "auto"
     """Attention backend: sdpa (dense mask), varlen (sdpa per document), flex (FlexAttention) or triton; hf_sdpa
-    for the padded layout."""
+    for the padded layout. auto = hf_sdpa for padded, else varlen on CPU (the fastest there, see
+    baselines/prefix_sharing_throughput.py) and flex on GPUs."""
     pack_length: int | None = None
     """Row length of the packed layouts (default: the longest sequence of the data set)."""
     pad_to_multiple: int = 8
@@ -160,6 +161,15 @@ class DpoConfig:
 
 
 # ----------------------------------------------------------------------------------------------- trainer
+def resolve_backend(backend: str, layout: Layout, device: torch.device) -> str:
+    """The `auto` backend: HF's sdpa for the padded layout, else varlen on CPU and flex on GPUs."""
+    if backend != "auto":
+        return backend
+    if layout == "padded":
+        return "hf_sdpa"
+    return "varlen" if device.type == "cpu" else "flex"
+
+
 class BranchLogps(torch.nn.Module):
     """Wraps a causal LM so that DDP sees one forward: batch fields -> per-branch log-probs [N, 2]."""
 
@@ -260,12 +270,13 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     set_seed(cfg.seed)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[cfg.dtype]
+    backend = resolve_backend(cfg.backend, cfg.layout, device)
     if cfg.model_path:
-        model = load_model(cfg.model_path, backend=cfg.backend, dtype=dtype)
+        model = load_model(cfg.model_path, backend=backend, dtype=dtype)
     else:
         vocab = max(len(tokenizer) if tokenizer is not None else 0,
                     1 + max(max(p.prompt + p.chosen + p.rejected) for p in pairs))
-        model = build_model(dataclasses.replace(cfg.model, vocab_size=vocab), backend=cfg.backend, dtype=dtype,
+        model = build_model(dataclasses.replace(cfg.model, vocab_size=vocab), backend=backend, dtype=dtype,
                             seed=cfg.seed)
     model.to(device)
     out = Path(cfg.out)

@@ -11,7 +11,7 @@ import torch
 
 from pbrl.cli import main
 from pbrl.errors import PbrlError
-from pbrl.llm.dpo import DpoConfig, dpo_loss, hinge_loss, ipo_loss, sigmoid_loss, train_dpo
+from pbrl.llm.dpo import DpoConfig, dpo_loss, hinge_loss, ipo_loss, resolve_backend, sigmoid_loss, train_dpo
 from pbrl.llm.models import TinyLMConfig
 from pbrl.llm.prefs_data import (
     PROFILES,
@@ -119,13 +119,23 @@ def test_trainer_learns(tmp_path):
 
 def test_layouts_give_the_same_training_curve(tmp_path):
     curves = {}
-    for layout, backend in [("padded", "hf_sdpa"), ("packed_shared", "sdpa"), ("shared", "sdpa")]:
-        res = train_dpo(_cfg(tmp_path, layout, layout=layout, backend=backend, dtype="float64", max_steps=4,
+    runs = [("padded", "hf_sdpa"), ("packed_shared", "sdpa"), ("shared", "sdpa"), ("packed_shared", "auto")]
+    for layout, backend in runs:
+        res = train_dpo(_cfg(tmp_path, layout + backend, layout=layout, backend=backend, dtype="float64", max_steps=4,
                              grad_accum=2), pairs=PAIRS)
-        curves[layout] = [r["dpo/loss"] for r in res["history"]]
-    assert curves["padded"][-1] < curves["padded"][0]
-    np.testing.assert_allclose(curves["packed_shared"], curves["padded"], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(curves["shared"], curves["padded"], rtol=0, atol=1e-9)
+        curves[layout, backend] = [r["dpo/loss"] for r in res["history"]]
+    padded = curves["padded", "hf_sdpa"]
+    assert padded[-1] < padded[0]
+    for key in runs[1:]:
+        np.testing.assert_allclose(curves[key], padded, rtol=0, atol=1e-9, err_msg=str(key))
+
+
+def test_auto_backend():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", "packed_shared", cpu) == "varlen"
+    assert resolve_backend("auto", "shared", gpu) == "flex"
+    assert resolve_backend("auto", "padded", cpu) == "hf_sdpa"
+    assert resolve_backend("triton", "shared", cpu) == "triton"
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
