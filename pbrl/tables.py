@@ -161,6 +161,8 @@ def make_table(
         md.append("|---|" + "---|" * len(ref_cols))
         for r, vals in reference.items():
             md.append(f"| {r} | " + " | ".join(f"{vals[c]:.1f}" if c in vals else "—" for c in ref_cols) + " |")
+    elif reference_note:
+        md += ["", f"Paper: {reference_note}"]
     paths = {"md": os.path.join(out_dir, f"{name}.md"), "csv": os.path.join(out_dir, f"{name}.csv")}
     atomic_write_text(paths["md"], "\n".join(md) + "\n")
 
