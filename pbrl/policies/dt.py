@@ -25,7 +25,7 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset
 from pbrl.policies.base import Policy, PolicySpec
-from pbrl.policies.nets import activation
+from pbrl.policies.nets import Dropout, activation
 from pbrl.utils import adam
 
 
@@ -112,17 +112,21 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, inner), activation(act)(), nn.Linear(inner, dim), nn.Dropout(dropout)
+            nn.Linear(dim, inner), activation(act)(), nn.Linear(inner, dim), Dropout(dropout)
         )
-        self.resid_drop = nn.Dropout(dropout)
+        self.resid_drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, rows: slice | torch.Tensor = slice(None)
+    ) -> torch.Tensor:
+        """x [B, L, E] -> [B, L', E] at the query positions `rows` only (keys and values are all L positions)."""
         B, L, E = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, E // self.heads).permute(2, 0, 3, 1, 4)
+        q, attn_mask, x = q[:, :, rows], attn_mask[:, :, rows], x[:, rows]  # [B, H, L', E/H], .., [B, L', E]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # [B, H, L, E/H]
-        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, L, E)))
+        )  # [B, H, L', E/H]
+        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, x.shape[1], E)))
         return x + self.mlp(self.ln2(x))
 
 
@@ -150,7 +154,7 @@ class TrajectoryTransformer(nn.Module):
         self.embed_state = nn.Linear(obs_dim, embed_dim)
         self.embed_action = nn.Embedding(act_dim, embed_dim) if discrete else nn.Linear(act_dim, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(embed_dim, n_heads, n_inner or 4 * embed_dim, act, dropout) for _ in range(n_layers)
         )
@@ -165,15 +169,19 @@ class TrajectoryTransformer(nn.Module):
         actions: torch.Tensor,  # [B, K, A] float or [B, K] long
         timesteps: torch.Tensor,  # [B, K] long
         mask: torch.Tensor,  # [B, K] bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs: Literal["both", "actions", "last_action"] = "both",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(actions [B, K, A], next states [B, K, D]); `outputs` limits what is computed: "actions" (next states
+        None) or "last_action" (actions [B, 1, A] at the last step only). The last block runs only the positions
+        the heads read (2/3 or 1/3 of the tokens, or one): the same values for less work."""
         # bf16 autocast on GPU (CPU on request: with AMX units its matmuls are several times faster, but small
         # models trained that way learned worse in our Pendulum runs); float32 outputs
         on = self.bf16 == "on" or (self.bf16 == "auto" and states.is_cuda)
         with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=on):
-            a, s_next = self._forward(rtg, states, actions, timesteps, mask)
-        return a.float(), s_next.float()
+            a, s_next = self._forward(rtg, states, actions, timesteps, mask, outputs)
+        return a.float(), None if s_next is None else s_next.float()
 
-    def _forward(self, rtg, states, actions, timesteps, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, rtg, states, actions, timesteps, mask, outputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, K = mask.shape
         t = self.embed_timestep(timesteps.clamp(0, self.max_ep_len - 1))  # [B, K, E]
         x = interleave_tokens(
@@ -183,11 +191,22 @@ class TrajectoryTransformer(nn.Module):
         )  # [B, 3K, E]
         x = self.drop(self.embed_ln(x))
         attn_mask = token_attention_mask(mask)
-        for block in self.blocks:
-            x = block(x, attn_mask)
-        x = self.ln_f(x).view(B, K, 3, -1)  # [B, K, (R, s, a), E]
-        a = self.predict_action(x[:, :, 1])  # [B, K, A]: from the state token
-        s_next = self.predict_state(x[:, :, 2])  # [B, K, D]: from the action token
+        # the rows the last block must produce: token 3t + 1 is s_t, 3t + 2 is a_t (R_t's output is never read)
+        L = 3 * K
+        rows = {
+            "both": torch.arange(L, device=x.device).view(K, 3)[:, 1:].reshape(-1),
+            "actions": slice(1, None, 3),
+            "last_action": slice(L - 2, L - 1),
+        }[outputs]
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, rows if i == len(self.blocks) - 1 else slice(None))
+        x = self.ln_f(x)
+        if outputs != "both":
+            a = self.predict_action(x)  # [B, K or 1, A]
+            return (a if self.discrete else torch.tanh(a)), None
+        x = x.view(B, K, 2, -1)  # [B, K, (s, a), E]
+        a = self.predict_action(x[:, :, 0])  # [B, K, A]: from the state token
+        s_next = self.predict_state(x[:, :, 1])  # [B, K, D]: from the action token
         return (a if self.discrete else torch.tanh(a)), s_next
 
 
@@ -332,7 +351,7 @@ class DecisionTransformer(Policy):
         self.step += 1
         opt = self.optimizers["actor"]
         opt.param_groups[0]["lr"] = cfg.lr * min(1.0, self.step / max(cfg.warmup_steps, 1))
-        pred, _ = self.model(batch.rtg, batch.states, batch.actions, batch.timesteps, batch.mask)
+        pred, _ = self.model(batch.rtg, batch.states, batch.actions, batch.timesteps, batch.mask, "actions")
         loss = dt_action_loss(pred, batch.actions, batch.mask, self.spec.discrete)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -364,7 +383,7 @@ class DecisionTransformer(Policy):
             self.spec.max_episode_length,
             self.config.rtg_scale,
         )[:, 0]  # [n, K]
-        pred, _ = self.model(rtg, ctx.states, ctx.actions, ctx.timesteps, ctx.mask)
+        pred, _ = self.model(rtg, ctx.states, ctx.actions, ctx.timesteps, ctx.mask, "last_action")
         a = pred[:, -1].argmax(-1) if self.spec.discrete else pred[:, -1]  # [n] or [n, A]
         ctx.set_action(a)
         return a

@@ -44,7 +44,7 @@ from pbrl.policies.dt import (
     rtg_schedule,
 )
 from pbrl.policies.nets import Critic, cosine_lr, soft_update
-from pbrl.utils import adam
+from pbrl.utils import adam, bf16_enabled
 
 
 @dataclass
@@ -111,6 +111,9 @@ class DTRConfig:
     """release inference: std of the noise on the current scaled RTG token of the extra candidates."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast of the transformer; auto = on GPU only (on = also on CPU: fast with AMX, less precise)."""
+    ema_bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast of the EMA actor's no-grad forward, which only proposes the bootstrap action a^_t; auto = on
+    CUDA or an AMX CPU (the actor itself trains at `bf16`)."""
 
 
 def nstep_window_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -186,8 +189,9 @@ class DTR(Policy):
 
         # critic: n-step targets inside the window, bootstrapped from the EMA actor's action at the last step
         with torch.no_grad():
-            out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m)  # [B, K, A]
-            boot = self._q(self.critic_target, s[:, -1:], out_ema[:, -1:]).min(0).values[:, 0]  # [B]
+            self.actor_ema.bf16 = "on" if bf16_enabled(cfg.ema_bf16, s.device) else "off"
+            out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m, "last_action")  # [B, 1, A]
+            boot = self._q(self.critic_target, s[:, -1:], out_ema).min(0).values[:, 0]  # [B]
             target = nstep_window_targets(batch.rewards, boot, cfg.gamma)  # [B, K]
         q = self.critic(s, a)  # [2, B, K]
         fit = m.clone()
@@ -199,11 +203,13 @@ class DTR(Policy):
         opt.step()
 
         # actor: L_DT - lambda * Q(s, a^)
-        out, s_next = self.actor(batch.rtg, s, a, batch.timesteps, m)
+        out, s_next = self.actor(batch.rtg, s, a, batch.timesteps, m, "both" if cfg.state_loss else "actions")
         dt_loss = dt_action_loss(out, a, m, self.spec.discrete)
         if cfg.state_loss:
             dt_loss = dt_loss + masked_mean((s_next - batch.next_states).pow(2).mean(-1), m)
+        self.critic.requires_grad_(False)  # the actor's loss needs dQ/da only, not critic weight gradients
         q_pi = self._q(self.critic, s, out)  # [2, B, K]
+        self.critic.requires_grad_(True)
         eta = self.eta()
         if cfg.q_term == "release" and torch.rand(()) < 0.5:
             q_loss = policy_q_term(q_pi[1], q_pi[0], m, eta)
@@ -221,7 +227,7 @@ class DTR(Policy):
 
         soft_update(self.critic_target, self.critic, cfg.tau)
         if self.step < cfg.ema_start:
-            self.actor_ema.load_state_dict(self.actor.state_dict())
+            torch._foreach_copy_(list(self.actor_ema.parameters()), list(self.actor.parameters()))  # no buffers
         elif self.step % cfg.ema_every == 0:
             soft_update(self.actor_ema, self.actor, 1.0 - cfg.ema_decay)
         return {
@@ -267,7 +273,7 @@ class DTR(Policy):
             rtg[:, :, -1] += torch.randn(n, C, device=self.device) * cfg.release_rtg_noise * extra
         rep = lambda x: x.unsqueeze(1).expand(n, C, *x.shape[1:]).reshape(n * C, *x.shape[1:])  # noqa: E731
         out, _ = self.actor(
-            rtg.reshape(n * C, K), rep(ctx.states), rep(ctx.actions), rep(ctx.timesteps), rep(ctx.mask)
+            rtg.reshape(n * C, K), rep(ctx.states), rep(ctx.actions), rep(ctx.timesteps), rep(ctx.mask), "last_action"
         )
         last = out[:, -1]  # [n*C, A]
         cand = last.argmax(-1) if self.spec.discrete else last  # [n*C] | [n*C, A]

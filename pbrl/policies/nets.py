@@ -28,6 +28,31 @@ def activation(name: str) -> type[nn.Module]:
     return _ACTIVATIONS[name]
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose CPU mask comes from 16-bit random integers: keep where u >= k, u ~ U{0..65535}.
+
+    Why: torch's CPU dropout draws one Bernoulli sample per element (~6 ns each on a 2-core CPU, 11% of a DTR
+    update); four 16-bit draws per 64-bit random number cost ~1 ns per element. p is rounded to k / 65536 (0.1 ->
+    0.100006) and kept values scale by the exact 65536 / (65536 - k), so the layer stays unbiased. GPUs use torch's.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p must be in [0, 1), got {p}")
+        self.p, self.k = p, round(p * 65536)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.k == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 4 x 16 random bits
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.k - 32768  # P(keep) = 1 - k / 65536
+        return x * keep * (65536 / (65536 - self.k))
+
+
 def mlp(
     in_dim: int,
     out_dim: int,
@@ -206,9 +231,8 @@ class CategoricalActor(nn.Module):
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging: target <- (1 - tau) target + tau source."""
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.lerp_(s, tau)
+    """Polyak averaging: target <- (1 - tau) target + tau source (one fused call over all parameters)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:

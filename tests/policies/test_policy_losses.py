@@ -116,6 +116,29 @@ def test_dt_action_at_state_token_is_causal(pendulum):
     assert not torch.allclose(policy.model(rtg, s2, a, t, m)[0][:, 2], pred[:, 2])
 
 
+def test_dt_partial_outputs_equal_the_full_forward(pendulum, monkeypatch):
+    # the last block computing only the rows the heads read gives the full forward's values
+    from pbrl.policies.dt import Block
+
+    torch.manual_seed(0)
+    policy = make_policy(
+        "dtr", PolicySpec.from_dataset(pendulum), small_config("dtr", dropout=0.0, bf16="off", n_layers=2), 10
+    ).eval()
+    K, D = 5, 3
+    rtg, s, a = torch.randn(2, K), torch.randn(2, K, D), torch.randn(2, K, 1)
+    t, m = torch.arange(K).expand(2, K), torch.tensor([[False, False, True, True, True], [True] * 5])
+    both_a, both_s = policy.actor(rtg, s, a, t, m)
+    only_a, none = policy.actor(rtg, s, a, t, m, "actions")
+    last_a, _ = policy.actor(rtg, s, a, t, m, "last_action")
+    full = Block.forward
+    # reference: every block computes all rows, the selection happens afterwards
+    monkeypatch.setattr(Block, "forward", lambda self, x, mask, rows=slice(None): full(self, x, mask)[:, rows])
+    ref_a, ref_s = policy.actor(rtg, s, a, t, m)
+    assert none is None and only_a.shape == ref_a.shape and last_a.shape == (2, 1, 1)
+    for got, want in [(both_a, ref_a), (both_s, ref_s), (only_a, ref_a), (last_a, ref_a[:, -1:])]:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def _toy_dataset(lengths=(3, 6), obs_dim=2):
     eps = []
     for e, T in enumerate(lengths):
