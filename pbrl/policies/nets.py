@@ -87,14 +87,15 @@ class EnsembleMLP(nn.Module):
         dims = (in_dim, *hidden)
         self.hidden = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(n, dims[-1], out_dim)
-        cls = activation(act)
-        self.act = cls(inplace=True) if cls in (nn.ReLU, nn.Mish) else cls()
+        # not in place: the matmul result arrives as a reshaped view, and an in-place op on a view makes autograd
+        # rebuild the base in backward (as_strided: zero fill + copies, a quarter of a CQL update)
+        self.act = activation(act)()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n, -1, -1)  # [n, B, in]
         for layer in self.hidden:
-            x = self.act(layer(x))  # in place where the activation allows: its input is a fresh matmul result
+            x = self.act(layer(x))
         return self.out(x)  # [n, B, out]
 
 
