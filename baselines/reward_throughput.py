@@ -22,6 +22,7 @@ from torch import nn
 
 from pbrl.rewards.losses import bradley_terry_loss
 from pbrl.rewards.nets import StepRewardMLP, sequence_score
+from pbrl.utils import adam
 
 
 def loop_members(ens: StepRewardMLP) -> list[nn.Sequential]:
@@ -54,8 +55,8 @@ def train_step_times(
     """Seconds per Bradley-Terry step: (batched ensemble, loop of members), optionally under bf16 autocast."""
     ens = StepRewardMLP(d, m, hidden)
     refs = loop_members(ens)
-    opt_b = torch.optim.Adam(ens.parameters(), lr=3e-4)
-    opt_l = torch.optim.Adam([p for r in refs for p in r.parameters()], lr=3e-4)
+    opt_b = adam(ens.parameters(), 3e-4)  # fused Adam on both sides, as pbrl trains
+    opt_l = adam([p for r in refs for p in r.parameters()], 3e-4)
     x = torch.randn(m, 2 * b, length, d)  # each member its own pairs
     mask = torch.ones(m, 2 * b, length, dtype=torch.bool)
     y = torch.rand(m, b)
