@@ -22,6 +22,7 @@ from torch import nn
 
 from pbrl.rewards.losses import bradley_terry_loss
 from pbrl.rewards.nets import StepRewardMLP, sequence_score
+from pbrl.rewards.relabel import step_chunk_rows
 from pbrl.utils import adam
 
 
@@ -113,7 +114,7 @@ def main() -> None:
     ens = StepRewardMLP(d, m, tuple(args.hidden)).eval()
     refs = [r.eval() for r in loop_members(ens)]
     feats = torch.randn(args.rows, d)
-    chunk = 65536
+    chunk = step_chunk_rows("cpu")  # pbrl's relabel chunk, for both sides
 
     @torch.inference_mode()
     def relabel_batched() -> None:

@@ -48,6 +48,12 @@ def chunk_table(ds: EpisodeDataset, length: int) -> tuple[np.ndarray, np.ndarray
     return starts.astype(np.int64), np.minimum(ends - starts, length).astype(np.int64)
 
 
+def step_chunk_rows(device: str | torch.device) -> int:
+    """Rows per batched step-reward pass: 2048 on CPU, where the members' [M, rows, 256] activations then stay in
+    cache (measured 225k vs 114k transitions/s at 65536 rows, 3 members on 2 cores), 65536 on GPUs."""
+    return 2048 if torch.device(device).type == "cpu" else 65536
+
+
 @torch.inference_mode()
 def raw_rewards(ds: EpisodeDataset, model: RewardModel, batch_size: int | None = None) -> RawRewards:
     """Score every transition of `ds` with every member (see the module docstring)."""
@@ -60,7 +66,7 @@ def raw_rewards(ds: EpisodeDataset, model: RewardModel, batch_size: int | None =
         starts, lens
     )  # [N] position inside its chunk (chunks tile the flat array in order)
     if model.kind == "step":
-        rows = batch_size or 65536
+        rows = batch_size or step_chunk_rows(dev)
         vals = [
             model.output(
                 feats[None, i : i + rows], torch.ones(1, min(rows, n - i), dtype=torch.bool, device=dev)
