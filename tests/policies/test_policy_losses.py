@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import small_config
 
 from pbrl.data import Episode, EpisodeDataset
@@ -16,7 +17,7 @@ from pbrl.policies.cql import cql_penalty
 from pbrl.policies.dt import WindowSampler, interleave_tokens, token_attention_mask
 from pbrl.policies.dtr import nstep_window_targets, policy_q_term, select_candidate
 from pbrl.policies.iql import awr_weights, expectile_loss
-from pbrl.policies.nets import Critic, EnsembleMLP, TanhGaussianActor
+from pbrl.policies.nets import Critic, Dropout, EnsembleMLP, TanhGaussianActor
 from pbrl.policies.td3bc import td3bc_actor_loss, td3bc_lambda
 
 
@@ -84,6 +85,41 @@ def test_ensemble_mlp_equals_members():
     q_all = critic.all_actions(x)  # [2, 5, 3]
     act = torch.tensor([0, 2, 1, 1, 0])
     torch.testing.assert_close(critic(x, act), q_all[:, torch.arange(5), act])
+
+
+def test_ensemble_mlp_gradients_equal_members():
+    # out-of-place activations: the batched backward gives each member's own gradients
+    torch.manual_seed(0)
+    net = EnsembleMLP(2, 4, 1, hidden=(8, 8), act="mish")
+    x = torch.randn(6, 4)
+    net(x).square().sum().backward()
+    for k in range(2):
+        w = [(layer.weight[k].detach().clone().requires_grad_(), layer.bias[k].detach().clone()) for layer in net.hidden]
+        wo = net.out.weight[k].detach().clone().requires_grad_()
+        h = x
+        for weight, bias in w:
+            h = F.mish(h @ weight + bias)
+        (h @ wo + net.out.bias[k].detach()).square().sum().backward()
+        torch.testing.assert_close(net.hidden[0].weight.grad[k], w[0][0].grad)
+        torch.testing.assert_close(net.out.weight.grad[k], wo.grad)
+
+
+def test_cpu_dropout_keeps_the_expected_fraction_unbiased():
+    torch.manual_seed(0)
+    drop = Dropout(0.1)
+    x = torch.ones(400, 1000, requires_grad=True)
+    y = drop(x)
+    keep = y != 0
+    k = round(0.1 * 65536)
+    assert abs(keep.float().mean().item() - (1 - k / 65536)) < 3e-3  # 400k draws: std 5e-4
+    torch.testing.assert_close(y[keep], torch.full_like(y[keep], 65536 / (65536 - k)))  # kept values rescaled
+    assert abs(y.mean().item() - 1.0) < 5e-3  # unbiased
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient = mask x scale
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError):
+        Dropout(1.0)
 
 
 def test_dt_token_layout_and_mask():
