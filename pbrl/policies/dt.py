@@ -193,11 +193,14 @@ class TrajectoryTransformer(nn.Module):
         attn_mask = token_attention_mask(mask)
         # the rows the last block must produce: token 3t + 1 is s_t, 3t + 2 is a_t (R_t's output is never read)
         L = 3 * K
-        rows = {
-            "both": torch.arange(L, device=x.device).view(K, 3)[:, 1:].reshape(-1),
-            "actions": slice(1, None, 3),
-            "last_action": slice(L - 2, L - 1),
-        }[outputs]
+        if outputs == "both":
+            rows: slice | torch.Tensor = torch.arange(L, device=x.device).view(K, 3)[:, 1:].reshape(-1)
+        elif outputs == "actions":
+            rows = slice(1, None, 3)
+        elif outputs == "last_action":
+            rows = slice(L - 2, L - 1)
+        else:
+            raise ValueError(f"outputs: expected 'both', 'actions' or 'last_action', got {outputs!r}")
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, rows if i == len(self.blocks) - 1 else slice(None))
         x = self.ln_f(x)
