@@ -196,9 +196,9 @@ def main() -> None:
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
     )
     rows: list[dict] = []
-    if args.only in ("mlp", "all"):
-        from pbrl.utils import cpu_has_amx_bf16
+    from pbrl.utils import cpu_has_amx_bf16
 
+    if args.only in ("mlp", "all"):
         # CQL twice: its default (bf16 autocast on the proposals' critic pass where AMX/CUDA make it fast) and
         # all-float32, so the precision behind each number is on the row
         cql_auto = "bf16 proposals" if args.device.startswith("cuda") or cpu_has_amx_bf16() else "fp32"
@@ -233,8 +233,6 @@ def main() -> None:
         if not args.d3rlpy_python:
             print("d3rlpy anchor skipped (no --d3rlpy-python); see this script's docstring to set it up")
     if args.only in ("dtr", "all"):
-        from pbrl.utils import cpu_has_amx_bf16
-
         # the default precision, then on CPU all-float32 and all-bf16, so the precision behind each number is named
         if args.device != "cpu":
             variants = {"default (bf16 autocast)": {}}

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from pbrl.data import Transitions
 from pbrl.policies.base import Policy, PolicySpec
-from pbrl.policies.nets import Critic, TanhGaussianActor, soft_update
+from pbrl.policies.nets import Critic, TanhGaussianActor, frozen, soft_update
 from pbrl.utils import adam, bf16_enabled
 
 
@@ -132,9 +132,8 @@ class CQL(Policy):
         if self.step <= cfg.bc_steps:
             actor_loss = (alpha * logp - self.actor.log_prob(obs, act)).mean()
         else:
-            self.critic.requires_grad_(False)  # the actor's gradient passes through Q; no critic weight grads
-            actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
-            self.critic.requires_grad_(True)
+            with frozen(self.critic):  # the actor's gradient passes through Q; no critic weight grads
+                actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
         self._opt_step("actor", actor_loss)
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self._opt_step("alpha", alpha_loss)

@@ -43,7 +43,7 @@ from pbrl.policies.dt import (
     masked_mean,
     rtg_schedule,
 )
-from pbrl.policies.nets import Critic, cosine_lr, soft_update
+from pbrl.policies.nets import Critic, cosine_lr, frozen, soft_update
 from pbrl.utils import adam, bf16_enabled
 
 
@@ -207,9 +207,8 @@ class DTR(Policy):
         dt_loss = dt_action_loss(out, a, m, self.spec.discrete)
         if cfg.state_loss:
             dt_loss = dt_loss + masked_mean((s_next - batch.next_states).pow(2).mean(-1), m)
-        self.critic.requires_grad_(False)  # the actor's loss needs dQ/da only, not critic weight gradients
-        q_pi = self._q(self.critic, s, out)  # [2, B, K]
-        self.critic.requires_grad_(True)
+        with frozen(self.critic):
+            q_pi = self._q(self.critic, s, out)  # [2, B, K]
         eta = self.eta()
         if cfg.q_term == "release" and torch.rand(()) < 0.5:
             q_loss = policy_q_term(q_pi[1], q_pi[0], m, eta)

@@ -6,7 +6,9 @@ matmul (`torch.baddbmm`) instead of a Python loop over members.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -228,6 +230,17 @@ class CategoricalActor(nn.Module):
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self(obs).argmax(-1)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No weight gradients for `module` inside the block; gradients still flow through it to its inputs (an actor's
+    loss through the critic needs dQ/da only)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
 
 
 @torch.no_grad()
