@@ -1,14 +1,16 @@
 """GPU check of the LLM branch: kernel equality on CUDA, then the prefix-sharing throughput benchmark.
 
     PYTHONPATH=. python baselines/gpu_check_llm.py --out OUT_DIR [--budget-s 270] [--no-trl] [--smoke]
+    PYTHONPATH=. python baselines/gpu_check_llm.py --out results --report results/records/gpu_check_llm/*.json
 
 Parts (each runs on its own; a failure is caught, reported and the next part runs):
   1. triton_kernel: the Triton kernel alone vs dense-mask sdpa on CUDA, forward and backward, float32 (IEEE dots)
      and bfloat16, on prefix-shared / packed rows of ~1-2k tokens.
   2. model_equality: per-branch log-probs AND parameter gradients of a tiny Llama (float32) for every backend
      (sdpa, flex, triton) and every layout vs each sequence run alone — flex's backward only runs on GPUs.
-  3. throughput: ``prefix_sharing_throughput.run_profiles`` on a ~95M-parameter Llama in bf16 at the paper's full
-     profile lengths, for the flex and triton backends, with TRL's DPOTrainer as the anchor when trl is importable.
+  3. throughput: ``prefix_sharing_throughput.run_profiles`` on a 0.87B-parameter Llama (4 layers of Llama-3-8B's
+     shape) in bf16 at the paper's full profile lengths, for the flex and triton backends (``--backends``), with TRL's DPOTrainer as the anchor
+     when trl is importable.
 Writes OUT_DIR/gpu_check.json (everything measured), OUT_DIR/prefix_sharing_gpu.md and prints a summary.
 No network; parts stop starting new work when the time budget is spent.
 """
@@ -16,6 +18,7 @@ No network; parts stop starting new work when the time budget is spent.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -120,17 +123,33 @@ def part_model_equality(log, dev: str) -> dict:
     return out
 
 
-def part_throughput(log, budget_s: float, trl: bool, out_dir: Path, dev: str, smoke: bool) -> dict:
-    from prefix_sharing_throughput import BenchConfig, markdown, run_profiles
+def throughput_config(profile: str, dev: str, smoke: bool, backends: tuple[str, ...], trl: bool):
+    """The benchmark configuration of one profile (the report rebuilds its text from this too)."""
+    from prefix_sharing_throughput import BenchConfig
 
     from pbrl.llm.models import TinyLMConfig
+
+    if smoke:  # CPU: flex has no backward there, the Triton interpreter is slow; tiny shapes, varlen
+        return BenchConfig(model=TinyLMConfig(hidden_size=64, num_layers=2, intermediate_size=128),
+                           profiles=(profile,), scale=0.1, num_examples=16, steps=1, rounds=1,
+                           backends=("varlen",), device=dev, trl=trl)
+    # the layer shape of Llama-3-8B (width 4096, 32 heads of 128, 8 kv heads, MLP 14336), 4 layers: at the paper's
+    # full lengths the share of attention in a step is the paper's, and a step is compute-bound on one GPU.
+    # warm-up = one untimed pass over the timed batches: every shape's kernels, plans and allocator segments exist
+    # before timing (the steady state of a long run, where batch shapes recur)
+    model = TinyLMConfig(hidden_size=4096, num_layers=4, num_heads=32, num_kv_heads=8, intermediate_size=14336,
+                         max_position=16384)
+    return BenchConfig(model=model, profiles=(profile,), scale=1.0, num_examples=64, batch_size=8, steps=3,
+                       rounds=2, warmup=3, backends=backends, pad_to_multiple=128, device=dev, dtype="bfloat16",
+                       trl=trl)
+
+
+def part_throughput(log, budget_s: float, trl: bool, dev: str, smoke: bool, backends: tuple[str, ...]) -> dict:
+    from prefix_sharing_throughput import run_profiles
+
     from pbrl.llm.prefs_data import PROFILES
 
     torch.backends.cuda.matmul.allow_tf32 = True
-    model = TinyLMConfig(hidden_size=1024, num_layers=8, num_heads=16, num_kv_heads=8, intermediate_size=2816,
-                         max_position=8192)
-    if smoke:
-        model = TinyLMConfig(hidden_size=64, num_layers=2, intermediate_size=128)
     rows, skipped = [], []
     # cheapest profiles first, so that a budget cut drops the long ones
     for profile in sorted(PROFILES, key=lambda p: PROFILES[p][0])[: 1 if smoke else None]:
@@ -138,75 +157,122 @@ def part_throughput(log, budget_s: float, trl: bool, out_dir: Path, dev: str, sm
             skipped.append(profile)
             log(f"  skipping {profile}: time budget spent ({elapsed():.0f}s)")
             continue
-        cfg = BenchConfig(model=model, profiles=(profile,), scale=1.0, num_examples=64, batch_size=8, steps=3,
-                          rounds=3, warmup=2, backends=("varlen", "flex", "triton"), pad_to_multiple=128, device=dev,
-                          dtype="bfloat16", trl=trl)
-        if smoke:  # CPU: flex has no backward there, the Triton interpreter is slow; tiny shapes, varlen
-            cfg = BenchConfig(model=model, profiles=(profile,), scale=0.1, num_examples=16, steps=1, rounds=1,
-                              backends=("varlen",), device=dev, trl=trl)
         try:
-            rows += run_profiles(cfg, log=lambda s: log("  " + s))
+            rows += run_profiles(throughput_config(profile, dev, smoke, backends, trl), log=lambda s: log("  " + s))
         except Exception as e:
             log(f"  {profile}: ERROR {type(e).__name__}: {e}")
             traceback.print_exc()
             skipped.append(profile)
-    if rows:
-        name = torch.cuda.get_device_name() if dev == "cuda" else "CPU smoke run"
-        text = markdown(rows, cfg, f"Prefix-sharing DPO throughput ({name})",
-                        extra=f"\nSkipped (time budget or error): {skipped or 'none'}. torch {torch.__version__}.")
-        (out_dir / "prefix_sharing_gpu.md").write_text(text)
-        print(text)
-    return {"rows": rows, "skipped": skipped}
+    return {"rows": rows, "skipped": skipped, "smoke": smoke, "backends": list(backends), "trl": trl,
+            "estimator": "pass"}
+
+
+def report(records: list[dict]) -> str:
+    """prefix_sharing_gpu.md from check records (the json this script writes): kernel checks, then throughput."""
+    from prefix_sharing_throughput import markdown
+
+    out = []
+    for rec in records:
+        env = rec.get("env", {})
+        where = (f"{env.get('device')}, torch {env.get('torch')}, triton {env.get('triton')}, "
+                 f"transformers {env.get('transformers')}, trl {env.get('trl')}")
+        if "triton_kernel" in rec:
+            out += ["# Kernel checks on the GPU", "", f"Measured on {where}. Relative error = ||x - ref|| / ||ref|| "
+                    "against dense-mask sdpa in float32 (`triton_kernel`); max abs log-prob error and max relative "
+                    "parameter-gradient error against each sequence run alone (`model_equality`, float32, TF32 "
+                    "off).", "", "| check | case | errors | ok |", "|---|---|---|---|"]
+            for k, v in rec["triton_kernel"].items():
+                errs = ", ".join(f"{n} {e:.1e}" for n, e in v["rel_err"].items())
+                out.append(f"| triton kernel fwd+bwd | {k} (S={v['S']}, tile density {v['tile_density']:.2f}) "
+                           f"| {errs} | {'✓' if v['ok'] else '✗'} |")
+            for k, v in rec.get("model_equality", {}).items():
+                errs = v.get("error") or f"logp {v['logp_max_abs_err']:.1e}, grad {v['grad_max_rel_err']:.1e}"
+                out.append(f"| model log-probs + grads | {k} | {errs} | {'✓' if v['ok'] else '✗'} |")
+            out.append("")
+        thr = rec.get("throughput")
+        if thr and thr.get("rows") and "step_ms" not in thr["rows"][0]:  # before warm-up over the timed batches
+            out += [f"(The throughput rows of the record from {where}, a {thr['rows'][0]['params'] / 1e6:.0f}M-parameter "
+                    "model timed without a warm-up over the timed batches, are not tabulated.)", ""]
+        elif thr and thr.get("rows"):
+            rows = thr["rows"]
+            dev = "cuda" if env.get("cuda_available") else "cpu"
+            cfg = throughput_config(rows[0]["profile"], dev, thr.get("smoke", False),
+                                    tuple(thr.get("backends", ("flex", "triton"))), thr.get("trl", True))
+            timing = None
+            if thr.get("estimator") != "pass":  # records from before the paired one-pass estimator
+                cfg = dataclasses.replace(cfg, rounds=2, warmup=6)
+                timing = ("samples/s = batch / median step time over 2 interleaved rounds of 3 distinct batches "
+                          "(batches 1-6), after a warm-up over the same 6 batches; the token bound is over all "
+                          f"{cfg.num_examples} examples.")
+            measured = sorted({r["profile"] for r in rows})
+            out.append(markdown(rows, cfg, "Prefix-sharing DPO throughput on the GPU", timing=timing, extra=(
+                f"\nMeasured on {where}; profiles measured: {', '.join(measured)}; not measured (time budget of "
+                f"the run or error): {', '.join(thr.get('skipped', [])) or 'none'}. Every mode (and TRL, through a "
+                f"sequential sampler) runs the same batches; warm-up = {cfg.warmup} untimed steps over the timed "
+                f"batches. Step times of every mode are in the record.")))
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="GPU check of pbrl.llm (kernels + throughput)")
-    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--out", required=True, help="output folder (gpu_check.json, prefix_sharing_gpu.md)")
+    ap.add_argument("--report", nargs="+", metavar="RECORD",
+                    help="only rebuild OUT/prefix_sharing_gpu.md from these gpu_check.json records")
     ap.add_argument("--budget-s", type=float, default=270.0, help="start no new throughput profile after this")
     ap.add_argument("--no-trl", action="store_true", help="skip TRL's DPOTrainer anchor")
     ap.add_argument("--parts", default="triton_kernel,model_equality,throughput")
+    ap.add_argument("--backends", default="flex,triton", help="pbrl backends of the masked modes (throughput)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes; runs on CPU too (checks this script)")
     a = ap.parse_args(argv)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if a.report:
+        text = report([json.loads(Path(f).read_text()) for f in a.report])
+        (out_dir / "prefix_sharing_gpu.md").write_text(text)
+        print(text)
+        return 0
 
     def log(s: str) -> None:
         print(f"[{elapsed():6.1f}s] {s}", flush=True)
 
-    report: dict = {"env": {"python": platform.python_version(), "torch": torch.__version__,
+    rec: dict = {"env": {"python": platform.python_version(), "torch": torch.__version__,
                             "cuda_available": torch.cuda.is_available()}}
     if not torch.cuda.is_available() and not a.smoke:
         log("no CUDA device: nothing to check (--smoke runs tiny shapes on CPU)")
-        (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))
+        (out_dir / "gpu_check.json").write_text(json.dumps(rec, indent=2))
         return 1
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    report["env"]["device"] = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    rec["env"]["device"] = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     for mod in ("triton", "transformers", "trl", "accelerate"):
         try:
-            report["env"][mod] = __import__(mod).__version__
+            rec["env"][mod] = __import__(mod).__version__
         except Exception as e:
-            report["env"][mod] = f"unavailable ({type(e).__name__})"
-    log(f"env: {report['env']}")
-    trl_ok = not a.no_trl and not str(report["env"]["trl"]).startswith("unavailable")
+            rec["env"][mod] = f"unavailable ({type(e).__name__})"
+    log(f"env: {rec['env']}")
+    trl_ok = not a.no_trl and not str(rec["env"]["trl"]).startswith("unavailable")
     parts = {
         "triton_kernel": lambda: part_triton_kernel(log, dev, a.smoke),
         "model_equality": lambda: part_model_equality(log, dev),
-        "throughput": lambda: part_throughput(log, a.budget_s, trl_ok, out_dir, dev, a.smoke),
+        "throughput": lambda: part_throughput(log, a.budget_s, trl_ok, dev, a.smoke, tuple(a.backends.split(","))),
     }
     for name in a.parts.split(","):
         log(f"part {name}")
         t = time.perf_counter()
         try:
-            report[name] = parts[name]()
+            rec[name] = parts[name]()
         except Exception as e:
             traceback.print_exc()
-            report[name] = {"error": f"{type(e).__name__}: {e}"}
-        report[name + "_seconds"] = time.perf_counter() - t
-        (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+            rec[name] = {"error": f"{type(e).__name__}: {e}"}
+        rec[name + "_seconds"] = time.perf_counter() - t
+        (out_dir / "gpu_check.json").write_text(json.dumps(rec, indent=2, default=str))
+    text = report([rec])
+    if text:
+        (out_dir / "prefix_sharing_gpu.md").write_text(text)
+        print(text)
     log("summary:")
     for name in a.parts.split(","):
-        r = report.get(name, {})
+        r = rec.get(name, {})
         if "error" in r:
             log(f"  {name}: ERROR {r['error']}")
         elif name == "throughput":

@@ -8,9 +8,11 @@ Modes (same model, same data, same DPO loss with precomputed reference log-probs
                         (varlen on CPU, flex or triton on a GPU)
   prefix_shared_packed  prefix-shared sequences packed the same way
   trl                   TRL's DPOTrainer (precompute_ref_log_probs=True), the outside anchor
-Each mode runs ``rounds`` rounds of ``steps`` timed steps (after a warm-up), modes interleaved round by round so
-that load changes on the machine hit all modes alike; samples/s = examples per step / median step time. The
-token-count bound (2P+C+R)/(P+C+R) is computed from the data. Synthetic data: ``pbrl.llm.prefs_data`` profiles.
+Every mode (and TRL, through a sequential sampler) trains on the same ``steps`` batches, once per round for
+``rounds`` rounds after a warm-up, modes (and the masked modes of every backend) interleaved round by round so that
+load changes on the machine hit all modes alike. Throughput is a paired one-pass estimate, the paper's samples/s
+over the same data: samples/s = examples in the batches / sum over the batches of the median (over rounds) of that
+batch's step time. The token-count bound (2P+C+R)/(P+C+R) is computed over the same examples. Synthetic data: ``pbrl.llm.prefs_data`` profiles.
 
 The model's width is set so that sequence length / hidden size is about the paper's (profile lengths x 0.25 with
 hidden 1024 vs full lengths with 4096-wide 7-8B models, both about 0.4). That ratio fixes the share of attention in
@@ -61,16 +63,17 @@ class BenchConfig:
     profiles: tuple[str, ...] = tuple(PROFILES)
     scale: float = 0.25  # profile lengths x scale (CPU budgets)
     num_examples: int = 64
-    batch_size: int = 8  # examples per step
-    steps: int = 2  # timed steps per mode per round
+    batch_size: int = 16  # examples per step
+    steps: int = 2  # batches timed per mode per round (the same batches every round)
     rounds: int = 3
-    warmup: int = 1
+    warmup: int = 1  # untimed steps per mode on the timed batches; warmup = steps gives every shape a first run
     backends: tuple[str, ...] = ("varlen",)  # pbrl backends for the masked modes
     pack: str = "step"  # packed rows: "step" = all sequences of a step in one row; "longest" = rows of the longest
     pad_to_multiple: int = 8
     device: str = "cpu"
     dtype: str = "float32"
     trl: bool = True
+    activation_checkpointing: bool = False  # the paper's runs recompute activations (gradient checkpointing)
     vocab_words: int = 1000
     seed: int = 0
 
@@ -82,15 +85,19 @@ def _data(cfg: BenchConfig, profile: str):
     return records, tok, tokenize_records(records, tok)
 
 
+def _batch(k: int, batch_size: int, n: int) -> list[int]:
+    """Example indices of the k-th batch (every mode and TRL step through the same batches)."""
+    return [(k * batch_size + j) % n for j in range(batch_size)]
+
+
 def _time_steps(model, pairs, layout, cfg, pack_length, pad_id, rounds_out: list[float], n_steps: int, start: int):
-    """Run ``n_steps`` DPO training steps; append each step's seconds to ``rounds_out``."""
+    """Run ``n_steps`` DPO training steps on batches start, start+1, ...; append each step's seconds to ``rounds_out``."""
     dev = torch.device(cfg.device)
     opt = model._bench_opt
     ref = torch.zeros(len(pairs), 2)
     lengths = response_lengths(pairs)
     for s in range(n_steps):
-        i = ((start + s) * cfg.batch_size) % len(pairs)
-        idx = [(i + j) % len(pairs) for j in range(cfg.batch_size)]
+        idx = _batch(start + s, cfg.batch_size, len(pairs))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -108,8 +115,18 @@ def _time_steps(model, pairs, layout, cfg, pack_length, pad_id, rounds_out: list
         rounds_out.append(time.perf_counter() - t0)
 
 
-def _trl_step_times(model, records, tok, cfg: BenchConfig, n_steps: int) -> list[float]:
-    """Step times of TRL's DPOTrainer on the same model (a copy, HF sdpa) and records."""
+def pass_seconds(step_times: list[float], steps: int) -> float:
+    """Seconds of one pass over the ``steps`` batches: per batch the median over rounds, summed.
+
+    ``step_times`` is round-major: [round 0 batch 0, round 0 batch 1, ..., round 1 batch 0, ...].
+    """
+    if not step_times or len(step_times) % steps:
+        raise ValueError(f"expected rounds x {steps} step times, got {len(step_times)}")
+    return sum(statistics.median(step_times[s::steps]) for s in range(steps))
+
+
+def _trl_step_times(model, records, tok, cfg: BenchConfig) -> list[float]:
+    """Step times of TRL's DPOTrainer on the same model (a copy, HF sdpa), records and batches, round-major."""
     import datasets
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -129,16 +146,21 @@ def _trl_step_times(model, records, tok, cfg: BenchConfig, n_steps: int) -> list
 
     m = copy.deepcopy(model)
     use_backend(m, "hf_sdpa")
-    ds = datasets.Dataset.from_list([{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}
-                                     for r in records])
+    # the warm-up batches, then the timed ones, in order (sequential sampler): the batches the other modes ran
+    batches = [*range(1, 1 + cfg.warmup), *(list(range(1, 1 + cfg.steps)) * cfg.rounds)]
+    order = [i for k in batches for i in _batch(k, cfg.batch_size, len(records))]
+    ds = datasets.Dataset.from_list([{"prompt": records[i].prompt, "chosen": records[i].chosen,
+                                      "rejected": records[i].rejected} for i in order])
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp, per_device_train_batch_size=cfg.batch_size, max_steps=cfg.warmup + n_steps,
+            output_dir=tmp, per_device_train_batch_size=cfg.batch_size, max_steps=len(batches),
             learning_rate=1e-5, precompute_ref_log_probs=True, report_to="none", save_strategy="no",
             logging_steps=10_000, use_cpu=cfg.device == "cpu", bf16=cfg.dtype == "bfloat16", max_length=None,
-            disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed,
+            disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed, train_sampling_strategy="sequential",
+            activation_checkpointing=cfg.activation_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False},
         )
         trainer = DPOTrainer(model=m, args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
         trainer.train()
@@ -152,11 +174,12 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[dict]:
     rows = []
     for profile in cfg.profiles:
         records, tok, pairs = _data(cfg, profile)
-        P = [len(p.prompt) for p in pairs]
-        C = [len(p.chosen) for p in pairs]
-        R = [len(p.rejected) for p in pairs]
-        bound = (2 * sum(P) + sum(C) + sum(R)) / (sum(P) + sum(C) + sum(R) + len(pairs))
-        longest = max(p + c + r + 1 for p, c, r in zip(P, C, R))
+        timed = [pairs[i] for k in range(1, 1 + cfg.steps) for i in _batch(k, cfg.batch_size, len(pairs))]
+        P = [len(p.prompt) for p in timed]
+        C = [len(p.chosen) for p in timed]
+        R = [len(p.rejected) for p in timed]
+        bound = (2 * sum(P) + sum(C) + sum(R)) / (sum(P) + sum(C) + sum(R) + len(timed))
+        longest = max(len(p.prompt) + len(p.chosen) + len(p.rejected) + 1 for p in pairs)
         pack_length = -(-longest // cfg.pad_to_multiple) * cfg.pad_to_multiple
         if cfg.pack == "step":
             pack_length = 1 << 30  # first-fit-decreasing then puts everything into one row
@@ -164,31 +187,45 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[dict]:
             raise SystemExit(f"pack: expected 'step' or 'longest', got {cfg.pack!r}")
         model = build_model(TinyLMConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}), dtype=dtype,
                             seed=cfg.seed).to(cfg.device)
+        if cfg.activation_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
         model._bench_opt = adam(model.parameters(), 1e-5, decoupled=True)  # fused, as pbrl's and HF's trainers
-        for backend in cfg.backends:
-            times: dict[str, list[float]] = {m: [] for m in MODES}
-            for layout in MODES.values():  # warm-up (compiles, allocator) outside the timed rounds
-                use_backend(model, "hf_sdpa" if layout == "padded" else backend)
-                _time_steps(model, pairs, layout, cfg, pack_length, tok.pad_token_id, [], cfg.warmup, 0)
-            for r in range(cfg.rounds):
-                order = list(MODES)[r % len(MODES):] + list(MODES)[: r % len(MODES)]
-                for m in order:
-                    layout = MODES[m]
-                    use_backend(model, "hf_sdpa" if layout == "padded" else backend)
-                    _time_steps(model, pairs, layout, cfg, pack_length, tok.pad_token_id, times[m], cfg.steps,
-                                1 + r * cfg.steps)
-            sps = {m: cfg.batch_size / statistics.median(t) for m, t in times.items()}
+        # padded runs once (HF sdpa); every backend's masked modes join the same interleaved rounds, so that a
+        # change of the machine's state (clocks, allocator, compile caches) hits all of them alike
+        runs = [("standard_padded", "hf_sdpa")] + [(m, b) for b in cfg.backends for m in MODES if m != "standard_padded"]
+        times: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
+        for m, b in list(runs):  # warm-up (compiles, allocator) outside the timed rounds
+            if (m, b) not in runs:
+                continue
+            try:
+                use_backend(model, b)
+                _time_steps(model, pairs, MODES[m], cfg, pack_length, tok.pad_token_id, [], cfg.warmup, 1)
+            except Exception as e:  # a backend that cannot run this shape is reported and left out, not fatal
+                if b == "hf_sdpa":
+                    raise
+                log(f"{profile}: backend {b} failed in {m}, left out: {type(e).__name__}: {e}")
+                runs = [r for r in runs if r[1] != b]
+        for r in range(cfg.rounds):
+            for m, b in runs[r % len(runs):] + runs[: r % len(runs)]:
+                use_backend(model, b)
+                _time_steps(model, pairs, MODES[m], cfg, pack_length, tok.pad_token_id, times[m, b], cfg.steps, 1)
+        for backend in dict.fromkeys(b for _, b in runs[1:]):
+            sel = {m: times[m, "hf_sdpa" if m == "standard_padded" else backend] for m in MODES}
+            sps = {m: cfg.batch_size * cfg.steps / pass_seconds(t, cfg.steps) for m, t in sel.items()}
             row = {"profile": profile, "backend": backend, "median_P": statistics.median(P),
                    "median_C": statistics.median(C), "median_R": statistics.median(R), "bound": bound,
                    "params": num_parameters(model), **{f"sps_{m}": v for m, v in sps.items()}}
             row["speedup_shared"] = sps["prefix_shared"] / sps["standard_padded"]
             row["speedup_packed"] = sps["prefix_shared_packed"] / sps["standard_packed"]
+            row["step_ms"] = {m: [round(1e3 * x, 2) for x in t] for m, t in sel.items()}
             rows.append(row)
             log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
         if cfg.trl:
             try:
-                t = _trl_step_times(model, records, tok, cfg, cfg.steps * cfg.rounds)
-                trl_sps = cfg.batch_size / statistics.median(t)
+                t = _trl_step_times(model, records, tok, cfg)
+                trl_sps = cfg.batch_size * cfg.steps / pass_seconds(t, cfg.steps)
+                log(json.dumps({"profile": profile, "trl_step_ms": [round(1e3 * x, 2) for x in t]}))
             except Exception as e:  # the anchor is optional: report why it is missing
                 log(f"trl failed on {profile}: {type(e).__name__}: {e}")
                 trl_sps = float("nan")
@@ -200,17 +237,21 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], cfg: BenchConfig, title: str, extra: str = "") -> str:
-    """The results table with the paper's targets next to the measured ratios."""
+def markdown(rows: list[dict], cfg: BenchConfig, title: str, extra: str = "", timing: str | None = None) -> str:
+    """The results table with the paper's targets next to the measured ratios (``timing``: how samples/s was
+    estimated, when not by ``pass_seconds`` on ``cfg``)."""
     p = rows[0]["params"] if rows else 0
+    timing = timing or (
+        f"every mode trains on the same {cfg.steps} batches in each of {cfg.rounds} interleaved rounds; samples/s = "
+        f"{cfg.batch_size * cfg.steps} examples / sum over the batches of the median step time over rounds. "
+        f"P / C / R and the token bound are over the same examples.")
     out = [f"# {title}", "",
            f"Model: {cfg.model.arch}, hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layers, "
            f"{cfg.model.num_heads} heads ({cfg.model.num_kv_heads} kv), MLP {cfg.model.intermediate_size}, "
            f"{p / 1e6:.2f}M parameters, {cfg.dtype}, device {cfg.device}. Packed rows: "
            f"{'every sequence of a step in one unpadded row' if cfg.pack == 'step' else 'the longest sequence'}. "
            f"Synthetic data: {cfg.num_examples} examples per profile, lengths = paper profile x {cfg.scale}. "
-           f"Batch {cfg.batch_size} examples per step (forward + backward + AdamW); samples/s = batch / median step "
-           f"time over {cfg.rounds} interleaved rounds of {cfg.steps} steps.", "",
+           f"Batch {cfg.batch_size} examples per step (forward + backward + AdamW); {timing}", "",
            "| profile | backend | P / C / R (median tokens) | token bound | padded | shared | packed | shared+packed "
            "| TRL | shared vs padded (paper) | shared+packed vs packed (paper) | shared vs TRL | shared+packed vs TRL |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -280,10 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL anchor")
     ap.add_argument("--out", default="results", help="folder for prefix_sharing.md and the figure")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute activations in backward (the paper's setup) -> prefix_sharing-ckpt.md")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = BenchConfig(trl=not a.no_trl)
+    cfg = BenchConfig(trl=not a.no_trl, activation_checkpointing=a.activation_checkpointing)
     if a.quick:
         cfg = BenchConfig(model=TinyLMConfig(hidden_size=64, num_layers=2, intermediate_size=128),
                           profiles=("hh_rlhf", "tldr"), scale=0.1, num_examples=16, rounds=1, steps=1,
@@ -293,15 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows, cfg, "quick run"))
         return 0
     out = Path(a.out)
-    conv = convergence(out / "prefix_sharing_convergence.png")
+    name = "prefix_sharing-ckpt" if a.activation_checkpointing else "prefix_sharing"
+    conv = "" if a.activation_checkpointing else convergence(out / "prefix_sharing_convergence.png") + "\n\n"
     load = os.getloadavg()[0]  # other processes on the machine slow every mode; the interleaving spreads it
     env = (f"Measured by baselines/prefix_sharing_throughput.py on {platform.machine()} CPU, "
            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}; "
            f"1-minute load average at the end {load:.1f} on {os.cpu_count()} cores.")
-    text = markdown(rows, cfg, "Prefix-sharing DPO throughput (CPU)", extra="\n" + conv + "\n\n" + env)
-    tmp = out / "prefix_sharing.md.tmp"
+    title = "Prefix-sharing DPO throughput (CPU" + (", activation checkpointing)" if a.activation_checkpointing else ")")
+    text = markdown(rows, cfg, title, extra="\n" + conv + env)
+    tmp = out / f"{name}.md.tmp"
     tmp.write_text(text)
-    tmp.replace(out / "prefix_sharing.md")
+    tmp.replace(out / f"{name}.md")
     print(text)
     return 0
 
