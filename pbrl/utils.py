@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -100,6 +101,22 @@ def cpu_has_amx_bf16() -> bool:
             return any(line.startswith("flags") and " amx_bf16" in line for line in f)
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Flush float denormals to zero on CPU inside the block, then back to torch's default (off).
+
+    Why: once a loss saturates, backward can carry denormal values (magnitudes below 1.2e-38), and x86 arithmetic on
+    them is 10-100x slower. One CPU DPO step went from 4 s to 34 s on one batch; only values below that size change.
+    """
+    import torch
+
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def adam(params: Any, lr: float, *, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pbrl.utils import adam
+from pbrl.utils import adam, denormals_flushed
 
 
 def test_fused_adam_matches_the_reference_update():
@@ -25,3 +25,12 @@ def test_fused_adam_matches_the_reference_update():
         again = adam([a], 1e-2, weight_decay=0.1, decoupled=decoupled)
         again.load_state_dict(opt.state_dict())
         assert int(again.state_dict()["state"][0]["step"]) == 5
+
+
+def test_denormals_flushed_zeroes_denormals_inside_the_block_only():
+    x = torch.tensor([1e-39, 1e-30, 1.0])  # 1e-39 is below float32's smallest normal (1.18e-38)
+    assert (x * 1.0)[0] > 0
+    with denormals_flushed():
+        assert (x * 1.0).tolist() == [0.0, float(x[1]), 1.0]
+        assert float(torch.tensor(1e-20) * torch.tensor(1e-20)) == 0.0  # a product that underflows into the range
+    assert (x * 1.0)[0] > 0  # torch's default is back

@@ -37,7 +37,15 @@ from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
-from pbrl.utils import adam, atomic_torch_save, atomic_write_json, git_revision, json_default, set_seed
+from pbrl.utils import (
+    adam,
+    atomic_torch_save,
+    atomic_write_json,
+    denormals_flushed,
+    git_revision,
+    json_default,
+    set_seed,
+)
 
 LossType = Literal["sigmoid", "ipo", "hinge"]
 
@@ -243,7 +251,13 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]
 def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenizer=None) -> dict:
     """Train a policy with DPO on ``cfg.data`` (or on ``pairs`` given directly). Returns the final metrics and the
     per-step history. Writes config.json, metrics.jsonl, ref_logps.pt, checkpoint/ and model/ under ``cfg.out``.
+    Denormals are flushed to zero while it runs (see ``pbrl.utils.denormals_flushed``).
     """
+    with denormals_flushed():
+        return _train_dpo(cfg, pairs, tokenizer)
+
+
+def _train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None, tokenizer) -> dict:
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.batch_size % cfg.grad_accum:
         raise PbrlError(f"batch_size ({cfg.batch_size}) must be a positive multiple of grad_accum ({cfg.grad_accum})")
     if cfg.beta <= 0:
