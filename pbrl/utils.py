@@ -105,18 +105,20 @@ def cpu_has_amx_bf16() -> bool:
 
 @contextlib.contextmanager
 def denormals_flushed():
-    """Flush float denormals to zero on CPU inside the block, then back to torch's default (off).
+    """Flush float denormals to zero on CPU inside the block (or the decorated function), then restore the state.
 
     Why: once a loss saturates, backward can carry denormal values (magnitudes below 1.2e-38), and x86 arithmetic on
-    them is 10-100x slower. One CPU DPO step went from 4 s to 34 s on one batch; only values below that size change.
+    them is 10-100x slower. One CPU DPO step went from 4 s to 34 s on one batch, and IQL on pendulum ran 25% faster
+    with flushing; only values below that size change. The trainers are decorated with it.
     """
     import torch
 
+    was_on = bool((torch.tensor([1e-39]) * 1.0)[0] == 0)  # torch has no getter: probe with a denormal
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(was_on)
 
 
 def adam(params: Any, lr: float, *, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:

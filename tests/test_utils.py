@@ -34,3 +34,18 @@ def test_denormals_flushed_zeroes_denormals_inside_the_block_only():
         assert (x * 1.0).tolist() == [0.0, float(x[1]), 1.0]
         assert float(torch.tensor(1e-20) * torch.tensor(1e-20)) == 0.0  # a product that underflows into the range
     assert (x * 1.0)[0] > 0  # torch's default is back
+
+
+def test_denormals_flushed_restores_the_state_it_found():
+    x = torch.tensor([1e-39])
+    with denormals_flushed():
+        with denormals_flushed():  # a decorated trainer called inside another
+            pass
+        assert float(x * 1.0) == 0.0  # the outer block is still flushing
+    try:
+        torch.set_flush_denormal(True)  # a user's own setting survives the block
+        with denormals_flushed():
+            pass
+        assert float(x * 1.0) == 0.0
+    finally:
+        torch.set_flush_denormal(False)

@@ -248,16 +248,12 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]
     shutil.rmtree(old, ignore_errors=True)
 
 
+@denormals_flushed()
 def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenizer=None) -> dict:
     """Train a policy with DPO on ``cfg.data`` (or on ``pairs`` given directly). Returns the final metrics and the
     per-step history. Writes config.json, metrics.jsonl, ref_logps.pt, checkpoint/ and model/ under ``cfg.out``.
     Denormals are flushed to zero while it runs (see ``pbrl.utils.denormals_flushed``).
     """
-    with denormals_flushed():
-        return _train_dpo(cfg, pairs, tokenizer)
-
-
-def _train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None, tokenizer) -> dict:
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.batch_size % cfg.grad_accum:
         raise PbrlError(f"batch_size ({cfg.batch_size}) must be a positive multiple of grad_accum ({cfg.grad_accum})")
     if cfg.beta <= 0:

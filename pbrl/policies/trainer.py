@@ -27,9 +27,10 @@ from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
 from pbrl.policies.base import PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import evaluate, normalize_returns
-from pbrl.utils import atomic_write_text, git_revision, json_default, set_seed
+from pbrl.utils import atomic_write_text, denormals_flushed, git_revision, json_default, set_seed
 
 
+@denormals_flushed()
 def train_policy(
     algo: str,
     dataset: EpisodeDataset,

@@ -48,6 +48,7 @@ from pbrl.utils import (
     atomic_write_json,
     atomic_write_text,
     bf16_enabled,
+    denormals_flushed,
     git_revision,
 )
 
@@ -274,6 +275,7 @@ def evaluate_pairs(
     }
 
 
+@denormals_flushed()
 def train_reward(
     dataset: EpisodeDataset,
     pairs: PreferencePairs,
