@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pbrl.data import Transitions
 from pbrl.errors import PbrlError
 from pbrl.policies.base import Policy, PolicySpec
-from pbrl.policies.nets import Critic, DeterministicActor, soft_update
+from pbrl.policies.nets import Critic, DeterministicActor, frozen, soft_update
 from pbrl.utils import adam
 
 
@@ -94,7 +94,8 @@ class TD3BC(Policy):
         out = {"td3bc/critic_loss": critic_loss.item(), "td3bc/q_mean": q.mean().item()}
         if self.step % cfg.policy_freq == 0:
             pi = self.actor(obs)  # [B, A]
-            q_pi = self.critic(obs, pi)[0]  # [B] (Q_1 only, as the paper)
+            with frozen(self.critic):  # the actor's gradient passes through Q; no critic weight grads
+                q_pi = self.critic(obs, pi)[0]  # [B] (Q_1 only, as the paper)
             actor_loss = td3bc_actor_loss(q_pi, pi, act, cfg.alpha)
             opt = self.optimizers["actor"]
             opt.zero_grad(set_to_none=True)
