@@ -9,8 +9,8 @@ Parts (each runs on its own; a failure is caught, reported and the next part run
   2. model_equality: per-branch log-probs AND parameter gradients of a tiny Llama (float32) for every backend
      (sdpa, flex, triton) and every layout vs each sequence run alone — flex's backward only runs on GPUs.
   3. throughput: ``prefix_sharing_throughput.run_profiles`` on a 0.87B-parameter Llama (4 layers of Llama-3-8B's
-     shape) in bf16 at the paper's full profile lengths, for the flex and triton backends (``--backends``), with TRL's DPOTrainer as the anchor
-     when trl is importable.
+     shape) in bf16 at the paper's full profile lengths, for the flex and triton backends (``--backends``), with
+     TRL's DPOTrainer as the anchor when trl is importable.
 Writes OUT_DIR/gpu_check.json (everything measured), OUT_DIR/prefix_sharing_gpu.md and prints a summary.
 No network; parts stop starting new work when the time budget is spent.
 """
@@ -32,6 +32,8 @@ import torch
 if not torch.cuda.is_available():  # --smoke on CPU: Triton's interpreter must be chosen before triton is imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pbrl.utils import atomic_write_text  # noqa: E402 (after the interpreter choice)
 
 T0 = time.perf_counter()
 
@@ -191,8 +193,9 @@ def report(records: list[dict]) -> str:
             out.append("")
         thr = rec.get("throughput")
         if thr and thr.get("rows") and "step_ms" not in thr["rows"][0]:  # before warm-up over the timed batches
-            out += [f"(The throughput rows of the record from {where}, a {thr['rows'][0]['params'] / 1e6:.0f}M-parameter "
-                    "model timed without a warm-up over the timed batches, are not tabulated.)", ""]
+            params = thr["rows"][0]["params"] / 1e6
+            out += [f"(The throughput rows of the record from {where}, a {params:.0f}M-parameter model timed without "
+                    "a warm-up over the timed batches, are not tabulated.)", ""]
         elif thr and thr.get("rows"):
             rows = thr["rows"]
             dev = "cuda" if env.get("cuda_available") else "cpu"
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.report:
         text = report([json.loads(Path(f).read_text()) for f in a.report])
-        (out_dir / "prefix_sharing_gpu.md").write_text(text)
+        atomic_write_text(str(out_dir / "prefix_sharing_gpu.md"), text)
         print(text)
         return 0
 
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "gpu_check.json").write_text(json.dumps(rec, indent=2, default=str))
     text = report([rec])
     if text:
-        (out_dir / "prefix_sharing_gpu.md").write_text(text)
+        atomic_write_text(str(out_dir / "prefix_sharing_gpu.md"), text)
         print(text)
     log("summary:")
     for name in a.parts.split(","):
@@ -277,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {name}: ERROR {r['error']}")
         elif name == "throughput":
             for row in r.get("rows", []):
+                vs_trl = row["sps_prefix_shared"] / row.get("sps_trl", float("nan"))
                 log(f"  {row['profile']}/{row['backend']}: shared x{row['speedup_shared']:.2f}, "
-                    f"shared+packed x{row['speedup_packed']:.2f}, vs TRL x{row['sps_prefix_shared'] / row.get('sps_trl', float('nan')):.2f}")
+                    f"shared+packed x{row['speedup_packed']:.2f}, vs TRL x{vs_trl:.2f}")
         else:
             bad = [k for k, v in r.items() if isinstance(v, dict) and not v.get("ok")]
             log(f"  {name}: {len(r) - len(bad)}/{len(r)} ok" + (f"; failed: {bad}" if bad else ""))

@@ -12,7 +12,8 @@ Every mode (and TRL, through a sequential sampler) trains on the same ``steps`` 
 ``rounds`` rounds after a warm-up, modes (and the masked modes of every backend) interleaved round by round so that
 load changes on the machine hit all modes alike. Throughput is a paired one-pass estimate, the paper's samples/s
 over the same data: samples/s = examples in the batches / sum over the batches of the median (over rounds) of that
-batch's step time. The token-count bound (2P+C+R)/(P+C+R) is computed over the same examples. Synthetic data: ``pbrl.llm.prefs_data`` profiles.
+batch's step time. The token-count bound (2P+C+R)/(P+C+R) is computed over the same examples. Synthetic data:
+``pbrl.llm.prefs_data`` profiles.
 
 The model's width is set so that sequence length / hidden size is about the paper's (profile lengths x 0.25 with
 hidden 1024 vs full lengths with 4096-wide 7-8B models, both about 0.4). That ratio fixes the share of attention in
@@ -46,7 +47,7 @@ from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
 from pbrl.llm.prefix_sharing import build_batch, response_lengths
 from pbrl.llm.prefs_data import PAPER_SPEEDUPS, PROFILES, synthetic_records, tokenize_records
 from pbrl.llm.tokenizer import word_tokenizer
-from pbrl.utils import adam, denormals_flushed
+from pbrl.utils import adam, atomic_write_text, denormals_flushed
 
 MODES = {  # name -> layout (the backend is HF sdpa for padded, the chosen pbrl backend otherwise)
     "standard_padded": "padded",
@@ -91,7 +92,8 @@ def _batch(k: int, batch_size: int, n: int) -> list[int]:
 
 
 def _time_steps(model, pairs, layout, cfg, pack_length, pad_id, rounds_out: list[float], n_steps: int, start: int):
-    """Run ``n_steps`` DPO training steps on batches start, start+1, ...; append each step's seconds to ``rounds_out``."""
+    """Run ``n_steps`` DPO training steps on batches start, start+1, ...; append each step's seconds to
+    ``rounds_out``."""
     dev = torch.device(cfg.device)
     opt = model._bench_opt
     ref = torch.zeros(len(pairs), 2)
@@ -199,10 +201,11 @@ def _run_profiles(cfg: BenchConfig, log) -> list[dict]:
         model._bench_opt = adam(model.parameters(), 1e-5, decoupled=True)  # fused, as pbrl's and HF's trainers
         # padded runs once (HF sdpa); every backend's masked modes join the same interleaved rounds, so that a
         # change of the machine's state (clocks, allocator, compile caches) hits all of them alike
-        runs = [("standard_padded", "hf_sdpa")] + [(m, b) for b in cfg.backends for m in MODES if m != "standard_padded"]
-        times: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
-        for m, b in list(runs):  # warm-up (compiles, allocator) outside the timed rounds
-            if (m, b) not in runs:
+        runs = [("standard_padded", "hf_sdpa")]
+        runs += [(m, b) for b in cfg.backends for m in MODES if m != "standard_padded"]
+        failed: set[str] = set()
+        for m, b in runs:  # warm-up (compiles, allocator) outside the timed rounds
+            if b in failed:
                 continue
             try:
                 use_backend(model, b)
@@ -211,7 +214,9 @@ def _run_profiles(cfg: BenchConfig, log) -> list[dict]:
                 if b == "hf_sdpa":
                     raise
                 log(f"{profile}: backend {b} failed in {m}, left out: {type(e).__name__}: {e}")
-                runs = [r for r in runs if r[1] != b]
+                failed.add(b)
+        runs = [r for r in runs if r[1] not in failed]
+        times: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
         for r in range(cfg.rounds):
             for m, b in runs[r % len(runs):] + runs[: r % len(runs)]:
                 use_backend(model, b)
@@ -243,7 +248,9 @@ def _run_profiles(cfg: BenchConfig, log) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], cfg: BenchConfig, title: str, extra: str = "", timing: str | None = None) -> str:
+def markdown(
+    rows: list[dict], cfg: BenchConfig, title: str, extra: str = "", timing: str | None = None
+) -> str:
     """The results table with the paper's targets next to the measured ratios (``timing``: how samples/s was
     estimated, when not by ``pass_seconds`` on ``cfg``)."""
     p = rows[0]["params"] if rows else 0
@@ -348,11 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     env = (f"Measured by baselines/prefix_sharing_throughput.py on {platform.machine()} CPU, "
            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}; "
            f"1-minute load average at the end {load:.1f} on {os.cpu_count()} cores.")
-    title = "Prefix-sharing DPO throughput (CPU" + (", activation checkpointing)" if a.activation_checkpointing else ")")
-    text = markdown(rows, cfg, title, extra="\n" + conv + env)
-    tmp = out / f"{name}.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / f"{name}.md")
+    title = "Prefix-sharing DPO throughput (CPU" + (", activation checkpointing" if a.activation_checkpointing else "")
+    text = markdown(rows, cfg, title + ")", extra="\n" + conv + env)
+    atomic_write_text(str(out / f"{name}.md"), text)
     print(text)
     return 0
 
