@@ -9,7 +9,7 @@ forward passes and losses, one Adam over all parameters. Both sides start from i
 in float32 and under bf16 autocast (`RewardConfig.bf16`), for both sides, so the table separates what batching buys
 from what the precision buys.
 
-    python baselines/reward_throughput.py [--members 3] [--threads 2] [--steps 20] [--rows 1000000]
+    python baselines/reward_throughput.py [--members 3] [--threads 2] [--steps 20] [--rows 1000000] [--default-heap]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from pbrl.rewards.losses import bradley_terry_loss
 from pbrl.rewards.nets import StepRewardMLP, sequence_score
 from pbrl.rewards.relabel import step_chunk_rows
-from pbrl.utils import adam
+from pbrl.utils import adam, reuse_freed_heap
 
 
 def loop_members(ens: StepRewardMLP) -> list[nn.Sequential]:
@@ -94,11 +94,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lengths", type=int, nargs="+", default=[25, 50, 200])
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
+    ap.add_argument("--default-heap", action="store_true",
+                    help="keep glibc's default heap (the pbrl command line calls reuse_freed_heap)")
     args = ap.parse_args()
+    heap = "glibc default" if args.default_heap else f"freed blocks reused: {reuse_freed_heap()}"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     m, b, d = args.members, args.batch, args.dim
-    print(f"members={m} batch={b} dim={d} hidden={args.hidden} threads={torch.get_num_threads()}")
+    print(f"members={m} batch={b} dim={d} hidden={args.hidden} threads={torch.get_num_threads()} heap: {heap}")
 
     print("\nTraining pairs/s (fp32 = float32; bf16 = bf16 autocast, float32 scores and loss)")
     print("\n| segment length | loop fp32 | batched fp32 | loop bf16 | batched bf16 | batched/loop fp32 "

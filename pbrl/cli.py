@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from pbrl.errors import PbrlError
+from pbrl.utils import reuse_freed_heap
 
 # words -> ("module:Class", one-line help). A group's default command uses the group's words alone.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         module, cls_name = target.split(":")
         cls = getattr(importlib.import_module(module), cls_name)
         cmd = tyro.cli(cls, args=rest, prog="pbrl " + " ".join(words), description=help_)
+        reuse_freed_heap()  # the command owns the process: large activations are reused, not page-faulted anew
         cmd.run()
     except PbrlError as e:
         print(f"pbrl: error: {e}", file=sys.stderr)
