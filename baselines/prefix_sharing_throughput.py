@@ -47,7 +47,7 @@ from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
 from pbrl.llm.prefix_sharing import build_batch, response_lengths
 from pbrl.llm.prefs_data import PAPER_SPEEDUPS, PROFILES, synthetic_records, tokenize_records
 from pbrl.llm.tokenizer import word_tokenizer
-from pbrl.utils import adam, atomic_write_text, denormals_flushed
+from pbrl.utils import adam, atomic_write_text, denormals_flushed, reuse_freed_heap
 
 MODES = {  # name -> layout (the backend is HF sdpa for padded, the chosen pbrl backend otherwise)
     "standard_padded": "padded",
@@ -336,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--activation-checkpointing", action="store_true",
                     help="recompute activations in backward (the paper's setup) -> prefix_sharing-ckpt.md")
+    ap.add_argument("--default-heap", action="store_true",
+                    help="keep glibc's default heap (the pbrl command line calls reuse_freed_heap)")
     a = ap.parse_args(argv)
+    # as `pbrl llm dpo` runs: freed activations stay in the heap (all modes and TRL share the process)
+    heap = "glibc's default heap"
+    if not a.default_heap:
+        heap = "freed blocks kept in the heap" if reuse_freed_heap() else heap + " (reuse_freed_heap unavailable)"
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = BenchConfig(trl=not a.no_trl, activation_checkpointing=a.activation_checkpointing)
@@ -353,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     conv = "" if a.activation_checkpointing else convergence(out / "prefix_sharing_convergence.png") + "\n\n"
     load = os.getloadavg()[0]  # other processes on the machine slow every mode; the interleaving spreads it
     env = (f"Measured by baselines/prefix_sharing_throughput.py on {platform.machine()} CPU, "
-           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}; "
+           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {sys.version.split()[0]}, "
+           f"{heap}; "
            f"1-minute load average at the end {load:.1f} on {os.cpu_count()} cores.")
     title = "Prefix-sharing DPO throughput (CPU" + (", activation checkpointing" if a.activation_checkpointing else "")
     text = markdown(rows, cfg, title + ")", extra="\n" + conv + env)
