@@ -10,7 +10,8 @@ dispatches through it (Llama, Qwen2, Mistral, ...) runs with it after ``model.se
   prompt+rejected through a small [R, P+R] mask; so attention never pays for masked-out (S^2) entries. A whole
   batch can then be packed into one row with no padding at all (the CPU path; FlashAttention's varlen plays this
   role on GPUs);
-- ``pbrl_flex``: FlexAttention with a ``BlockMask`` (fully masked 128x128 tiles skipped), compiled;
+- ``pbrl_flex``: FlexAttention with a ``BlockMask`` built from per-tile summaries (fully masked 128x128 tiles
+  skipped, fully allowed ones unmasked), compiled;
 - ``pbrl_triton``: the Triton kernel of ``pbrl.llm.triton_attention`` (forward and backward) that visits only the
   tiles the prefix-sharing / packed-document structure leaves unmasked.
 
@@ -26,7 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from pbrl.errors import PbrlError
-from pbrl.llm.prefix_sharing import CHOSEN, REJECTED, DpoBatch, branch_logps, dense_mask
+from pbrl.llm.prefix_sharing import (
+    CHOSEN,
+    REJECTED,
+    DpoBatch,
+    branch_logps,
+    dense_mask,
+    tile_index_lists,
+    tile_visits,
+)
 
 BACKENDS: tuple[str, ...] = ("sdpa", "varlen", "flex", "triton")
 FLEX_BLOCK = 128
@@ -60,9 +69,11 @@ class AttentionLayout:
         return self._documents
 
     def block_mask(self):
-        """FlexAttention BlockMask of the same rule."""
+        """FlexAttention BlockMask of the same rule, built from per-tile summaries (``tile_visits``): O(S/128)
+        work instead of ``create_block_mask``'s evaluation of the mask function on all S^2 pairs. Full tiles are
+        marked as such, so flex applies the element mask only on the partial ones."""
         if self._block_mask is None:
-            from torch.nn.attention.flex_attention import create_block_mask
+            from torch.nn.attention.flex_attention import BlockMask
 
             doc, branch = self.doc, self.branch
 
@@ -73,9 +84,13 @@ class AttentionLayout:
                     & ~((branch[b, q] == REJECTED) & (branch[b, k] == CHOSEN))
                 )
 
-            B, S = doc.shape
-            self._block_mask = create_block_mask(
-                mask_mod, B, None, S, S, device=doc.device, BLOCK_SIZE=FLEX_BLOCK
+            visit, full = tile_visits(doc, branch, FLEX_BLOCK)  # [B, NTq, NTk]
+            cnt, idx = tile_index_lists(visit & ~full)
+            full_cnt, full_idx = tile_index_lists(full)
+            S = doc.shape[1]
+            self._block_mask = BlockMask.from_kv_blocks(
+                cnt[:, None], idx[:, None], full_cnt[:, None], full_idx[:, None],  # head axis of 1: shared
+                BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod, seq_lengths=(S, S),
             )
         return self._block_mask
 

@@ -230,6 +230,53 @@ def dense_mask(doc: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return (causal & same_doc & ~cross)[:, None]
 
 
+def tile_visits(doc: torch.Tensor, branch: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which (query tile, key tile) pairs of ``block`` tokens hold allowed pairs of the ``dense_mask`` rule, from
+    O(S / block) per-tile summaries instead of the O(S^2) mask. doc / branch [B, S]; a last tile that runs past S
+    is summarised over its positions < S.
+
+    -> (visit, full), bool [B, NT, NT]. visit: the tile may hold an allowed pair; it is skipped when it lies after
+    the query tile, when the two tiles' document-id ranges are disjoint, or when the query tile is all rejected and
+    the key tile all chosen. full: every pair of the tile is allowed (strictly below the diagonal, one document
+    (or padding only) across both tiles, no rejected query meets a chosen key, and no position past S), so kernels
+    may skip the element mask there. Padding (doc -1) attends padding, as in ``dense_mask``.
+    """
+    B, S = doc.shape
+    nt = -(-S // block)
+    pad = nt * block - S
+    real = F.pad(torch.ones_like(doc, dtype=torch.bool), (0, pad), value=False).view(B, nt, block)
+    d = F.pad(doc.to(torch.int64), (0, pad)).view(B, nt, block)
+    br = F.pad(branch.to(torch.int32), (0, pad)).view(B, nt, block)
+    docs, pads = real & (d >= 0), real & (d < 0)  # document tokens; padding (attends padding only)
+    big = torch.iinfo(torch.int64).max
+    dmin = d.masked_fill(~docs, big).amin(-1)  # [B, NT] document-id range of the tile's document tokens
+    dmax = d.masked_fill(~docs, -big).amax(-1)
+    has_pad = pads.any(-1)
+    rej, cho = (br == REJECTED) & real, (br == CHOSEN) & real  # [B, NT, block]
+    t = torch.arange(nt, device=doc.device)
+    # a shared document lies in both ranges, so disjoint ranges share none (exact: ids are numbered in row order)
+    overlap = (dmin[:, :, None] <= dmax[:, None, :]) & (dmin[:, None, :] <= dmax[:, :, None])  # [B, NTq, NTk]
+    overlap |= has_pad[:, :, None] & has_pad[:, None, :]
+    cross_all = (rej | ~real).all(-1)[:, :, None] & (cho | ~real).all(-1)[:, None, :]  # all rejected -> chosen
+    visit = (t[:, None] >= t[None, :]) & overlap & ~cross_all
+    one_doc = real.all(-1) & ~has_pad & (dmin == dmax)  # [B, NT]: a complete tile of one document
+    all_pad = pads.all(-1)
+    same = one_doc[:, :, None] & one_doc[:, None, :] & (dmin[:, :, None] == dmin[:, None, :])
+    same |= all_pad[:, :, None] & all_pad[:, None, :]
+    cross_any = rej.any(-1)[:, :, None] & cho.any(-1)[:, None, :]
+    full = (t[:, None] > t[None, :]) & same & ~cross_any
+    return visit, full
+
+
+def tile_index_lists(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool [B, NTq, NTk] -> (count [B, NTq] int32, indices [B, NTq, NTk] int32): the first count[b, i] entries of
+    indices[b, i] are the marked key tiles in increasing order (the layout of tile-skipping kernels and BlockMask)."""
+    cnt = tiles.sum(-1).to(torch.int32)
+    # a stable sort of "not marked" puts the marked tile indices first, in increasing order
+    idx = torch.sort((~tiles).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
+    return cnt.contiguous(), idx.contiguous()
+
+
 def token_logps_to_branches(
     token_logps: torch.Tensor, slots: torch.Tensor, num_examples: int
 ) -> torch.Tensor:

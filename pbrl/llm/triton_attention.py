@@ -38,7 +38,7 @@ if not torch.cuda.is_available():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from pbrl.llm.prefix_sharing import CHOSEN, REJECTED  # noqa: E402
+from pbrl.llm.prefix_sharing import tile_index_lists, tile_visits  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -89,29 +89,9 @@ def _pad_rows(x: torch.Tensor, block: int, value: int) -> torch.Tensor:
 
 def tile_lists(doc: torch.Tensor, branch: torch.Tensor, block: int = BLOCK) -> TileLists:
     """Tile lists of a batch's structure (doc, branch [B, S]); rows are padded to a multiple of ``block``."""
-    doc = _pad_rows(doc.to(torch.int32), block, -1)
-    branch = _pad_rows(branch.to(torch.int32), block, 0)
-    B, S = doc.shape
-    nt = S // block
-    d = doc.view(B, nt, block)
-    br = branch.view(B, nt, block)
-    dmin, dmax = d.amin(-1), d.amax(-1)  # [B, NT]
-    all_rej = (br == REJECTED).all(-1)  # [B, NT]
-    all_cho = (br == CHOSEN).all(-1)  # [B, NT]
-    t = torch.arange(nt, device=doc.device)
-    causal = t[:, None] >= t[None, :]  # [NT, NT] (tile-level: the key tile starts no later than the query tile)
-    overlap = (dmin[:, :, None] <= dmax[:, None, :]) & (dmin[:, None, :] <= dmax[:, :, None])  # [B, NT, NT]
-    cross = all_rej[:, :, None] & all_cho[:, None, :]  # [B, NT, NT]
-    visit = causal & overlap & ~cross  # [B, NTq, NTk]
-
-    def lists(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cnt = v.sum(-1).to(torch.int32)
-        # a stable sort of "not visited" puts the visited tile indices first, in increasing order
-        idx = torch.sort((~v).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
-        return cnt.contiguous(), idx.contiguous()
-
-    kv_cnt, kv_idx = lists(visit)
-    q_cnt, q_idx = lists(visit.transpose(1, 2))
+    visit, _ = tile_visits(doc, branch, block)  # [B, NTq, NTk]
+    kv_cnt, kv_idx = tile_index_lists(visit)
+    q_cnt, q_idx = tile_index_lists(visit.transpose(1, 2))
     return TileLists(kv_cnt, kv_idx, q_cnt, q_idx, block)
 
 

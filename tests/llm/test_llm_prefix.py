@@ -228,3 +228,34 @@ def test_flex_block_mask_skips_tiles():
     bm = AttentionLayout.of(b).block_mask()
     dense = bm.to_dense()[0, 0].int().tolist()
     assert dense == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+
+
+@pytest.mark.parametrize("layout", ["shared", "packed", "packed_shared"])
+def test_flex_block_mask_from_tile_summaries_equals_create_block_mask(layout):
+    """The BlockMask built from per-tile summaries lists the same partial and full tiles as flex's own
+    create_block_mask, which evaluates the mask rule on every (q, k) pair."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from pbrl.llm.attention import FLEX_BLOCK, AttentionLayout
+    from pbrl.llm.prefix_sharing import CHOSEN, REJECTED
+
+    g = torch.Generator().manual_seed(1)
+    lens = torch.randint(1, 200, (6, 3), generator=g).tolist()  # responses and prompts across tile borders
+    pairs = [TokenizedPair([5] * p, [6] * c, [7] * r) for p, c, r in lens]
+    batch = build_batch(pairs, layout, pack_length=700, pad_to_multiple=8)
+    doc, branch = batch.doc, batch.branch
+    B, S = doc.shape
+    assert S > 2 * FLEX_BLOCK and S % FLEX_BLOCK  # several tiles and a ragged last one
+
+    def mask_mod(b, h, q, k):
+        return (q >= k) & (doc[b, q] == doc[b, k]) & ~((branch[b, q] == REJECTED) & (branch[b, k] == CHOSEN))
+
+    ref = create_block_mask(mask_mod, B, None, S, S, device="cpu", BLOCK_SIZE=FLEX_BLOCK)
+    ours = AttentionLayout.of(batch).block_mask()
+
+    def tiles(cnt: torch.Tensor, idx: torch.Tensor) -> list:
+        return [[sorted(idx[b, 0, i, : cnt[b, 0, i]].tolist()) for i in range(cnt.shape[2])] for b in range(B)]
+
+    assert tiles(ours.kv_num_blocks, ours.kv_indices) == tiles(ref.kv_num_blocks, ref.kv_indices)
+    assert tiles(ours.full_kv_num_blocks, ours.full_kv_indices) == tiles(ref.full_kv_num_blocks, ref.full_kv_indices)
+    assert int(ours.full_kv_num_blocks.sum()) > 0  # the full-tile path is exercised
