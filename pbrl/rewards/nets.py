@@ -68,7 +68,7 @@ class StepRewardMLP(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor | None = None) -> StepOutput:
         h = x  # [M, B, T, D]
         for layer in self.hidden:
-            h = F.leaky_relu(layer(h))
+            h = F.leaky_relu(layer(h), inplace=not torch.is_grad_enabled())  # inference: no extra buffer
         values = torch.tanh(self.out(h)).squeeze(-1)  # [M, B, T]
         return StepOutput(values, mask.to(values.dtype).expand_as(values))
 
