@@ -1,6 +1,7 @@
 """GPU check of the LLM branch: kernel equality on CUDA, then the prefix-sharing throughput benchmark.
 
     PYTHONPATH=. python baselines/gpu_check_llm.py --out OUT_DIR [--budget-s 270] [--no-trl] [--smoke]
+        [--parts triton_kernel,model_equality,throughput] [--profiles tulu,metamath,capybara]
     PYTHONPATH=. python baselines/gpu_check_llm.py --out results --report results/records/gpu_check_llm/*.json
 
 Parts (each runs on its own; a failure is caught, reported and the next part runs):
@@ -146,15 +147,20 @@ def throughput_config(profile: str, dev: str, smoke: bool, backends: tuple[str, 
                        trl=trl)
 
 
-def part_throughput(log, budget_s: float, trl: bool, dev: str, smoke: bool, backends: tuple[str, ...]) -> dict:
+def part_throughput(log, budget_s: float, trl: bool, dev: str, smoke: bool, backends: tuple[str, ...],
+                    profiles: tuple[str, ...] = ()) -> dict:
+    """``profiles``: in this order; empty = all, cheapest first, so that a budget cut drops the long ones."""
     from prefix_sharing_throughput import run_profiles
 
     from pbrl.llm.prefs_data import PROFILES
 
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown:
+        raise SystemExit(f"--profiles: unknown {unknown}; expected some of {sorted(PROFILES)}")
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, skipped = [], []
-    # cheapest profiles first, so that a budget cut drops the long ones
-    for profile in sorted(PROFILES, key=lambda p: PROFILES[p][0])[: 1 if smoke else None]:
+    order = list(profiles) or sorted(PROFILES, key=lambda p: PROFILES[p][0])
+    for profile in order[: 1 if smoke else None]:
         if elapsed() > budget_s:
             skipped.append(profile)
             log(f"  skipping {profile}: time budget spent ({elapsed():.0f}s)")
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trl", action="store_true", help="skip TRL's DPOTrainer anchor")
     ap.add_argument("--parts", default="triton_kernel,model_equality,throughput")
     ap.add_argument("--backends", default="flex,triton", help="pbrl backends of the masked modes (throughput)")
+    ap.add_argument("--profiles", default="", help="throughput profiles in this order (default: all, cheapest first)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes; runs on CPU too (checks this script)")
     a = ap.parse_args(argv)
     out_dir = Path(a.out)
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = {
         "triton_kernel": lambda: part_triton_kernel(log, dev, a.smoke),
         "model_equality": lambda: part_model_equality(log, dev),
-        "throughput": lambda: part_throughput(log, a.budget_s, trl_ok, dev, a.smoke, tuple(a.backends.split(","))),
+        "throughput": lambda: part_throughput(log, a.budget_s, trl_ok, dev, a.smoke, tuple(a.backends.split(",")),
+                                              tuple(p for p in a.profiles.split(",") if p)),
     }
     for name in a.parts.split(","):
         log(f"part {name}")
