@@ -259,3 +259,19 @@ def test_flex_block_mask_from_tile_summaries_equals_create_block_mask(layout):
     assert tiles(ours.kv_num_blocks, ours.kv_indices) == tiles(ref.kv_num_blocks, ref.kv_indices)
     assert tiles(ours.full_kv_num_blocks, ours.full_kv_indices) == tiles(ref.full_kv_num_blocks, ref.full_kv_indices)
     assert int(ours.full_kv_num_blocks.sum()) > 0  # the full-tile path is exercised
+
+
+def test_varlen_groups_rows_by_length_only_when_it_saves_padding():
+    from pbrl.llm.attention import _length_groups
+
+    def rows(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        L = max(lengths)
+        valid = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+        return torch.arange(len(lengths) * L).view(len(lengths), L), valid
+
+    idx, valid = rows([2, 10, 2, 3])
+    groups = _length_groups(idx, valid)  # padded: 4 * 100 entries; split: 1 * 100 + 3 * 9
+    assert [v.sum(1).tolist() for _, v in groups] == [[10], [3, 2, 2]]  # longest first
+    assert [i.shape[1] for i, _ in groups] == [10, 3]  # each group padded to its own longest row
+    assert sorted(torch.cat([i[v] for i, v in groups]).tolist()) == sorted(idx[valid].tolist())  # every token once
+    assert len(_length_groups(*rows([9, 10, 8]))) == 1  # similar lengths: one call
