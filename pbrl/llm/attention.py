@@ -7,7 +7,8 @@ dispatches through it (Llama, Qwen2, Mistral, ...) runs with it after ``model.se
 - ``pbrl_sdpa``: ``scaled_dot_product_attention`` with a dense boolean mask [B, 1, S, S] — the reference;
 - ``pbrl_varlen``: ``scaled_dot_product_attention`` per document: every document (a packed sequence) is gathered
   into its own row — causal, no mask — except a prefix-shared document's rejected tokens, which attend to
-  prompt+rejected through a small [R, P+R] mask; so attention never pays for masked-out (S^2) entries. A whole
+  prompt+rejected through a small [R, P+R] mask; so attention never pays for masked-out (S^2) entries, and
+  documents of very different lengths go to separate calls so that short ones do not pad to the longest. A whole
   batch can then be packed into one row with no padding at all (the CPU path; FlashAttention's varlen plays this
   role on GPUs);
 - ``pbrl_flex``: FlexAttention with a ``BlockMask`` built from per-tile summaries (fully masked 128x128 tiles
