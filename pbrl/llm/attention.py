@@ -24,6 +24,8 @@ batch and shared by all layers. Without ``pbrl_layout`` the backends do plain ca
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -119,26 +121,23 @@ def _runs(pos: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return idx, valid, row
 
 
-def _length_groups(idx: torch.Tensor, valid: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Rows [n, L] cut into at most two groups of similar length, each padded only to its own longest row.
+def _row_groups(qlen: torch.Tensor, klen: torch.Tensor) -> list[torch.Tensor]:
+    """Rows of an sdpa call cut into at most two groups of similar length, each padded only to its own longest.
 
-    sdpa pays for every padded entry, n * L^2 for causal rows. Rows sorted by length are split where
-    n1 * L1^2 + n2 * L2^2 is smallest, when that saves at least a fifth (each group is one more sdpa call)."""
-    lengths = valid.sum(1)  # [n]
-    n = lengths.numel()
+    sdpa pays for every padded entry: n * Lq * Lk for n rows padded to Lq queries and Lk keys. Rows sorted by key
+    length are split where n1 * Lq1 * Lk1 + n2 * Lq2 * Lk2 is smallest, when that saves at least a fifth (each
+    group is one more call). qlen, klen [n] -> the row indices of each group."""
+    n = qlen.numel()
     if n < 2:
-        return [(idx, valid)]
-    order = torch.sort(lengths, descending=True, stable=True).indices
-    longest = lengths[order].tolist()
-    # cost of splitting before sorted row s: the first s rows pad to longest[0], the rest to longest[s]
-    cost = [(s * longest[0] ** 2 + (n - s) * longest[s] ** 2, s) for s in range(1, n)]
-    best, s = min(cost)
-    if best > 0.8 * n * longest[0] ** 2:
-        return [(idx, valid)]
-    groups = []
-    for rows, width in ((order[:s], longest[0]), (order[s:], longest[s])):
-        groups.append((idx[rows, :width], valid[rows, :width]))
-    return groups
+        return [torch.arange(n, device=qlen.device)]
+    order = torch.sort(klen, descending=True, stable=True).indices
+    q, k = qlen[order].tolist(), klen[order].tolist()
+    q_head = list(itertools.accumulate(q, max))  # longest query run among the first s rows
+    q_tail = list(itertools.accumulate(reversed(q), max))[::-1]  # ... among rows s..n-1
+    best, s = min((i * q_head[i - 1] * k[0] + (n - i) * q_tail[i] * k[i], i) for i in range(1, n))
+    if best > 0.8 * n * q_head[-1] * k[0]:
+        return [torch.arange(n, device=qlen.device)]
+    return [order[:s], order[s:]]
 
 
 class Documents:
@@ -149,10 +148,13 @@ class Documents:
     (outputs of the prompt and chosen tokens), and the rejected tokens are queries against the keys of
     prompt+rejected, query j seeing the prompt and rejected tokens 0..j (a small [R, P+R] mask). So attention
     costs (P+C)^2/2 + R (P + R/2) per example; the prompt's keys and values are computed once, by the layers.
+    Rows of very different lengths go to separate calls (``_row_groups``), so short documents do not pad to the
+    longest.
 
-    causal: groups [(idx [n, L] flat positions (b * S + s), valid [n, L]), ...] of rows of similar length
-    (``_length_groups``), tokens [Ta] = their idx[valid], concatenated;
-    rejected: kidx [m, Lk] keys, qidx [m, Lq] queries, qvalid [m, Lq], qtokens [Tb] = qidx[qvalid], mask [m, 1, Lq, Lk].
+    causal: [(idx [n, L] flat positions (b * S + s), valid [n, L]), ...], one per group; tokens [Ta] = their
+    idx[valid], concatenated;
+    rejected: [(kidx [m, Lk] keys, qidx [m, Lq] queries, qvalid [m, Lq], mask [m, 1, Lq, Lk]), ...];
+    qtokens [Tb] = their qidx[qvalid], concatenated.
     """
 
     def __init__(self, doc: torch.Tensor, branch: torch.Tensor):
@@ -171,20 +173,31 @@ class Documents:
         in_a = real & ~(both & (br == REJECTED))  # causal rows: prompt+chosen, or a whole document
         pos = in_a.nonzero().squeeze(1)
         # tokens of one document are contiguous in `pos` (documents are contiguous runs in a row)
-        self.causal = _length_groups(*_runs(pos, key[pos])[:2])  # [(idx [n, L], valid [n, L]), ...]
-        self.tokens = torch.cat([idx[valid] for idx, valid in self.causal])
+        idx, valid, _ = _runs(pos, key[pos])
+        n = valid.sum(1)  # [n]
+        self.causal = []
+        for rows in _row_groups(n, n):
+            L = int(n[rows].max()) if rows.numel() else 0
+            self.causal.append((idx[rows, :L], valid[rows, :L]))
+        self.tokens = torch.cat([i[v] for i, v in self.causal])
         in_b = both & (br != CHOSEN)  # keys of the rejected queries: prompt+rejected
         pos = in_b.nonzero().squeeze(1)
-        self.kidx, _, row = _runs(pos, key[pos])
-        m = self.kidx.shape[0]
+        kidx, kvalid, row = _runs(pos, key[pos])
+        m = kidx.shape[0]
         is_r = br[pos] == REJECTED
         n_prompt = torch.zeros(m, dtype=torch.long, device=dev).index_add_(0, row, (~is_r).long())  # [m]
-        self.qidx, self.qvalid, _ = _runs(pos[is_r], key[pos[is_r]])
-        self.qtokens = self.qidx[self.qvalid]
-        Lq, Lk = self.qidx.shape[1], self.kidx.shape[1]
+        # the same documents in the same order as the key rows: query row i belongs to key row i
+        qidx, qvalid, _ = _runs(pos[is_r], key[pos[is_r]])
+        Lq, Lk = qidx.shape[1], kidx.shape[1]
         # query j (the j-th rejected token) sees keys 0 .. P + j; padded query rows see a prefix (dropped later)
         limit = n_prompt[:, None] + torch.arange(Lq, device=dev)[None, :]  # [m, Lq]
-        self.mask = (torch.arange(Lk, device=dev)[None, None, :] <= limit[:, :, None])[:, None]  # [m, 1, Lq, Lk]
+        mask = (torch.arange(Lk, device=dev)[None, None, :] <= limit[:, :, None])[:, None]  # [m, 1, Lq, Lk]
+        nq, nk = qvalid.sum(1), kvalid.sum(1)
+        self.rejected = []
+        for rows in _row_groups(nq, nk) if m else []:
+            lq, lk = int(nq[rows].max()), int(nk[rows].max())
+            self.rejected.append((kidx[rows, :lk], qidx[rows, :lq], qvalid[rows, :lq], mask[rows, :, :lq, :lk]))
+        self.qtokens = torch.cat([q[v] for _, q, v, _ in self.rejected]) if self.rejected else qidx[qvalid]
 
 
 def _expand_kv(module, key: torch.Tensor, value: torch.Tensor, heads: int):
@@ -238,11 +251,14 @@ def varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scali
         for idx, valid in docs.causal
     ])  # [Ta, H, D]
     out = query.new_zeros(B * S, H, D).index_copy(0, docs.tokens, y)
-    if docs.qtokens.numel():
-        yr = F.scaled_dot_product_attention(
-            gather(flat[0], docs.qidx), gather(flat[1], docs.kidx), gather(flat[2], docs.kidx),
-            attn_mask=docs.mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
-        ).transpose(1, 2)[docs.qvalid]  # [Tb, H, D]
+    if docs.rejected:
+        yr = torch.cat([
+            F.scaled_dot_product_attention(
+                gather(flat[0], qidx), gather(flat[1], kidx), gather(flat[2], kidx),
+                attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
+            ).transpose(1, 2)[qvalid]
+            for kidx, qidx, qvalid, mask in docs.rejected
+        ])  # [Tb, H, D]
         out = out.index_copy(0, docs.qtokens, yr)
     return out.view(B, S, H, D), None
 

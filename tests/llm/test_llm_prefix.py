@@ -262,16 +262,14 @@ def test_flex_block_mask_from_tile_summaries_equals_create_block_mask(layout):
 
 
 def test_varlen_groups_rows_by_length_only_when_it_saves_padding():
-    from pbrl.llm.attention import _length_groups
+    from pbrl.llm.attention import _row_groups
 
-    def rows(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        L = max(lengths)
-        valid = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
-        return torch.arange(len(lengths) * L).view(len(lengths), L), valid
+    def groups(q: list[int], k: list[int]) -> list[list[int]]:
+        return [g.tolist() for g in _row_groups(torch.tensor(q), torch.tensor(k))]
 
-    idx, valid = rows([2, 10, 2, 3])
-    groups = _length_groups(idx, valid)  # padded: 4 * 100 entries; split: 1 * 100 + 3 * 9
-    assert [v.sum(1).tolist() for _, v in groups] == [[10], [3, 2, 2]]  # longest first
-    assert [i.shape[1] for i, _ in groups] == [10, 3]  # each group padded to its own longest row
-    assert sorted(torch.cat([i[v] for i, v in groups]).tolist()) == sorted(idx[valid].tolist())  # every token once
-    assert len(_length_groups(*rows([9, 10, 8]))) == 1  # similar lengths: one call
+    n = [2, 10, 2, 3]  # causal rows: padded 4 * 10 * 10 entries; split 1 * 10 * 10 + 3 * 3 * 3
+    assert groups(n, n) == [[1], [3, 0, 2]]
+    assert groups([9, 10, 8], [9, 10, 8]) == [[0, 1, 2]]  # similar lengths: one call
+    # rejected rows (queries R, keys P+R): a long prompt with a short answer goes alone, by the entries it pads
+    assert groups([1, 8, 1], [20, 10, 9]) == [[0], [1, 2]]  # 1*1*20 + 2*8*10 = 180 < 3*8*20 = 480
+    assert groups([5], [7]) == [[0]]
