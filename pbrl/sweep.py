@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_json, git_revision
+from pbrl.utils import atomic_write_json, git_revision, reuse_freed_heap
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,11 @@ def run_sweep(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: torch and forked thread pools do not mix
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        # spawn: torch and forked thread pools do not mix; the workers are ours, so they reuse freed heap blocks
+        # as the command line does
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=reuse_freed_heap
+        ) as pool:
             futures = [pool.submit(_execute_star, (r, grid.runner, out_dir, threads)) for r in todo]
             for fut in as_completed(futures):
                 records.append(finish(fut.result()))
