@@ -128,8 +128,9 @@ def reuse_freed_heap() -> bool:
     so a training step whose activations exceed 32 MB page-faults all of them in again on every step; the system
     time reached half of a CPU DPO step. With M_MMAP_MAX = 0 and a large M_TRIM_THRESHOLD, freed blocks go back to
     the heap and the next step reuses them, which is what caching allocators (jemalloc, tcmalloc, torch's CUDA
-    allocator) do. The cost: the process keeps its peak heap until it exits. The `pbrl` command line calls it
-    before running a command; library code does not. Returns whether glibc accepted both settings.
+    allocator) do. The cost: the process keeps its peak heap until it exits. Only code that owns its process calls
+    it: the `pbrl` command line before a command, and `run_sweep`'s process-pool workers. Returns whether glibc
+    accepted both settings.
     """
     import ctypes
     import platform

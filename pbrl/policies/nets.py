@@ -236,11 +236,13 @@ class CategoricalActor(nn.Module):
 def frozen(module: nn.Module) -> Iterator[None]:
     """No weight gradients for `module` inside the block; gradients still flow through it to its inputs (an actor's
     loss through the critic needs dQ/da only)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
     module.requires_grad_(False)
     try:
         yield
     finally:
-        module.requires_grad_(True)
+        for p, flag in flags:  # the flags it found: a parameter frozen before stays frozen
+            p.requires_grad_(flag)
 
 
 @torch.no_grad()
