@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import random
 import subprocess
@@ -37,7 +38,23 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf) replaced by None, so the JSON written is strict (RFC 8259)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kw: Any) -> str:
+    """json.dumps that writes strict JSON: numpy values become Python ones and NaN / inf become null."""
+    return json.dumps(strict_json(json.loads(json.dumps(obj, default=json_default))), allow_nan=False, **kw)
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
@@ -49,6 +66,22 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """The one `torch.load` of pbrl: tensors and plain containers only (`weights_only=True`, so a crafted file cannot
+    run code), and any unreadable file (missing, truncated, foreign, crafted) raises one PbrlError naming it."""
+    import torch
+
+    from pbrl.errors import PbrlError
+
+    if not os.path.isfile(path):
+        raise PbrlError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001  every failure of an untrusted file is the user's input error
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise PbrlError(f"{path}: unreadable {what} ({type(e).__name__}: {msg[:200]})") from None
 
 
 def set_seed(seed: int) -> None:

@@ -1,0 +1,70 @@
+"""The shared run folder: appended strict-JSON metrics, rewind on resume, fingerprint check, safe loading."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pbrl.errors import PbrlError
+from pbrl.runs import RunFolder
+from pbrl.utils import dumps_json, safe_torch_load
+
+
+def test_metrics_append_flush_and_rewind(tmp_path):
+    run = RunFolder(tmp_path / "r", {"lr": 1e-3})
+    for s in (1, 2, 3):
+        run.log({"step": s, "loss": 1.0 / s})
+    # readable line by line before the run ends
+    assert [json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    resumed = RunFolder(tmp_path / "r", {"lr": 1e-3}, resume=True)
+    assert [r["step"] for r in resumed.rewind(2)] == [1, 2]
+    resumed.log({"step": 3, "loss": 0.5})
+    assert [r["step"] for r in resumed.rows()] == [1, 2, 3]
+    # a fresh (non-resumed) run starts an empty file
+    assert RunFolder(tmp_path / "r", {"lr": 1e-3}).rows() == []
+
+
+def test_strict_json_rows_and_summary(tmp_path):
+    run = RunFolder(tmp_path, {"x": float("nan")})
+    run.log({"step": 1, "loss": float("nan"), "perf/steps_per_s": float("inf")})
+    run.write_summary({"score": float("-inf"), "ok": 1.5})
+    text = (tmp_path / "metrics.jsonl").read_text() + (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert run.rows() == [{"step": 1, "loss": None, "perf/steps_per_s": None}]
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"score": None, "ok": 1.5}
+    assert dumps_json({"a": (1, 2.0, math.nan)}) == '{"a": [1, 2.0, null]}'
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    run = RunFolder(tmp_path, {})
+    run.log({"step": 1})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "lo')  # a killed writer
+    assert run.rows() == [{"step": 1}]
+
+
+def test_resume_refuses_a_different_fingerprint(tmp_path):
+    RunFolder(tmp_path, {"lr": 1e-3, "data": "a.jsonl"}, fingerprint={"data": "sha-a", "lr": 1e-3})
+    with pytest.raises(PbrlError, match="cannot resume, data differs"):
+        RunFolder(tmp_path, {"lr": 1e-3}, fingerprint={"data": "sha-b", "lr": 1e-3}, resume=True)
+    # the refused attempt left the saved config as it was
+    assert json.loads((tmp_path / "config.json").read_text())["fingerprint"]["data"] == "sha-a"
+    RunFolder(tmp_path, {"lr": 1e-3}, fingerprint={"data": "sha-a", "lr": 1e-3}, resume=True)
+
+
+def test_checkpoints_are_loaded_safely(tmp_path):
+    run = RunFolder(tmp_path, {})
+    run.save("checkpoint.pt", {"w": torch.arange(3.0), "step": 7})
+    assert run.load("checkpoint.pt")["step"] == 7
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "crafted.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:40])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("crafted.pt", "truncated.pt", "empty.pt", "missing.pt"):
+        with pytest.raises(PbrlError, match=name):
+            safe_torch_load(tmp_path / name)
