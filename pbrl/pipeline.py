@@ -20,9 +20,8 @@ import numpy as np
 import tyro
 
 from pbrl.errors import PbrlError
+from pbrl.policies.base import AlgoName as Algo
 from pbrl.utils import atomic_write_json, git_revision
-
-Algo = Literal["iql", "cql", "td3bc", "bc", "dt", "qt", "dtr"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -220,6 +220,9 @@ class Policy(nn.Module):
 
 
 # ---------------------------------------------------------------- registry
+# The one list of algorithm names (command-line choices read it); ALGORITHMS below must hold exactly these.
+AlgoName = Literal["iql", "cql", "td3bc", "bc", "dt", "qt", "dtr"]
+
 # name -> ("module:Class", "module:Config", preset overrides applied to the config's defaults)
 ALGORITHMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bc": ("pbrl.policies.bc:BC", "pbrl.policies.bc:BCConfig", {}),
@@ -231,6 +234,9 @@ ALGORITHMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # Q-value regularized transformer (Hu et al., ICML 2024) = DTR with a constant policy-improvement weight
     "qt": ("pbrl.policies.dtr:DTR", "pbrl.policies.dtr:DTRConfig", {"eta_schedule": "constant"}),
 }
+
+
+assert set(ALGORITHMS) == set(get_args(AlgoName)), "AlgoName and ALGORITHMS name the same algorithms"
 
 
 def _import(target: str) -> Any:

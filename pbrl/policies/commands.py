@@ -6,13 +6,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import tyro
 
 from pbrl.errors import PbrlError
-
-Algo = Literal["iql", "cql", "td3bc", "bc", "dt", "qt", "dtr"]
+from pbrl.policies.base import AlgoName as Algo
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
