@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_torch_save, atomic_write_json, atomic_write_text, dumps_json, git_revision, safe_torch_load
+from pbrl.utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+    git_revision,
+    safe_torch_load,
+)
 
 CONFIG_NAME, METRICS_NAME, SUMMARY_NAME = "config.json", "metrics.jsonl", "summary.json"
 
