@@ -166,3 +166,19 @@ def test_load_policy_errors(tmp_path):
 def test_unknown_algorithm(pendulum):
     with pytest.raises(PbrlError, match="unknown algorithm"):
         train_policy("sac", pendulum, steps=1, progress=False)
+
+
+def test_previous_release_checkpoint_loads_and_acts_the_same():
+    """policy.pt written by the previous release (tests/fixtures/policy_v1, see make_fixture.py) still loads, acts
+    the same on fixed observations, and evaluates to the same returns."""
+    from pathlib import Path
+
+    from pbrl.policies.evaluation import evaluate
+
+    here = Path(__file__).resolve().parent.parent / "fixtures" / "policy_v1"
+    expected = json.loads((here / "expected.json").read_text())
+    policy, _ = load_policy(here / "policy.pt")
+    obs = np.asarray(expected["observations"], dtype=np.float32)
+    np.testing.assert_array_equal(policy.act(obs), np.asarray(expected["actions"], dtype=np.float32))
+    returns = evaluate(policy, policy.spec.env_id, len(expected["eval_returns"]), seed=expected["eval_seed"])
+    np.testing.assert_allclose(returns, expected["eval_returns"], rtol=1e-6)
