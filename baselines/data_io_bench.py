@@ -1,6 +1,6 @@
 """Data-layer benchmark: load time of 1M Hopper-sized transitions (D4RL hdf5 and Minari) and the memory of 2M.
 
-Run: python baselines/data_io_bench.py [--transitions 1000000]
+Run: python baselines/data_io_bench.py [--transitions 1000000] [--out results/data_io.md]
 Hopper sizes: 11-d observations, 3-d actions, 1000-step episodes. The data is synthetic (random numbers): the
 numbers measure IO and layout, not learning.
 """
@@ -14,13 +14,15 @@ import tempfile
 import time
 
 import numpy as np
+from record import recorded  # baselines/record.py (the script's folder is on sys.path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--transitions", type=int, default=1_000_000)
+    ap.add_argument("--out", default=None, help="also write the output with its conditions (results/data_io.md)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, recorded(args.out, "Data layer load times"):
         os.environ["MINARI_DATASETS_PATH"] = os.path.join(tmp, "minari")
         from pbrl.data import EpisodeDataset, load_dataset
         from pbrl.data.d4rl_io import write_d4rl

@@ -10,6 +10,7 @@ in float32 and under bf16 autocast (`RewardConfig.bf16`), for both sides, so the
 from what the precision buys.
 
     python baselines/reward_throughput.py [--members 3] [--threads 2] [--steps 20] [--rows 1000000] [--default-heap]
+        [--out results/reward_throughput.md]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import time
 
 import torch
+from record import recorded  # baselines/record.py (the script's folder is on sys.path)
 from torch import nn
 
 from pbrl.rewards.losses import bradley_terry_loss
@@ -96,7 +98,14 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
     ap.add_argument("--default-heap", action="store_true",
                     help="keep glibc's default heap (the pbrl command line calls reuse_freed_heap)")
+    ap.add_argument("--out", default=None, help="also write the output with its conditions, e.g. "
+                    "results/reward_throughput.md")
     args = ap.parse_args()
+    with recorded(args.out, "Reward learner throughput: batched ensemble vs per-member loop", args.threads):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     heap = "glibc default" if args.default_heap else f"freed blocks reused: {reuse_freed_heap()}"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
