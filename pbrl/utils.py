@@ -18,19 +18,183 @@ if TYPE_CHECKING:  # torch is imported lazily: the CLI starts without it
     import torch
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename into place (no half-written outputs)."""
+TMP_PREFIX = ".tmp-"
+"""Name prefix of atomic-write temporaries: `.tmp-<pid>-<host tag>-<random>` (the writer is recorded in the name so
+a later writer can tell a dead writer's leftovers from a live one's file)."""
+STALE_AFTER_S = 3600.0
+"""A temporary whose writer cannot be checked (another host, or an old name without a pid) is stale after this."""
+
+
+@functools.cache
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_name_prefix(prefix: str = TMP_PREFIX) -> str:
+    """`<prefix><pid>-<host tag>-`: what this process's temporaries are named with (see `sweep_stale_temporaries`)."""
+    return f"{prefix}{os.getpid()}-{_host_tag()}-"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else via the os.umask set-and-restore dance."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_folder(folder: str) -> None:
+    """fsync a folder, so a rename inside it survives a power cut (file systems that cannot fsync one are skipped)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process of another user holds that pid
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: str, prefix: str = TMP_PREFIX, max_age_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove the leftovers of killed writers in `folder`: entries named `<prefix><pid>-<host tag>-...` whose pid
+    is gone on this host, and entries with this prefix older than `max_age_s` whose writer cannot be checked
+    (written on another host, or named without a pid). Returns the removed paths. A live writer's file is kept."""
+    import re
+    import shutil
+    import time
+
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-([0-9a-f]{8})-")
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        m = pattern.match(entry.name)
+        try:
+            if m and m.group(2) == _host_tag():
+                stale = not _writer_alive(int(m.group(1)))
+            else:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
+            if not stale:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.path)
+        except OSError:  # another writer swept it first, or it is not ours to remove
+            continue
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_output(path: str):
+    """Yield a temporary path next to `path` for a writer that needs a file name (h5py, ...); on success the file
+    gets the umask's mode (0o666 & ~umask, as `open` would give it; mkstemp gives 0o600), is fsynced, renamed over
+    `path` and its folder fsynced; on failure it is removed. Stale temporaries of killed writers are swept first."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    sweep_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(), dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        fsync_folder(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync it, then rename into place (no half-written outputs,
+    and the new file survives a crash right after the call); see `atomic_output`."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def _rename_flags(src: str, dst: str, flags: int) -> bool:
+    """renameat2(src, dst, flags); False when the system or file system does not offer it, OSError on failure."""
+    import ctypes
+    import errno
+
+    fn = _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def rename_no_replace(src: str, dst: str) -> None:
+    """Rename `src` to `dst`, raising FileExistsError if `dst` exists; atomic (RENAME_NOREPLACE) on Linux. Elsewhere
+    a check then rename, which callers make exclusive with `folder_lock`."""
+    if _rename_flags(src, dst, 1):  # RENAME_NOREPLACE
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(dst)
+    os.rename(src, dst)
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swap two existing paths in one atomic step (RENAME_EXCHANGE, Linux); False where that is not offered."""
+    return _rename_flags(a, b, 2)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str):
+    """An exclusive advisory lock (flock) on a folder itself, held for the block: writers that check-then-rename
+    into the folder hold it so that two of them cannot both see "absent" and both rename. No lock file is left."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -17,8 +17,9 @@ import os
 
 import numpy as np
 
-from pbrl.data.dataset import EpisodeDataset
+from pbrl.data.dataset import EpisodeDataset, non_finite_row
 from pbrl.errors import PbrlError
+from pbrl.utils import atomic_output
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 
@@ -48,8 +49,11 @@ def read_d4rl(path: str) -> EpisodeDataset:
             term = f["terminals"][()].reshape(-1).astype(bool)
             tout = f["timeouts"][()].reshape(-1).astype(bool) if "timeouts" in f else np.zeros_like(term)
             env_name = f.attrs.get("env_name") or f.attrs.get("env")
-    except OSError as e:
-        raise PbrlError(f"{path}: cannot read as hdf5 ({e})") from None
+    except PbrlError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:  # h5py: truncated, corrupt, foreign
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PbrlError(f"{path}: cannot read as hdf5 ({msg[:200]})") from None
     n = len(obs)
     for name, arr in (("actions", act), ("rewards", rew), ("terminals", term), ("timeouts", tout)):
         if len(arr) != n:
@@ -73,6 +77,11 @@ def read_d4rl(path: str) -> EpisodeDataset:
     # truncated: the episode stops at a timeout or at the file's end without a terminal
     truncations = np.zeros(len(kept), dtype=bool)
     truncations[ep_last] = ~term[kept[ep_last]]
+    # non-finite values, named by their row in the file (the dataset's own rows skip the dropped timeout rows)
+    for name, arr, file_rows in (("observations", obs, obs_rows), ("actions", act, kept), ("rewards", rew, kept)):
+        bad = non_finite_row(arr[file_rows])
+        if bad is not None:
+            raise PbrlError(f"{path}: '{name}' row {int(file_rows[bad[0]])}: {bad[1]} (values must be finite)")
     meta = {
         "name": os.path.splitext(os.path.basename(path))[0],
         "source": f"d4rl:{os.path.abspath(path)}",
@@ -101,8 +110,7 @@ def write_d4rl(path: str, observations, actions, rewards, terminals, timeouts, *
     """Write arrays in D4RL's hdf5 layout (used by tests and to export); atomic."""
     import h5py
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in dict(
             observations=observations,
             actions=actions,
@@ -112,4 +120,3 @@ def write_d4rl(path: str, observations, actions, rewards, terminals, timeouts, *
             **extra,
         ).items():
             f.create_dataset(k, data=np.asarray(v))
-    os.replace(tmp, path)

@@ -61,6 +61,21 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def non_finite_row(a: np.ndarray) -> tuple[int, str] | None:
+    """(first row, "NaN" | "inf" | "-inf") of a float array holding a non-finite value, or None when all are finite.
+
+    The common case (all finite) costs one `np.isfinite(a).all()` pass; rows are located only on failure.
+    """
+    a = np.asarray(a)
+    if a.size == 0 or not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all():
+        return None
+    row = int(np.argmax(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)))
+    vals = np.asarray(a[row]).reshape(-1)
+    if np.isnan(vals).any():
+        return row, "NaN"
+    return row, "inf" if (vals == np.inf).any() else "-inf"
+
+
 def _infer_space(x: np.ndarray, discrete: bool = False) -> gym.Space:
     if discrete:
         return gym.spaces.Discrete(int(x.max()) + 1 if x.size else 1)
@@ -117,17 +132,31 @@ class EpisodeDataset:
         for name, arr in (("rewards", rewards), ("terminations", terminations), ("truncations", truncations)):
             if np.shape(arr) != (n,):
                 raise PbrlError(f"{name} must have shape ({n},); got {np.shape(arr)}")
-        rewards = np.asarray(rewards, dtype=np.float32)
-        if not np.all(np.isfinite(rewards)):
-            bad = int(np.flatnonzero(~np.isfinite(rewards))[0])
-            raise PbrlError(f"rewards must be finite; row {bad} is {rewards[bad]}")
-        discrete = isinstance(action_space, gym.spaces.Discrete) or np.issubdtype(
-            np.asarray(actions).dtype, np.integer
-        )
-        actions = np.asarray(actions, dtype=np.int64 if discrete else np.float32)
-        observations = np.asarray(observations)
-        if observations.dtype == np.float64:
-            observations = observations.astype(np.float32)
+        with np.errstate(over="ignore"):  # float64 values past float32's range become inf, refused below
+            rewards = np.asarray(rewards, dtype=np.float32)
+            discrete = isinstance(action_space, gym.spaces.Discrete) or np.issubdtype(
+                np.asarray(actions).dtype, np.integer
+            )
+            actions = np.asarray(actions, dtype=np.int64 if discrete else np.float32)
+            observations = np.asarray(observations)
+            if observations.dtype == np.float64:
+                observations = observations.astype(np.float32)
+        # every float array a learner reads (next observations are rows of `observations`): a NaN here would
+        # otherwise train an all-NaN model without a word
+        obs_starts = starts[:-1] + np.arange(num_episodes)  # observation row of each episode's first observation
+        for name, arr, ep_rows in (
+            ("observations", observations, obs_starts),
+            ("actions", actions, starts[:-1]),
+            ("rewards", rewards, starts[:-1]),
+        ):
+            bad = non_finite_row(arr)
+            if bad is not None:
+                row, kind = bad
+                ep = int(np.searchsorted(ep_rows, row, side="right") - 1)
+                raise PbrlError(
+                    f"{name} row {row}: {kind} (episode {ep}, step {row - int(ep_rows[ep])}); "
+                    "observations, actions and rewards must be finite"
+                )
         self.observations_all = _readonly(observations)
         self.actions = _readonly(actions)
         self.rewards = _readonly(rewards)

@@ -3,6 +3,13 @@
 Writing goes through `minari.create_dataset_from_buffers` (DataCollector needs jax). pbrl's own metadata
 (provenance, source name) rides in the Minari metadata under the key `pbrl`. The dataset is first created under a
 temporary datasets root next to the real one and then renamed into place, so a failed write leaves nothing behind.
+
+Concurrent writers of one id: the final step (does the id exist? rename into place) runs under an exclusive lock
+on the datasets root and, on Linux, as a rename that refuses to replace (RENAME_NOREPLACE), so of two writers that
+did not ask to overwrite exactly one wins and the other raises PbrlError and leaves nothing. An overwrite swaps the
+new folder with the old one in one atomic step (RENAME_EXCHANGE), so readers see the old or the new dataset, never
+none. Files and folders are fsynced before and after the rename. Temporary roots are named
+`.pbrl-tmp-<pid>-<host tag>-...`; the next writer removes those of writers that were killed.
 """
 
 from __future__ import annotations
@@ -11,14 +18,25 @@ import contextlib
 import json
 import os
 import shutil
-import uuid
+import tempfile
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pbrl.errors import PbrlError
-from pbrl.utils import json_default
+from pbrl.utils import (
+    atomic_write_bytes,
+    dumps_json,
+    exchange_paths,
+    folder_lock,
+    fsync_folder,
+    rename_no_replace,
+    sweep_stale_temporaries,
+    temp_name_prefix,
+)
+
+TMP_ROOT_PREFIX = ".pbrl-tmp-"
 
 if TYPE_CHECKING:
     from pbrl.data.dataset import EpisodeDataset
@@ -38,7 +56,7 @@ def local_dataset_ids() -> list[str]:
     for dirpath, _dirnames, filenames in os.walk(root):
         if os.path.basename(dirpath) == "data" and "metadata.json" in filenames:
             ids.append(os.path.relpath(os.path.dirname(dirpath), root))
-    return sorted(i for i in ids if not i.startswith(".pbrl-tmp"))
+    return sorted(i for i in ids if not i.startswith(TMP_ROOT_PREFIX))
 
 
 def dataset_exists(dataset_id: str) -> bool:
@@ -46,11 +64,20 @@ def dataset_exists(dataset_id: str) -> bool:
 
 
 def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
+    """A Minari dataset as an EpisodeDataset: `id_or_dataset` is a local id, a dataset folder (holding
+    data/metadata.json), or a `minari.MinariDataset`. Missing, truncated or corrupt files raise one PbrlError that
+    names the file; so do non-finite observations, actions or rewards (naming the first bad row)."""
     import minari
 
-    from pbrl.data.dataset import EpisodeDataset
-
-    if isinstance(id_or_dataset, str):
+    if isinstance(id_or_dataset, str | os.PathLike) and os.path.isfile(
+        os.path.join(id_or_dataset, "data", "metadata.json")
+    ):
+        data = os.path.join(id_or_dataset, "data")
+        try:
+            mds = minari.MinariDataset(data)
+        except Exception as e:  # noqa: BLE001  a corrupt metadata.json raises json/KeyError/... from minari
+            raise PbrlError(f"{data}: not a readable Minari dataset ({_one_line(e)})") from None
+    elif isinstance(id_or_dataset, str):
         dataset_id = id_or_dataset
         if not download and not dataset_exists(dataset_id):
             hint = ", ".join(local_dataset_ids()[:8]) or "none"
@@ -61,18 +88,35 @@ def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
         try:
             mds = minari.load_dataset(dataset_id, download=download)
         except Exception as e:  # minari raises several types for corrupt or missing data
-            raise PbrlError(f"cannot load Minari dataset {dataset_id!r}: {e}") from None
+            raise PbrlError(f"cannot load Minari dataset {dataset_id!r}: {_one_line(e)}") from None
     else:
         mds = id_or_dataset
     storage = mds.storage
+    data_file = os.path.join(str(storage.data_path), "main_data.hdf5")
+    where = f"Minari dataset {mds.spec.dataset_id!r} ({data_file})"
+    try:
+        return _read_storage(mds, where)
+    except PbrlError:
+        raise
+    except Exception as e:  # noqa: BLE001  h5py raises OSError/KeyError/ValueError for truncated or corrupt files
+        raise PbrlError(f"{where}: unreadable, truncated or corrupt ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg[:200]}"
+
+
+def _read_storage(mds: Any, where: str) -> EpisodeDataset:
+    from pbrl.data.dataset import EpisodeDataset
+
+    storage = mds.storage
     episodes = list(storage.get_episodes(range(storage.total_episodes)))
     if not episodes:
-        raise PbrlError(f"Minari dataset {mds.spec.dataset_id!r} has no episodes")
+        raise PbrlError(f"{where}: has no episodes")
     for ep in episodes:
         if isinstance(ep["observations"], dict | tuple):
-            raise PbrlError(
-                f"{mds.spec.dataset_id}: dict/tuple observations are not supported (flatten them first)"
-            )
+            raise PbrlError(f"{where}: dict/tuple observations are not supported (flatten them first)")
     raw_meta = storage.metadata
     lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
     env_spec = raw_meta.get("env_spec")
@@ -89,17 +133,20 @@ def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
         ref_max_score=raw_meta.get("ref_max_score"),
         description=raw_meta.get("description"),
     )
-    return EpisodeDataset(
-        observations=np.concatenate([ep["observations"] for ep in episodes]),
-        actions=np.concatenate([ep["actions"] for ep in episodes]),
-        rewards=np.concatenate([ep["rewards"] for ep in episodes]),
-        terminations=np.concatenate([ep["terminations"] for ep in episodes]),
-        truncations=np.concatenate([ep["truncations"] for ep in episodes]),
-        episode_starts=np.concatenate([[0], np.cumsum(lengths)]),
-        metadata=meta,
-        observation_space=storage.observation_space,
-        action_space=storage.action_space,
-    )
+    try:
+        return EpisodeDataset(
+            observations=np.concatenate([ep["observations"] for ep in episodes]),
+            actions=np.concatenate([ep["actions"] for ep in episodes]),
+            rewards=np.concatenate([ep["rewards"] for ep in episodes]),
+            terminations=np.concatenate([ep["terminations"] for ep in episodes]),
+            truncations=np.concatenate([ep["truncations"] for ep in episodes]),
+            episode_starts=np.concatenate([[0], np.cumsum(lengths)]),
+            metadata=meta,
+            observation_space=storage.observation_space,
+            action_space=storage.action_space,
+        )
+    except PbrlError as e:  # bad values or layout: say which dataset
+        raise PbrlError(f"{where}: {e}") from None
 
 
 @contextlib.contextmanager
@@ -172,7 +219,8 @@ def write_minari(
             )
         )
     os.makedirs(root, exist_ok=True)
-    tmp_root = os.path.join(root, f".pbrl-tmp-{uuid.uuid4().hex[:12]}")
+    sweep_stale_temporaries(root, TMP_ROOT_PREFIX)  # leftovers of writers killed mid-write
+    tmp_root = tempfile.mkdtemp(prefix=temp_name_prefix(TMP_ROOT_PREFIX), dir=root)
     try:
         with _datasets_root_at(tmp_root), warnings.catch_warnings():
             # minari warns about unset author/permalink/eval_env fields we do not use
@@ -190,19 +238,52 @@ def write_minari(
                 jpeg_encoding=False,
             )
             mds = minari.load_dataset(dataset_id)
-            mds.storage.update_metadata({"pbrl": json.dumps(meta, default=json_default)})
+            mds.storage.update_metadata({"pbrl": dumps_json(meta)})
+        src = os.path.join(tmp_root, dataset_id)
+        _fsync_tree(src)
         os.makedirs(os.path.dirname(final) or root, exist_ok=True)
-        trash = None
-        if os.path.exists(final):
-            trash = f"{final}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-        os.replace(os.path.join(tmp_root, dataset_id), final)
-        _copy_namespace_metadata(tmp_root, root, dataset_id)
-        if trash:
-            shutil.rmtree(trash, ignore_errors=True)
+        _publish(src, final, tmp_root, dataset_id, overwrite)
+        with folder_lock(root):
+            _copy_namespace_metadata(tmp_root, root, dataset_id)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return final
+
+
+def _publish(src: str, final: str, tmp_root: str, dataset_id: str, overwrite: bool) -> None:
+    """Move the finished dataset folder `src` to `final`: the exclusive step of a write (see the module docstring).
+
+    Without `overwrite` an existing `final` (another writer's, finished since this write began) is never replaced:
+    PbrlError. With it the old folder is swapped out atomically and left in `tmp_root`, which the caller removes.
+    """
+    root = datasets_root()
+    with folder_lock(root):
+        if os.path.lexists(final) and overwrite:
+            if not exchange_paths(src, final):
+                # no atomic swap on this system: two renames, exclusive among pbrl writers under the lock
+                os.rename(final, os.path.join(tmp_root, ".replaced"))
+                os.rename(src, final)
+        else:
+            try:
+                rename_no_replace(src, final)
+            except FileExistsError:
+                raise PbrlError(
+                    f"Minari dataset {dataset_id!r} already exists at {final} (written by another process "
+                    "meanwhile); pass overwrite=True / --overwrite"
+                ) from None
+        fsync_folder(os.path.dirname(final))
+
+
+def _fsync_tree(top: str) -> None:
+    # the dataset's bytes reach the disk before the rename makes them visible (a crash cannot publish a hole)
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_folder(dirpath)
 
 
 def _copy_namespace_metadata(tmp_root: str, root: str, dataset_id: str) -> None:
@@ -212,5 +293,6 @@ def _copy_namespace_metadata(tmp_root: str, root: str, dataset_id: str) -> None:
         rel = os.path.join(*parts[:depth], "namespace_metadata.json")
         src, dst = os.path.join(tmp_root, rel), os.path.join(root, rel)
         if os.path.isfile(src) and not os.path.exists(dst):
-            shutil.copyfile(src, dst)
+            with open(src, "rb") as f:
+                atomic_write_bytes(dst, f.read())
 
