@@ -11,6 +11,8 @@ import dataclasses
 import importlib
 import json
 import os
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset, Transitions, reference_scores
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_torch_save
+from pbrl.utils import atomic_torch_save, safe_torch_load
 
 
 @dataclass(frozen=True)
@@ -273,12 +275,16 @@ def make_policy(name: str, spec: PolicySpec, config: Any = None, total_steps: in
 
 
 def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[Policy, dict[str, Any]]:
-    """Rebuild a policy from `Policy.save`'s file; returns it and the file's `extra` dict."""
+    """Rebuild a policy from `Policy.save`'s file; returns it and the file's `extra` dict.
+
+    The file is read with the safe loader (tensors and plain containers only); a missing, truncated, foreign or
+    crafted file, or one whose weights do not fit its own config, raises one PbrlError naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise PbrlError(f"checkpoint not found: {path}")
+    obj = safe_torch_load(path, map_location=resolve_device(device), what="pbrl policy checkpoint")
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
         name = obj["algo"]
         _, cfg_cls = algorithm(name)
         # JSON turns tuples (layer sizes, multipliers) into lists; every list-valued config field is a tuple
@@ -286,10 +292,105 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[Policy, d
             **{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(obj["config"]).items()}
         )
         spec = PolicySpec.from_json(obj["spec"])
-    except PbrlError:
-        raise
-    except Exception as e:  # corrupt or foreign file
-        raise PbrlError(f"{path}: not a pbrl policy checkpoint ({type(e).__name__}: {e})") from None
-    policy = make_policy(name, spec, config, obj["total_steps"]).to(device)
-    policy.load_training_state(obj["state"])
-    return policy, obj["extra"]
+        policy = make_policy(name, spec, config, obj["total_steps"]).to(device)
+        policy.load_training_state(obj["state"])
+        extra = obj["extra"]
+    except Exception as e:  # noqa: BLE001  a foreign or crafted file is the user's input error
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise PbrlError(f"{path}: not a pbrl policy checkpoint ({type(e).__name__}: {msg})") from None
+    return policy, extra
+
+
+def resolve_device(device: str, field: str = "device") -> torch.device:
+    """`device` as a torch.device, refused with one line when torch does not know it or this machine lacks it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PbrlError(f"{field}: unknown torch device {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PbrlError(f"{field}: {device!r} asked for, but torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PbrlError(f"{field}: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PbrlError(f"{field}: 'mps' asked for, but torch sees no MPS device here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise PbrlError(f"{field}: unsupported torch device {device!r}; expected cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def check_overrides(name: str, overrides: dict[str, Any], where: str = "--set") -> dict[str, Any]:
+    """`overrides` for algorithm `name`'s config checked against the config dataclass's field types (as the
+    command line reads them: JSON numbers, booleans, lists, strings); returns them converted (int -> float for
+    float fields, lists -> tuples). An unknown key or a value of the wrong type raises one PbrlError naming it."""
+    _, cfg_cls = algorithm(name)
+    hints = typing.get_type_hints(cfg_cls)
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise PbrlError(f"{where} {key}: {name} config has no field {key!r}; fields: {sorted(fields)}")
+        ok, converted = _fits(value, hints[key])
+        if not ok:
+            raise PbrlError(f"{where} {key}: expected {_type_name(hints[key])}, got {value!r}")
+        out[key] = converted
+    return out
+
+
+def _fits(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Whether `value` (read from JSON) is an instance of the annotation `tp`, and the value converted to it."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True, value
+    if tp is type(None):
+        return value is None, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, v = _fits(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_fits(v, args[0]) for v in value]
+        elif len(args) == len(value):
+            items = [_fits(v, a) for v, a in zip(value, args)]
+        else:
+            return False, value
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_fits(v, args[0]) if args else (True, v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value  # an annotation this check does not model: the config's own checks decide
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))

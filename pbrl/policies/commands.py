@@ -63,12 +63,14 @@ class TrainCommand:
         import torch
 
         from pbrl.data import load_dataset
-        from pbrl.policies.base import default_config
+        from pbrl.policies.base import check_overrides, default_config, resolve_device
         from pbrl.policies.trainer import train_policy
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        config = default_config(self.algo, **parse_overrides(self.set))
+        # settings first, before the (possibly large) dataset is read
+        resolve_device(self.device, "--device")
+        config = default_config(self.algo, **check_overrides(self.algo, parse_overrides(self.set)))
         ds = load_dataset(self.spec)
         out = self.out or str(
             Path("runs") / f"{self.algo}-{re.sub(r'[^A-Za-z0-9._-]+', '_', ds.name)}-s{self.seed}"
@@ -108,11 +110,15 @@ class EvalCommand:
     """Print one JSON object instead of a line of text."""
 
     def run(self) -> None:
-        from pbrl.policies.base import load_policy
-        from pbrl.policies.evaluation import evaluate, normalize_returns
+        from pbrl.policies.base import load_policy, resolve_device
+        from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
 
+        resolve_device(self.device, "--device")
         policy, _ = load_policy(self.ckpt, device=self.device)
         env_id = self.env_id or policy.spec.env_id
+        if not env_id:
+            raise PbrlError(f"{self.ckpt}: the policy names no environment; pass --env-id")
+        check_env_fits(policy.spec, env_id)
         returns = evaluate(policy, env_id, self.episodes, seed=self.seed)
         scores = normalize_returns(policy, returns)
         result = {
@@ -134,7 +140,9 @@ class EvalCommand:
 
 
 def _summary_line(s: dict) -> str:
-    parts = [f"{s['algo']} on {s['dataset']}: {s['steps_done']} steps, {s['perf/steps_per_s']:.1f} steps/s"]
+    sps = s["perf/steps_per_s"]
+    speed = "no new updates" if sps is None else f"{sps:.1f} steps/s"
+    parts = [f"{s['algo']} on {s['dataset']}: {s['steps_done']} steps, {speed}"]
     if s["last_return_mean"] is not None:
         parts.append(f"last return {s['last_return_mean']:.2f}")
     if s["last_score"] is not None:

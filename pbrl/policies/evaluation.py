@@ -10,7 +10,28 @@ import torch
 
 from pbrl.data import make_env, normalized_score
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Policy
+from pbrl.policies.base import Policy, PolicySpec
+
+
+def check_env_fits(spec: PolicySpec, env_id: str) -> None:
+    """Make `env_id` once and check that its spaces fit a policy of `spec`: the flattened observation size, the
+    action space's kind (Box or Discrete) and size. An unknown id or a mismatch raises one PbrlError naming both."""
+    env = make_env(env_id)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    obs_dim = int(np.prod(obs_space.shape)) if obs_space.shape is not None else None
+    if obs_dim != spec.obs_dim:
+        raise PbrlError(
+            f"env {env_id!r}: observations of size {obs_dim} ({obs_space}), but the policy of dataset "
+            f"{spec.dataset_name!r} takes {spec.obs_dim}"
+        )
+    if spec.discrete:
+        if not isinstance(act_space, gym.spaces.Discrete) or int(act_space.n) != spec.act_dim:
+            raise PbrlError(f"env {env_id!r}: action space {act_space}, but the policy picks one of {spec.act_dim} actions")
+    elif not isinstance(act_space, gym.spaces.Box) or int(np.prod(act_space.shape)) != spec.act_dim:
+        raise PbrlError(f"env {env_id!r}: action space {act_space}, but the policy outputs {spec.act_dim} continuous values")
 
 
 def evaluate(
@@ -25,7 +46,7 @@ def evaluate(
         raise PbrlError(f"eval episodes must be >= 1, got {episodes}")
     if not env_id:
         raise PbrlError("no environment to evaluate in: the dataset has no env_id (pass env_id explicitly)")
-    make_env(env_id).close()  # a clear PbrlError for unknown ids before the vector env swallows it
+    check_env_fits(policy.spec, env_id)  # a clear PbrlError before the vector env swallows it
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(episodes)])
     returns = np.zeros(episodes)
     done = np.zeros(episodes, dtype=bool)

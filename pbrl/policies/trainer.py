@@ -16,18 +16,42 @@ run reaches bit-for-bit the same weights as an uninterrupted one with the same s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
-from pbrl.policies.base import PolicySpec, default_config, make_policy
-from pbrl.policies.evaluation import evaluate, normalize_returns
-from pbrl.utils import atomic_write_text, denormals_flushed, git_revision, json_default, set_seed
+from pbrl.policies.base import PolicySpec, default_config, make_policy, resolve_device
+from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
+from pbrl.runs import CONFIG_NAME, RunFolder
+from pbrl.utils import (
+    atomic_write_json,
+    denormals_flushed,
+    dumps_json,
+    git_revision,
+    safe_torch_load,
+    set_seed,
+)
+
+
+def dataset_fingerprint(ds: EpisodeDataset) -> str:
+    """sha256 over the dataset's arrays (observations, actions, rewards, terminations, truncations, episode
+    offsets): a resume must continue on the same data, whatever file or id it was read from."""
+    h = hashlib.sha256()
+    for name in ("observations_all", "actions", "rewards", "terminations", "truncations", "episode_starts"):
+        a = getattr(ds, name, None)
+        if a is None:
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @denormals_flushed()
@@ -56,6 +80,10 @@ def train_policy(
       no env id = never). env_id: the environment to evaluate in (default: the dataset's).
     resume: continue from out_dir/checkpoint.pt. stop_at: stop after this many updates (a later resume continues).
     checkpoint_every: default eval_every (or 10% of steps when that is 0).
+
+    Every setting is checked before the first update (and before anything is written): the device, the config,
+    the evaluation environment (made once, its spaces checked against the dataset's), and on resume the
+    checkpoint and the run's fingerprint (algorithm, config, steps, seed, evaluation settings, dataset contents).
     """
     if steps < 1:
         raise PbrlError(f"steps must be >= 1, got {steps}")
@@ -63,6 +91,7 @@ def train_policy(
         raise PbrlError("eval_every and eval_episodes must be >= 0")
     if resume and out_dir is None:
         raise PbrlError("resume needs out_dir (the folder holding checkpoint.pt)")
+    torch_device = resolve_device(device)
     config = default_config(algo) if config is None else config
     out = Path(out_dir) if out_dir is not None else None
     env_id = env_id or dataset.env_id
@@ -71,7 +100,9 @@ def train_policy(
 
     set_seed(seed)
     spec = PolicySpec.from_dataset(dataset, env_id=env_id)
-    policy = make_policy(algo, spec, config, total_steps=steps).to(device)
+    if do_eval:  # an unknown env id or one whose spaces do not fit fails now, not after training
+        check_env_fits(spec, env_id)
+    policy = make_policy(algo, spec, config, total_steps=steps).to(torch_device)
     generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
     sampler = policy.make_sampler(dataset, generator)
     run_info = {
@@ -84,34 +115,49 @@ def train_policy(
         "device": device,
         "env_id": env_id,
         "dataset": dataset.name,
-        "dataset_metadata": json.loads(json.dumps(dataset.metadata, default=json_default)),
+        "dataset_metadata": json.loads(dumps_json(dataset.metadata)),
         "git_revision": git_revision(),
+    }
+    # what a resume must match (the device may change: CPU and GPU runs continue each other)
+    fingerprint = {
+        **{k: run_info[k] for k in ("algo", "config", "steps", "seed", "eval_every", "eval_episodes", "env_id")},
+        "dataset": dataset.name,
+        "dataset_sha256": dataset_fingerprint(dataset),
     }
 
     history: list[dict[str, Any]] = []  # eval records
-    lines: list[str] = []  # metrics.jsonl content
     start = 0
+    run: RunFolder | None = None
     if out is not None:
         ckpt = out / "checkpoint.pt"
-        if resume and ckpt.is_file():
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-            saved = json.loads(state["extra"]["run"])
-            for key in ("algo", "config", "steps", "seed"):
-                if saved[key] != json.loads(json.dumps(run_info[key])):
-                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({saved[key]} vs {run_info[key]})")
-            policy.load_training_state(state["state"])
-            generator.set_state(state["extra"]["generator"])
-            torch.set_rng_state(state["extra"]["torch_rng"])
-            start = policy.step
-            history = json.loads(state["extra"]["history"])
-            metrics_path = out / "metrics.jsonl"
-            if metrics_path.is_file():
-                lines = [
-                    ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start
-                ]
-        elif resume:
+        if resume and not ckpt.is_file():
             raise PbrlError(f"nothing to resume: {ckpt} does not exist")
-        atomic_write_text(str(out / "config.json"), json.dumps(run_info, indent=1))
+        state = None
+        if resume:
+            state = safe_torch_load(ckpt, map_location=torch_device, what="training checkpoint")
+            try:
+                saved = json.loads(state["extra"]["run"])
+                saved_core = {key: saved[key] for key in ("algo", "config", "steps", "seed")}
+            except (TypeError, KeyError, ValueError):
+                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
+            for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
+                if value != json.loads(dumps_json(run_info[key])):
+                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
+        # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
+        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device)
+        # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
+        atomic_write_json(str(out / CONFIG_NAME), {**run_info, "fingerprint": run.fingerprint})
+        if state is not None:
+            try:
+                policy.load_training_state(state["state"])
+                generator.set_state(state["extra"]["generator"])
+                torch.set_rng_state(state["extra"]["torch_rng"])
+                history = json.loads(state["extra"]["history"])
+            except (TypeError, KeyError, ValueError, RuntimeError) as e:
+                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
+            start = policy.step
+            run.rewind(start)  # rows logged after the checkpoint were lost with the killed run: they come again
 
     def save_checkpoint(path: Path) -> None:
         policy.save(
@@ -124,9 +170,9 @@ def train_policy(
             },
         )
 
-    def flush_metrics() -> None:
-        if out is not None:
-            atomic_write_text(str(out / "metrics.jsonl"), "".join(ln + "\n" for ln in lines))
+    def log(row: dict[str, Any]) -> None:
+        if run is not None:
+            run.log(row)
 
     def run_eval(step: int) -> dict[str, Any]:
         returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000)
@@ -149,7 +195,7 @@ def train_policy(
         bar = tqdm(total=steps, initial=start, desc=algo, dynamic_ncols=True, mininterval=1.0)
     # throughput counts update time only: evaluation and checkpoint time is kept out
     t0, window_t, window_n, paused, paused_window = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0
-    steps_per_s = float("nan")
+    steps_per_s: float | None = None
     for step in range(start + 1, stop + 1):
         metrics = policy.update(sampler())
         window_n += 1
@@ -157,14 +203,14 @@ def train_policy(
             now = time.perf_counter()
             steps_per_s = window_n / max(now - window_t - paused_window, 1e-9)
             window_t, window_n, paused_window = now, 0, 0.0
-            lines.append(json.dumps({"step": step, **metrics, "perf/steps_per_s": steps_per_s}))
+            log({"step": step, **metrics, "perf/steps_per_s": steps_per_s})
             if bar is not None:
                 short = {k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]}
                 bar.set_postfix(**short, sps=f"{steps_per_s:.1f}")
         if do_eval and ((eval_every and step % eval_every == 0) or step == steps):
             t_eval = time.perf_counter()
             rec = run_eval(step)
-            lines.append(json.dumps({k: v for k, v in rec.items()}))
+            log(rec)
             if bar is not None:
                 bar.write(
                     f"step {step}: return {rec['eval/return_mean']:.1f}"
@@ -180,7 +226,6 @@ def train_policy(
             bar.update(1)
         if out is not None and (step % checkpoint_every == 0 or step == stop):
             t_save = time.perf_counter()
-            flush_metrics()
             save_checkpoint(out / "checkpoint.pt")
             paused_window += time.perf_counter() - t_save
             paused += time.perf_counter() - t_save
@@ -206,12 +251,11 @@ def train_policy(
         "best_step": None if best is None else best["step"],
         "last_returns": None if last is None else last["eval/returns"],
         "evaluations": [{k: v for k, v in r.items() if k != "eval/returns"} for r in history],
-        "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9)
-        if policy.step > start
-        else steps_per_s,
+        # None when this call ran no update (e.g. resuming a finished run): there is no throughput to report
+        "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9) if policy.step > start else None,
     }
-    if out is not None:
+    if run is not None:
         if policy.step >= steps:
             save_checkpoint(out / "policy.pt")
-        atomic_write_text(str(out / "summary.json"), json.dumps(summary, indent=1))
-    return summary
+        run.write_summary(summary)
+    return json.loads(dumps_json(summary))

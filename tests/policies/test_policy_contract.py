@@ -159,8 +159,114 @@ def test_load_policy_errors(tmp_path):
         load_policy(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(PbrlError, match="not a pbrl policy checkpoint"):
+    with pytest.raises(PbrlError, match="bad.pt: unreadable pbrl policy checkpoint"):
         load_policy(bad)
+
+
+def test_load_policy_refuses_truncated_foreign_and_crafted_files(pendulum, tmp_path):
+    policy = make_policy("bc", PolicySpec.from_dataset(pendulum), small_config("bc"), total_steps=2)
+    good = tmp_path / "good.pt"
+    policy.save(good)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")  # a torch file, not a policy
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    torch.save({"algo": "bc", "x": Payload()}, tmp_path / "crafted.pt")
+    # a policy file whose weights do not fit its own config
+    obj = torch.load(good, weights_only=True)
+    obj["config"] = json.dumps({**json.loads(obj["config"]), "hidden": [7]})
+    torch.save(obj, tmp_path / "mismatched.pt")
+    for name in ("truncated.pt", "empty.pt", "foreign.pt", "crafted.pt", "mismatched.pt"):
+        with pytest.raises(PbrlError, match=f"{name}: .*pbrl policy checkpoint"):
+            load_policy(tmp_path / name)
+
+
+def test_resume_from_a_bad_checkpoint_is_one_error(pendulum, tmp_path):
+    kw = dict(steps=4, eval_every=0, eval_episodes=0, progress=False)
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, stop_at=2, **kw)
+    ckpt = tmp_path / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    config_before = (tmp_path / "config.json").read_text()
+    for content in (good[:100], b"", None):
+        if content is None:  # a torch file of the wrong layout
+            torch.save({"state": {}}, ckpt)
+        else:
+            ckpt.write_bytes(content)
+        with pytest.raises(PbrlError, match="checkpoint.pt: .*(unreadable|not a pbrl) training checkpoint"):
+            train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, resume=True, **kw)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        assert (tmp_path / "config.json").read_text() == config_before
+
+
+def test_resume_refuses_other_data_and_rewinds_metrics(pendulum, cartpole, tmp_path):
+    kw = dict(steps=6, eval_every=0, eval_episodes=0, progress=False, log_every=1, checkpoint_every=2)
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, stop_at=4, **kw)
+    other = pendulum.with_rewards(np.asarray(pendulum.rewards) + 1.0)
+    with pytest.raises(PbrlError, match="cannot resume, dataset_sha256 differs"):
+        train_policy("bc", other, small_config("bc"), out_dir=tmp_path, resume=True, **kw)
+    # a killed run logged steps 5 and 6 after its last checkpoint (step 4): the resume must not repeat them
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "bc/loss": 0.0}) + "\n" + json.dumps({"step": 6, "bc/loss": 0.0}) + "\n")
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, resume=True, **kw)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["algo"] == "bc" and cfg["fingerprint"]["dataset_sha256"] and cfg["steps"] == 6
+
+
+def test_resuming_a_finished_run_writes_strict_json(pendulum, tmp_path):
+    kw = dict(steps=2, eval_every=0, eval_episodes=0, progress=False, log_every=1)
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, **kw)
+    again = train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, resume=True, **kw)
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["perf/steps_per_s"] is None and again["steps_done"] == 2
+
+
+def test_nan_losses_are_written_as_null(pendulum, tmp_path):
+    # a learning rate this large drives the losses to inf / NaN within a few steps
+    kw = dict(steps=4, eval_every=0, eval_episodes=0, progress=False, log_every=1)
+    s = train_policy("bc", pendulum, small_config("bc", lr=1e38), out_dir=tmp_path, **kw)
+    text = (tmp_path / "metrics.jsonl").read_text()
+    rows = [json.loads(ln) for ln in text.splitlines()]  # strict parse: json.loads accepts NaN, so check the text
+    assert "NaN" not in text and [r["bc/loss"] is None for r in rows] == [False, True, True, True]
+    assert s["evaluations"] == [] and "NaN" not in (tmp_path / "summary.json").read_text()
+
+
+def test_bad_device_and_env_fail_before_training(pendulum, cartpole, tmp_path):
+    kw = dict(steps=2, eval_every=0, eval_episodes=1, progress=False)
+    with pytest.raises(PbrlError, match="device: unknown torch device 'tpu'"):
+        train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path / "a", device="tpu", **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(PbrlError, match="no CUDA device"):
+            train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path / "a", device="cuda", **kw)
+    with pytest.raises(PbrlError, match="env 'CartPole-v1': observations of size 4"):
+        train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path / "a", env_id="CartPole-v1", **kw)
+    with pytest.raises(PbrlError, match="cannot make environment"):
+        train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path / "a", env_id="NoSuchEnv-v9", **kw)
+    assert not (tmp_path / "a").exists()
+
+
+def test_check_overrides_types():
+    from pbrl.policies.base import check_overrides
+
+    assert check_overrides("iql", {"expectile": 1, "hidden": [8, 8], "actor_cosine": False}) == {
+        "expectile": 1.0,
+        "hidden": (8, 8),
+        "actor_cosine": False,
+    }
+    with pytest.raises(PbrlError, match="expectile: expected float, got 'abc'"):
+        check_overrides("iql", {"expectile": "abc"})
+    with pytest.raises(PbrlError, match="hidden: expected a list of int, got 5"):
+        check_overrides("iql", {"hidden": 5})
+    with pytest.raises(PbrlError, match="nosuch: iql config has no field"):
+        check_overrides("iql", {"nosuch": 1})
+    with pytest.raises(PbrlError, match="batch_size: expected int, got 3.5"):
+        check_overrides("bc", {"batch_size": 3.5})
 
 
 def test_unknown_algorithm(pendulum):
