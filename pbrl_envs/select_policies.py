@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_json
+from pbrl.utils import atomic_write_json, safe_torch_load
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -105,7 +105,7 @@ class SelectPolicies:
         for e in evals:
             actor = Actor(config["obs_dim"], config["act_dim"], config["hidden"], config["act_low"],
                           config["act_high"])
-            actor.load_state_dict(torch.load(self.run / e["checkpoint"], map_location="cpu", weights_only=True))
+            actor.load_state_dict(safe_torch_load(self.run / e["checkpoint"], what="actor checkpoint"))
             ret = evaluate_actor(actor, config["env_id"], self.reeval_episodes, 30_000, deterministic=False)
             e = dict(e, return_stoch_mean=float(ret.mean()), return_stoch_std=float(ret.std()),
                      train_eval_stoch_mean=e["return_stoch_mean"])

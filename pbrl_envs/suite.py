@@ -55,6 +55,7 @@ import torch
 
 from pbrl.data import EpisodeDataset, collect_episodes, register_reference_scores
 from pbrl.errors import PbrlError
+from pbrl.utils import safe_torch_load
 from pbrl_envs.recipes import RECIPES, Recipe, register_recipe
 from pbrl_envs.sac import Actor
 
@@ -147,7 +148,7 @@ def load_actor(family: str, step: int) -> Actor:
     if not path.is_file():
         raise PbrlError(f"missing checkpoint file {path}")
     actor = Actor(card["obs_dim"], card["act_dim"], card["hidden"], card["act_low"], card["act_high"])
-    actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    actor.load_state_dict(safe_torch_load(path, what="behaviour-policy checkpoint"))
     actor.eval()
     return actor
 

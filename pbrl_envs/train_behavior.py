@@ -13,7 +13,9 @@ each by default), so a 16-core machine trains 16 of them at once. Each run folde
     final.pt                the full agent (actor, critics, optimisers) at the end, kept out of the suite
     resume.pt               agent, replay buffer, step and RNG state at the latest checkpoint (for `--resume`)
 
-`--resume` continues a run from its resume.pt up to `--steps`. The agent, buffer, evaluations and torch RNG are
+`--resume` continues a run from its resume.pt up to `--steps`. resume.pt holds tensors, numbers, strings, lists and
+dicts only and is read with `weights_only=True` (a crafted file cannot run code; an older file that needs pickled
+objects is refused with one line). The agent, buffer, evaluations and torch RNG are
 restored exactly; the environment starts a fresh episode at the resumed step (the episode in progress at the
 checkpoint is cut), so a resumed run is close to, not bit-identical with, an uninterrupted one.
 
@@ -30,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbrl.utils import atomic_torch_save, atomic_write_json, git_revision
+from pbrl.errors import PbrlError
+from pbrl.utils import atomic_torch_save, atomic_write_json, git_revision, safe_torch_load
 from pbrl_envs.sac import SAC, Actor, Batch, SACConfig
 
 
@@ -164,12 +167,8 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
     start, ep_rets, wall0 = 0, [], 0.0
     resume_path = out / "resume.pt"
     if cfg.resume and resume_path.exists():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
-        agent.load_state_dict(state["agent"])
-        start, ep_rets, evals, wall0 = state["step"], state["ep_rets"], state["evals"], state["wall_s"]
-        updater.buf[:start].copy_(state["buffer"])
-        updater.n.fill_(start)
-        torch.set_rng_state(state["torch_rng"])
+        state = safe_torch_load(resume_path, map_location=device, what="resume file")
+        start, ep_rets, evals, wall0 = _restore(state, resume_path, agent, updater)
         print(f"[{env_id} s{seed}] resumed at step {start}", flush=True)
     o, _ = env.reset(seed=seed + start)
     env.action_space.seed(seed + start)
@@ -217,9 +216,11 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
             }
             evals.append(rec)
             atomic_write_json(str(out / "evals.json"), evals)
+            # plain numbers, lists and tensors only, so that resume reads it with weights_only=True
             atomic_torch_save({
-                "agent": agent.state_dict(), "buffer": updater.buf[:n].cpu(), "step": n, "ep_rets": ep_rets,
-                "evals": evals, "wall_s": rec["wall_s"], "torch_rng": torch.get_rng_state(),
+                "agent": agent.state_dict(), "buffer": updater.buf[:n].cpu(), "step": int(n),
+                "ep_rets": [float(x) for x in ep_rets], "evals": evals, "wall_s": float(rec["wall_s"]),
+                "torch_rng": torch.get_rng_state(),
             }, str(resume_path))
             print(f"[{env_id} s{seed}] step {n} det {det.mean():.1f} stoch {sto.mean():.1f} "
                   f"({sps:.0f} steps/s)", flush=True)
@@ -229,6 +230,28 @@ def train_one(cfg: TrainBehaviorConfig, env_id: str, seed: int, out: Path) -> li
     atomic_torch_save(agent.state_dict(), str(out / "final.pt"))
     env.close()
     return evals
+
+
+_RESUME_KEYS = ("agent", "buffer", "step", "ep_rets", "evals", "wall_s", "torch_rng")
+
+
+def _restore(state: object, path: Path, agent: SAC, updater: _Updater) -> tuple[int, list, list, float]:
+    """Load a resume.pt's agent, buffer and RNG into this run; (step, episode returns, evals, wall seconds).
+
+    A file of another run (other env, widths) or of another layout raises one PbrlError naming it."""
+    if not isinstance(state, dict) or any(k not in state for k in _RESUME_KEYS):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise PbrlError(f"{path}: not a resume file of train_behavior (expected keys {list(_RESUME_KEYS)}, has {have})")
+    start = int(state["step"])
+    try:
+        agent.load_state_dict(state["agent"])
+        updater.buf[:start].copy_(state["buffer"])
+        torch.set_rng_state(state["torch_rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise PbrlError(f"{path}: does not match this run ({type(e).__name__}: {msg[:200]})") from None
+    updater.n.fill_(start)
+    return start, list(state["ep_rets"]), list(state["evals"]), float(state["wall_s"])
 
 
 def _run(args: tuple[TrainBehaviorConfig, str, int, str]) -> str:
@@ -252,6 +275,11 @@ def main(cfg: TrainBehaviorConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     import tyro
 
-    main(tyro.cli(TrainBehaviorConfig))
+    try:
+        main(tyro.cli(TrainBehaviorConfig))
+    except PbrlError as e:
+        sys.exit(f"train_behavior: error: {e}")

@@ -2,11 +2,16 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from pbrl.errors import PbrlError
+from pbrl.utils import safe_torch_load
 from pbrl_envs.sac import SAC, Actor, Batch, SACConfig, TwinCritic, actor_loss, critic_loss, soft_td_target
 from pbrl_envs.train_behavior import TrainBehaviorConfig, train_one
 
@@ -84,9 +89,9 @@ def test_train_one_writes_checkpoints_and_evals(tmp_path):
     evals = train_one(cfg, "Pendulum-v1", 0, tmp_path)
     assert [e["step"] for e in evals] == [200, 400]
     assert json.loads((tmp_path / "evals.json").read_text()) == evals
-    state = torch.load(tmp_path / "actor_0000400.pt", weights_only=True)
+    state = safe_torch_load(tmp_path / "actor_0000400.pt")
     assert sum(v.numel() * v.element_size() for v in state.values()) < 1_000_000
-    before = torch.load(tmp_path / "actor_0000200.pt", weights_only=True)
+    before = safe_torch_load(tmp_path / "actor_0000200.pt")
     assert not torch.equal(state["head.weight"], before["head.weight"])  # updates happened after step 200
     cfg2 = json.loads((tmp_path / "config.json").read_text())
     assert cfg2["env_id"] == "Pendulum-v1" and cfg2["act_high"] == [2.0]
@@ -96,17 +101,57 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     cfg = TrainBehaviorConfig(steps=200, learning_starts=100, ckpt_every=100, eval_episodes=1, hidden=16,
                               batch_size=32)
     first = train_one(cfg, "Pendulum-v1", 0, tmp_path)
-    saved = torch.load(tmp_path / "resume.pt", weights_only=False)
+    saved = safe_torch_load(tmp_path / "resume.pt")
     assert saved["step"] == 200 and saved["buffer"].shape[0] == 200
     longer = TrainBehaviorConfig(**{**cfg.__dict__, "steps": 300, "resume": True})
     evals = train_one(longer, "Pendulum-v1", 0, tmp_path)
     assert [e["step"] for e in evals] == [100, 200, 300] and evals[:2] == first
-    resumed = torch.load(tmp_path / "resume.pt", weights_only=False)
+    resumed = safe_torch_load(tmp_path / "resume.pt")
     assert torch.equal(resumed["buffer"][:200], saved["buffer"])  # the old transitions were kept
     assert resumed["buffer"][200:].abs().sum() > 0  # and new ones were collected after them
-    before = torch.load(tmp_path / "actor_0000200.pt", weights_only=True)
-    after = torch.load(tmp_path / "actor_0000300.pt", weights_only=True)
+    before = safe_torch_load(tmp_path / "actor_0000200.pt")
+    after = safe_torch_load(tmp_path / "actor_0000300.pt")
     assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it runs `touch <marker>` (what a crafted resume.pt could do)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_refuses_a_crafted_resume_file_without_running_it(tmp_path):
+    marker = tmp_path / "payload_ran"
+    torch.save({"agent": _RunsCode(str(marker)), "step": 0}, tmp_path / "resume.pt")
+    cfg = TrainBehaviorConfig(steps=50, learning_starts=50, ckpt_every=50, eval_episodes=1, hidden=16,
+                              batch_size=32, resume=True)
+    with pytest.raises(PbrlError, match=r"resume\.pt: unreadable resume file") as err:
+        train_one(cfg, "Pendulum-v1", 0, tmp_path)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+    # the command line says it in one line, without a traceback
+    out = subprocess.run(
+        [sys.executable, "-m", "pbrl_envs.train_behavior", "--env", "Pendulum-v1", "--steps", "50",
+         "--out", str(tmp_path), "--resume"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=60,
+    )
+    assert out.returncode == 1 and not marker.exists()
+    assert out.stderr.strip().splitlines() == [
+        next(line for line in out.stderr.splitlines() if line.startswith("train_behavior: error: "))
+    ]
+    assert "resume.pt: unreadable resume file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resume_refuses_a_file_of_another_layout(tmp_path):
+    torch.save({"step": 3, "buffer": torch.zeros(3, 4)}, tmp_path / "resume.pt")
+    cfg = TrainBehaviorConfig(steps=50, learning_starts=50, ckpt_every=50, eval_episodes=1, hidden=16,
+                              batch_size=32, resume=True)
+    with pytest.raises(PbrlError, match="not a resume file of train_behavior"):
+        train_one(cfg, "Pendulum-v1", 0, tmp_path)
 
 
 @pytest.mark.slow
