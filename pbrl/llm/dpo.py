@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -37,13 +38,15 @@ from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
+from pbrl.policies.base import resolve_device
+from pbrl.runs import CONFIG_NAME, RunFolder, fingerprint_file
 from pbrl.utils import (
     adam,
     atomic_torch_save,
     atomic_write_json,
     denormals_flushed,
     git_revision,
-    json_default,
+    safe_torch_load,
     set_seed,
 )
 
@@ -230,7 +233,70 @@ def _load_data(cfg: DpoConfig):
 def _device(cfg: DpoConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return resolve_device(cfg.device)
+
+
+# config fields that do not change the training trajectory: a resume may differ in them (max_steps and epochs
+# only move the end; the data and reference files are compared by their bytes instead of their paths)
+_NOT_FINGERPRINTED = ("data", "out", "resume", "progress", "device", "checkpoint_every", "max_steps", "epochs",
+                      "ref_logps")
+
+
+def run_fingerprint(cfg: DpoConfig, pairs: list[TokenizedPair]) -> dict:
+    """What a resume of ``cfg.out`` must match: the config fields that change the run, the sha256 of the data
+    file's bytes (of every file of a datasets folder) and of the reference log-probs file, and of the tokenized
+    pairs (which also covers the tokenizer)."""
+    fp = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    if cfg.data:
+        fp["data_sha256"] = _path_fingerprint(Path(cfg.data))
+    if cfg.ref_logps:
+        fp["ref_logps_sha256"] = _path_fingerprint(Path(cfg.ref_logps))
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(json.dumps([p.prompt, p.chosen, p.rejected]).encode())
+    fp["tokens_sha256"] = h.hexdigest()
+    return fp
+
+
+def _path_fingerprint(path: Path) -> str | None:
+    if path.is_file():
+        return fingerprint_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(f"{f.relative_to(path)}:{fingerprint_file(f)}".encode())
+        return h.hexdigest()
+    return None
+
+
+def _load_checkpoint(out: Path, model, optimizer) -> tuple[int, list[dict]]:
+    """Weights, optimizer state, step and history from ``out/checkpoint/`` (safe loader; one PbrlError naming the
+    file when it is missing, truncated, crafted or does not fit the model)."""
+    ckpt = out / "checkpoint"
+    weights = safe_torch_load(ckpt / "model.pt", what="DPO model checkpoint")
+    opt_state = safe_torch_load(ckpt / "optimizer.pt", what="DPO optimizer checkpoint")
+    try:
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        step, history = int(state["step"]), list(state["history"])
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        raise PbrlError(f"{ckpt / 'state.json'}: unreadable checkpoint state ({type(e).__name__})") from None
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise PbrlError(f"{ckpt / 'model.pt'}: does not fit the model ({type(e).__name__}: {msg})") from None
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise PbrlError(f"{ckpt / 'optimizer.pt'}: does not fit the optimizer ({type(e).__name__}: {msg})") from None
+    return step, history
+
+
+def _check_ref(ref: object, path: object, n: int) -> torch.Tensor:
+    if not isinstance(ref, torch.Tensor) or tuple(ref.shape) != (n, 2) or not ref.is_floating_point():
+        raise PbrlError(f"{path}: expected a float tensor of shape [{n}, 2] (chosen, rejected log-probs)")
+    return ref
 
 
 def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]) -> None:
@@ -277,6 +343,11 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
     if pairs is None:
         tokenizer, pairs = _load_data(cfg)
     n = len(pairs)
+    out = Path(cfg.out)
+    fingerprint = run_fingerprint(cfg, pairs)
+    # a resume of a folder holding another run (other data, other settings) is refused before anything is read
+    # from it or written to it
+    RunFolder(out, dataclasses.asdict(cfg), fingerprint=fingerprint, resume=cfg.resume, write=False)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     set_seed(cfg.seed)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[cfg.dtype]
@@ -289,8 +360,6 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         model = build_model(dataclasses.replace(cfg.model, vocab_size=vocab), backend=backend, dtype=dtype,
                             seed=cfg.seed)
     model.to(device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     pack_length = cfg.pack_length
     if pack_length is None and cfg.layout in ("packed", "packed_shared"):
         # the longest unit of the data set, so every batch packs into rows of one fixed length
@@ -300,18 +369,16 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
 
     # reference log-probs: the initial policy's, computed once (the file is reused on resume)
     ref_path = out / "ref_logps.pt"
+    save_ref = False
     if cfg.ref_logps:
-        ref = torch.load(cfg.ref_logps, weights_only=True)
-        if not isinstance(ref, torch.Tensor) or tuple(ref.shape) != (n, 2):
-            raise PbrlError(f"{cfg.ref_logps}: expected a tensor of shape [{n}, 2] (chosen, rejected log-probs)")
+        ref = _check_ref(safe_torch_load(cfg.ref_logps, what="reference log-probs file"), cfg.ref_logps, n)
     elif ref_path.exists() and cfg.resume:
-        ref = torch.load(ref_path, weights_only=True)
+        ref = _check_ref(safe_torch_load(ref_path, what="reference log-probs file"), ref_path, n)
     else:
         model.eval()
         ref = reference_logps(model, pairs, layout=cfg.layout, batch_size=max(1, cfg.batch_size // cfg.grad_accum),
                               **layout_kw)
-        if rank == 0:
-            atomic_torch_save(ref, str(ref_path))
+        save_ref = rank == 0
     if not torch.isfinite(ref).all():
         raise PbrlError("reference log-probs: found non-finite values")
     lengths = response_lengths(pairs)
@@ -320,15 +387,20 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
     steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     step, history = 0, []
-    if cfg.resume and (out / "checkpoint" / "state.json").exists():
-        model.load_state_dict(torch.load(out / "checkpoint" / "model.pt", weights_only=True))
-        optimizer.load_state_dict(torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True))
-        state = json.loads((out / "checkpoint" / "state.json").read_text())
-        step, history = state["step"], state["history"]
+    if cfg.resume and (out / "checkpoint").is_dir():
+        step, history = _load_checkpoint(out, model, optimizer)
+    # every input is checked: now the folder is written (config.json, emptied or rewound metrics.jsonl)
+    run = RunFolder(out, dataclasses.asdict(cfg), fingerprint=fingerprint, resume=cfg.resume, device=str(device),
+                    write=rank == 0)
+    run.rewind(step)  # rows a killed run logged after its last checkpoint come again: drop them
+    if save_ref:
+        atomic_torch_save(ref, str(ref_path))
     if rank == 0:
+        # the keys earlier releases wrote stay at the top level, beside the run folder's fingerprint
         meta = {"config": dataclasses.asdict(cfg), "git_revision": git_revision(),
-                "num_parameters": num_parameters(model), "num_examples": n, "processes": world}
-        atomic_write_json(str(out / "config.json"), meta)
+                "num_parameters": num_parameters(model), "num_examples": n, "processes": world,
+                "device": str(device), "fingerprint": run.fingerprint}
+        atomic_write_json(str(out / CONFIG_NAME), meta)
     wrapped = BranchLogps(model)
     if accelerator is not None:
         wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
@@ -339,7 +411,6 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=step, desc="dpo", unit="step")
-    metrics_f = open(out / "metrics.jsonl", "a") if rank == 0 else None
     micro = cfg.batch_size // (world * cfg.grad_accum)
     try:
         while step < total:
@@ -401,9 +472,7 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
             if not math.isfinite(row["dpo/loss"]):
                 raise PbrlError(f"step {step}: the loss is not finite ({row['dpo/loss']}); lower lr or check the data")
             history.append(row)
-            if metrics_f is not None:
-                metrics_f.write(json.dumps(row, default=json_default) + "\n")
-                metrics_f.flush()
+            run.log(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['dpo/loss']:.4f}", acc=f"{row['dpo/reward_accuracy']:.2f}",
@@ -413,8 +482,6 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
     finally:
         if bar is not None:
             bar.close()
-        if metrics_f is not None:
-            metrics_f.close()
     if rank == 0:
         final, tmp = out / "model", out / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -86,7 +86,11 @@ def load_preferences(path: str | Path) -> list[PreferenceRecord]:
             import datasets
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise PbrlError(f"{path}: reading a datasets folder needs the `datasets` package") from e
-        ds = datasets.load_from_disk(str(path))
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001  any folder that is not a saved dataset is the user's input error
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise PbrlError(f"{path}: not a datasets folder written by save_to_disk ({type(e).__name__}: {msg})") from None
         if isinstance(ds, datasets.DatasetDict):
             if "train" not in ds:
                 raise PbrlError(f"{path}: a DatasetDict needs a 'train' split, has {list(ds)}")
@@ -95,8 +99,12 @@ def load_preferences(path: str | Path) -> list[PreferenceRecord]:
     if not path.is_file():
         raise PbrlError(f"{path}: no such preference file (expected .jsonl or a datasets folder)")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes, so a line that is not UTF-8 is reported with its number
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PbrlError(f"{path}:{n}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
             if not line.strip():
                 continue
             try:

@@ -185,3 +185,77 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     read = lambda d: [json.loads(x)["dpo/loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert json.loads((tmp_path / "ddp" / "config.json").read_text())["processes"] == 2
     np.testing.assert_allclose(read("ddp"), read("one"), rtol=1e-5)
+
+
+def test_resume_refuses_other_data_and_settings(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    save_preferences(synthetic_records("tldr", 16, seed=0, scale=0.05), a)
+    save_preferences(synthetic_records("tldr", 16, seed=1, scale=0.05), b)
+    train_dpo(_cfg(tmp_path, "run", data=str(a), max_steps=1))
+    config_before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(PbrlError, match="cannot resume, data_sha256 differs"):
+        train_dpo(_cfg(tmp_path, "run", data=str(b), max_steps=2))
+    with pytest.raises(PbrlError, match="cannot resume, beta differs"):
+        train_dpo(_cfg(tmp_path, "run", data=str(a), max_steps=2, beta=0.5))
+    assert (tmp_path / "run" / "config.json").read_text() == config_before
+    # the same bytes under another name, with a later end, continue
+    c = tmp_path / "c.jsonl"
+    c.write_bytes(a.read_bytes())
+    res = train_dpo(_cfg(tmp_path, "run", data=str(c), max_steps=2))
+    assert [r["step"] for r in res["history"]] == [1, 2]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["config"]["data"] == str(c) and cfg["num_examples"] == 16 and cfg["fingerprint"]["data_sha256"]
+
+
+def test_resume_does_not_repeat_metrics_rows(tmp_path):
+    train_dpo(_cfg(tmp_path, "part", max_steps=2, checkpoint_every=2), pairs=PAIRS)
+    # a run killed after logging steps 3 and 4 but before checkpointing them
+    with open(tmp_path / "part" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "dpo/loss": 9.0}) + "\n" + json.dumps({"step": 4, "dpo/loss": 9.0}) + "\n")
+    train_dpo(_cfg(tmp_path, "part", max_steps=4), pairs=PAIRS)
+    rows = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and 9.0 not in [r["dpo/loss"] for r in rows]
+
+
+def test_bad_reference_files_and_checkpoints_are_one_error(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "crafted.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("crafted.pt", "empty.pt", "missing.pt"):
+        with pytest.raises(PbrlError, match=f"{name}: .*reference log-probs file"):
+            train_dpo(_cfg(tmp_path, "r", ref_logps=str(tmp_path / name), max_steps=1), pairs=PAIRS)
+    assert not (tmp_path / "r").exists()
+    train_dpo(_cfg(tmp_path, "c", max_steps=1), pairs=PAIRS)
+    (tmp_path / "c" / "checkpoint" / "model.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(PbrlError, match=r"checkpoint/model.pt: unreadable DPO model checkpoint"):
+        train_dpo(_cfg(tmp_path, "c", max_steps=2), pairs=PAIRS)
+    torch.save({"nope": torch.zeros(2)}, tmp_path / "c" / "checkpoint" / "model.pt")
+    with pytest.raises(PbrlError, match=r"checkpoint/model.pt: does not fit the model"):
+        train_dpo(_cfg(tmp_path, "c", max_steps=2), pairs=PAIRS)
+
+
+def test_preference_file_errors_name_the_line(tmp_path):
+    good = '{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+    (tmp_path / "latin1.jsonl").write_bytes(good.encode() + '{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(PbrlError, match=r"latin1.jsonl:2: not UTF-8 text"):
+        load_preferences(tmp_path / "latin1.jsonl")
+    (tmp_path / "list.jsonl").write_text(good + "[1, 2]\n")
+    with pytest.raises(PbrlError, match=r"list.jsonl:2: expected an object"):
+        load_preferences(tmp_path / "list.jsonl")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.txt").write_text("x")
+    pytest.importorskip("datasets")
+    with pytest.raises(PbrlError, match="folder: not a datasets folder"):
+        load_preferences(tmp_path / "folder")
+
+
+def test_unknown_device_is_one_error(tmp_path):
+    with pytest.raises(PbrlError, match="device: unknown torch device 'tpu'"):
+        train_dpo(_cfg(tmp_path, "d", device="tpu", max_steps=1), pairs=PAIRS)
+    if not torch.cuda.is_available():
+        with pytest.raises(PbrlError, match="no CUDA device"):
+            train_dpo(_cfg(tmp_path, "d", device="cuda", max_steps=1), pairs=PAIRS)
+    assert not (tmp_path / "d").exists()
