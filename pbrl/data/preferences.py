@@ -1,10 +1,13 @@
 """Preference pairs over trajectory segments, and the label-file formats of the field.
 
-A pair compares segment a = flat transitions [start_a, start_a + length) with segment b = [start_b, start_b + length);
-`label` = P(b preferred) in [0, 1] (1 = b better, 0 = a better, 0.5 = tie).
+A pair compares segment a = flat transitions [start_a, start_a + l) with segment b = [start_b, start_b + l), where
+l = `lengths[i]` is the pair's own length (both segments of a pair have it); `length` is the longest, the width
+batches are padded to (for fixed-length data every pair has it). `label` = P(b preferred) in [0, 1] (1 = b better,
+0 = a better, 0.5 = tie).
 
 Formats:
 - pbrl npz (ours): one file `prefs.npz` with arrays `start_a` int64 [M], `start_b` int64 [M], `label` float32 [M],
+  `lengths` int64 [M] (per-pair lengths; files written before it existed lack it and mean `length` for every pair),
   scalars `length` int and `format_version` (=1), and `meta` (a JSON string: source, teacher, dataset spec ...).
 - Uni-RLHF (Clean-Offline-RLHF): pickled numpy arrays `indices_1_<tag>.pkl`, `indices_2_<tag>.pkl` (int [N] starts)
   and `{human_label|fake_label}_<tag>.pkl`: int [N] in {0, 1, -1} (0: first preferred, 1: second, -1: equal) or
@@ -107,13 +110,14 @@ def _labels_from_raw(raw: Any, path: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PreferencePairs:
-    """Pairs of equal-length segments with soft labels P(b preferred)."""
+    """Pairs of segments with soft labels P(b preferred); `lengths` defaults to `length` for every pair."""
 
     start_a: np.ndarray  # [M] int64 flat transition index
     start_b: np.ndarray  # [M] int64
-    length: int
+    length: int  # the longest pair's length (padding width); every pair's when `lengths` is not given
     label: np.ndarray  # [M] float32 in [0, 1]; 0.5 = tie
     meta: dict[str, Any] = field(default_factory=dict)
+    lengths: np.ndarray | None = None  # [M] int64 steps of pair i's two segments, each in [1, length]
 
     def __post_init__(self) -> None:
         a = np.asarray(self.start_a, dtype=np.int64)
@@ -132,13 +136,46 @@ class PreferencePairs:
         object.__setattr__(self, "start_b", b)
         object.__setattr__(self, "label", y)
         object.__setattr__(self, "length", int(self.length))
+        if self.lengths is None:
+            lens = np.full(a.shape, self.length, np.int64)
+        else:
+            lens = np.asarray(self.lengths)
+            if lens.shape != a.shape or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
+                raise PbrlError(f"lengths must be int [{len(a)}] like the starts; got {lens.dtype} {lens.shape}")
+            lens = lens.astype(np.int64)
+            bad = np.flatnonzero((lens < 1) | (lens > self.length))
+            if len(bad):
+                raise PbrlError(
+                    f"lengths entry {bad[0]} is {lens[bad[0]]}; expected 1 <= length <= {self.length} (the longest)"
+                )
+        object.__setattr__(self, "lengths", lens)
+
+    @classmethod
+    def of_lengths(
+        cls,
+        start_a: np.ndarray,
+        start_b: np.ndarray,
+        lengths: np.ndarray,
+        label: np.ndarray,
+        meta: dict[str, Any] | None = None,
+    ) -> PreferencePairs:
+        """Pairs of different lengths; `length` (the padding width) is the longest."""
+        lens = np.asarray(lengths)
+        if lens.size == 0:
+            raise PbrlError("of_lengths needs at least one pair")
+        return cls(start_a, start_b, int(lens.max()), label, dict(meta or {}), lens)
+
+    @property
+    def fixed_length(self) -> bool:
+        """Every pair has `length` steps."""
+        return bool(np.all(self.lengths == self.length))
 
     def __len__(self) -> int:
         return len(self.label)
 
     def subset(self, idx: np.ndarray) -> PreferencePairs:
         return PreferencePairs(
-            self.start_a[idx], self.start_b[idx], self.length, self.label[idx], dict(self.meta)
+            self.start_a[idx], self.start_b[idx], self.length, self.label[idx], dict(self.meta), self.lengths[idx]
         )
 
     @property
@@ -157,11 +194,11 @@ class PreferencePairs:
         """Check every segment lies inside the dataset's flat transitions; returns self."""
         n = dataset.num_transitions
         for name, starts in (("start_a", self.start_a), ("start_b", self.start_b)):
-            bad = np.flatnonzero((starts < 0) | (starts + self.length > n))
+            bad = np.flatnonzero((starts < 0) | (starts + self.lengths > n))
             if len(bad):
                 i = bad[0]
                 raise PbrlError(
-                    f"{source}: {name}[{i}] = {starts[i]} with length {self.length} runs past the dataset "
+                    f"{source}: {name}[{i}] = {starts[i]} with length {self.lengths[i]} runs past the dataset "
                     f"({n} transitions); do the labels belong to this dataset?"
                 )
         return self
@@ -173,6 +210,7 @@ class PreferencePairs:
         return {
             "pairs": float(len(self)),
             "length": float(self.length),
+            "mean_length": float(self.lengths.mean()) if len(self) else float(self.length),
             "ties": float(ties.sum()),
             "tie_rate": float(ties.mean()) if len(self) else 0.0,
             "b_preferred": float((self.label > 0.5).sum()),
@@ -191,6 +229,7 @@ class PreferencePairs:
             start_a=self.start_a,
             start_b=self.start_b,
             label=self.label,
+            lengths=self.lengths,
             length=np.int64(self.length),
             format_version=np.int64(FORMAT_VERSION),
             meta=np.array(json.dumps(self.meta)),
@@ -220,7 +259,8 @@ class PreferencePairs:
                 if version != FORMAT_VERSION:
                     raise PbrlError(f"{path}: format_version {version}, this pbrl reads {FORMAT_VERSION}")
                 meta = json.loads(str(z["meta"])) if "meta" in z else {}
-                return cls(z["start_a"], z["start_b"], int(z["length"]), z["label"], meta)
+                lengths = z["lengths"] if "lengths" in z else None  # absent in files written before it
+                return cls(z["start_a"], z["start_b"], int(z["length"]), z["label"], meta, lengths)
         except PbrlError:
             raise
         except (KeyError, ValueError, OSError) as e:
@@ -260,6 +300,11 @@ class PreferencePairs:
         """Write the Uni-RLHF layout; int {0,1,-1} labels when all are hard or ties, else float [N, 2]."""
         if kind not in ("human", "fake"):
             raise PbrlError(f"kind must be 'human' or 'fake', got {kind!r}")
+        if not self.fixed_length:
+            raise PbrlError(
+                f"{folder}: the Uni-RLHF layout holds one segment length (_len_<L>); these pairs have lengths "
+                f"{int(self.lengths.min())}..{self.length} (save them as a pbrl prefs.npz instead)"
+            )
         os.makedirs(folder, exist_ok=True)
         tag = f"domain_{domain}_env_{env}_num_{len(self)}_len_{self.length}_{os.urandom(16).hex()}.pkl"
         if np.all(np.isin(self.label, (0.0, 0.5, 1.0))):

@@ -2,17 +2,33 @@
 
 Python API: `train_reward(dataset, pairs, RewardConfig(...), out_dir=None) -> RewardModel`,
 `load_reward_model(dir)`, `relabel(dataset, model, normalizer) -> EpisodeDataset`, `reward_report(...)`.
-Domain-free pieces for other step types (LLM tokens): a learner maps x [M, B, T, D] + mask [M, B, T] (+ segment
+A learner is one class registered by name (`register_learner(name, cls)`; built-ins step, segment, pt; see
+`learner.py` for the protocol). Domain-free pieces for other step types (LLM tokens): a learner maps x [M, B, T, D] + mask [M, B, T] (+ segment
 ends) to `StepOutput(values, weights)`; `sequence_score` aggregates, `pair_loss` is one Bradley–Terry batch,
 `segment_ends` / `densify_segments` segment and densify, `normalize` combines members.
 """
 
-from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
-from pbrl.rewards.normalizers import NORMALIZERS, normalize
-from pbrl.rewards.pt import PreferenceTransformer
+from pbrl.rewards.learner import (
+    LEARNERS,
+    LearnerName,
+    RewardLearner,
+    StepOutput,
+    get_learner,
+    register_learner,
+    sequence_score,
+)
+from pbrl.rewards.nets import StepLearner, StepRewardMLP
+from pbrl.rewards.normalizers import NORMALIZERS, NormalizerName, normalize
+from pbrl.rewards.pt import PreferenceTransformer, PTLearner
 from pbrl.rewards.relabel import learned_rewards, relabel, relabel_to_minari
 from pbrl.rewards.report import reward_report
-from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, densify_segments, segment_ends
+from pbrl.rewards.segment import (
+    SegmenterConfig,
+    SegmentLearner,
+    SegmentRewardModel,
+    densify_segments,
+    segment_ends,
+)
 from pbrl.rewards.train import (
     RewardConfig,
     RewardModel,
@@ -21,9 +37,20 @@ from pbrl.rewards.train import (
     pair_loss,
     train_reward,
 )
+from pbrl.rewards.units import RawRewards
 
 __all__ = [
+    "LEARNERS",
+    "LearnerName",
     "NORMALIZERS",
+    "NormalizerName",
+    "PTLearner",
+    "RawRewards",
+    "RewardLearner",
+    "SegmentLearner",
+    "StepLearner",
+    "get_learner",
+    "register_learner",
     "RewardConfig",
     "RewardModel",
     "PreferenceTransformer",

@@ -81,9 +81,12 @@ def clip_actions(ds: EpisodeDataset) -> np.ndarray:
 
 
 def windows(flat: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
-    """Gather [*, T, ...] windows flat[start : start + T] of a flat per-step tensor [N, ...] for starts [*]."""
+    """Gather [*, T, ...] windows flat[start : start + T] of a flat per-step tensor [N, ...] for starts [*].
+
+    Indices past the end are clamped to the last step: they only occur in the padding of a segment shorter than T
+    (masked out by its caller), never inside a validated segment."""
     idx = starts[..., None] + torch.arange(length, device=starts.device)  # [*, T]
-    return flat[idx]
+    return flat[idx.clamp_max(len(flat) - 1)]
 
 
 class BehaviorPolicy(nn.Module):

@@ -8,33 +8,27 @@ weighted sum `sequence_score(out) = sum_t w_t v_t`:
 - Preference Transformer: w_t = preference attention weight (Kim et al. 2023).
 A "step" is one (s, a) in control and one token in a language model: nothing here knows which.
 
+`StepOutput` and `sequence_score` are defined with the learner protocol (`learner.py`) and re-exported here.
 Ensembles are one module whose weights carry the member axis [M, ...] and run as one batched matmul
 (`torch.baddbmm`), never a Python loop over members.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pbrl.ensemble import EnsembleLinear
+from pbrl.rewards.learner import RewardModel, StepOutput, sequence_score
+from pbrl.rewards.units import RawRewards, per_step_units
 
+if TYPE_CHECKING:
+    from pbrl.data import EpisodeDataset
 
-class StepOutput(NamedTuple):
-    values: torch.Tensor  # [M, B, T] per-step values
-    weights: torch.Tensor  # [M, B, T] aggregation weights (0 on padding)
-
-
-def sequence_score(out: StepOutput) -> torch.Tensor:
-    """Aggregate per-step values into one score per sequence: S = sum_t w_t v_t  -> [M, B] (float32).
-
-    Summed in float32 even when the values come out of bf16 autocast: a bf16 sum over hundreds of steps would
-    round the score (8 mantissa bits) before the Bradley–Terry loss sees it.
-    """
-    return (out.values.float() * out.weights.float()).sum(-1)
+__all__ = ["StepOutput", "sequence_score", "StepRewardMLP", "StepLearner", "EnsembleCausalTransformer"]
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -71,6 +65,37 @@ class StepRewardMLP(nn.Module):
             h = F.leaky_relu(layer(h), inplace=not torch.is_grad_enabled())  # inference: no extra buffer
         values = torch.tanh(self.out(h)).squeeze(-1)  # [M, B, T]
         return StepOutput(values, mask.to(values.dtype).expand_as(values))
+
+
+def step_chunk_rows(device: str | torch.device) -> int:
+    """Rows per batched step-reward pass: 2048 on CPU, where the members' [M, rows, 256] activations then stay in
+    cache (measured 225k vs 114k transitions/s at 65536 rows, 3 members on 2 cores), 65536 on GPUs."""
+    return 2048 if torch.device(device).type == "cpu" else 65536
+
+
+class StepLearner(RewardModel):
+    """The step-wise learner (registry name `step`): `StepRewardMLP`, every step its own unit, no segments.
+
+    A step's value does not depend on its neighbours, so relabeling scores the flat transitions in large row
+    blocks (`step_chunk_rows`) instead of episode chunks.
+    """
+
+    def build_net(self, in_dim: int, max_len: int) -> nn.Module:
+        return StepRewardMLP(in_dim, self.config.ensemble, tuple(self.config.hidden))
+
+    def units(self, dataset: EpisodeDataset, batch_size: int | None = None) -> RawRewards:
+        dev = self.config.device
+        feats = self.features(dataset).to(dev)  # [N, D]
+        n = dataset.num_transitions
+        rows = batch_size or step_chunk_rows(dev)
+        vals = [
+            self.output(feats[None, i : i + rows], torch.ones(1, min(rows, n - i), dtype=torch.bool, device=dev))
+            .values[:, 0]
+            .float()
+            .cpu()
+            for i in range(0, n, rows)
+        ]  # [M, rows] each
+        return per_step_units(torch.cat(vals, 1).numpy(), dataset, self.length)
 
 
 class EnsembleCausalTransformer(nn.Module):

@@ -9,6 +9,9 @@ a query q_t, a key k_t (both d) and a reward r_t (scalar). The segment score is 
 so the weights are non-negative and sum to one over the segment. The dense reward of a step is its r_t.
 Simplifications (documented): one token per (s, a) step (the paper interleaves state and action tokens); an
 ensemble of such models is batched over members like the other learners.
+
+`PTLearner` (registry name `pt`) is the learner around it: no segments, every step its own unit when relabeling
+(the protocol's defaults, see `learner.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch
 from torch import nn
 
 from pbrl.ensemble import EnsembleLinear
-from pbrl.rewards.nets import EnsembleCausalTransformer, StepOutput
+from pbrl.rewards.learner import RewardModel, StepOutput
+from pbrl.rewards.nets import EnsembleCausalTransformer
 
 
 class PreferenceTransformer(nn.Module):
@@ -48,3 +52,11 @@ class PreferenceTransformer(nn.Module):
         vq = valid.to(x.dtype)  # average over valid query rows only
         w = (attn * vq[..., :, None]).sum(-2) / vq.sum(-1, keepdim=True).clamp_min(1.0)  # [M, B, T]
         return StepOutput(r.squeeze(-1), w)
+
+
+class PTLearner(RewardModel):
+    """The Preference Transformer learner (registry name `pt`)."""
+
+    def build_net(self, in_dim: int, max_len: int) -> nn.Module:
+        c = self.config
+        return PreferenceTransformer(in_dim, c.ensemble, c.d_model, c.layers, c.heads, max_len)

@@ -12,19 +12,35 @@ Segmenters (all return ends [.., T] bool):
                       control H is the action entropy of a behaviour-cloned Gaussian policy, see `features.py`);
 - every step:         K = T (the token-level variant, SegmentRM's c = 0);
 - whole query:        K = 1 (the bandit variant, SegmentRM's c = 1000).
+
+`SegmentLearner` (registry name `segment`) is the learner: before training it fits the behaviour policy and sets
+the entropy threshold (`prepare`), both saved with its weights; relabeling scores one unit per segment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from pbrl.ensemble import EnsembleLinear
 from pbrl.errors import PbrlError
-from pbrl.rewards.nets import EnsembleCausalTransformer, StepOutput
+from pbrl.rewards.features import (
+    BehaviorPolicy,
+    behavior_entropy,
+    behavior_policy_from_state,
+    behavior_policy_state,
+    fit_behavior_policy,
+)
+from pbrl.rewards.learner import RewardModel, StepOutput
+from pbrl.rewards.nets import EnsembleCausalTransformer
+from pbrl.rewards.units import RawRewards, chunked_outputs
+
+if TYPE_CHECKING:
+    from pbrl.data import EpisodeDataset
 
 SegmenterKind = Literal["fixed", "entropy", "step", "query"]
 
@@ -117,3 +133,71 @@ class SegmentRewardModel(nn.Module):
         values = self.head(self.body(x, mask)).squeeze(-1)  # [M, B, T]
         e = (ends & mask.bool()).to(values.dtype).expand_as(values)  # [M, B, T]
         return StepOutput(values, e / e.sum(-1, keepdim=True).clamp_min(1.0))
+
+
+class SegmentLearner(RewardModel):
+    """The segment-level learner (registry name `segment`): `SegmentRewardModel` + a segmenter."""
+
+    behavior: BehaviorPolicy | None = None  # the entropy segmenter's behaviour-cloned policy
+    threshold: float | None = None  # the entropy segmenter's threshold c
+
+    def build_net(self, in_dim: int, max_len: int) -> nn.Module:
+        c = self.config
+        return SegmentRewardModel(in_dim, c.ensemble, c.d_model, c.layers, c.heads, max_len)
+
+    def prepare(self, dataset: EpisodeDataset) -> None:
+        """Entropy segmenter: behaviour cloning on `dataset`, then c = the configured threshold or the
+        `entropy_quantile` quantile of the dataset's action entropy."""
+        seg = self.config.segmenter
+        if seg.kind != "entropy":
+            return
+        self.behavior = fit_behavior_policy(dataset, steps=self.config.bc_steps, seed=self.config.seed)
+        self.threshold = seg.entropy_threshold
+        if self.threshold is None:
+            self.threshold = float(np.quantile(behavior_entropy(self.behavior, dataset), seg.entropy_quantile))
+
+    def reference_signal(self, dataset: EpisodeDataset) -> torch.Tensor | None:
+        """Per-step action entropy of the behaviour policy [N] (entropy segmenter; None for the others)."""
+        if self.config.segmenter.kind != "entropy":
+            return None
+        if self.behavior is None:
+            raise PbrlError("entropy segmenter without a behaviour policy (was the model trained?)")
+        return torch.from_numpy(behavior_entropy(self.behavior, dataset))
+
+    def ends(self, mask: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor:
+        return segment_ends(self.config.segmenter, mask, signal, self.threshold)
+
+    def units(self, dataset: EpisodeDataset, batch_size: int | None = None) -> RawRewards:
+        """One unit per segment: value at its end, length to the previous end, position k/K in its chunk."""
+        values, unit_len, position = [], [], []
+        unit_of = np.empty(dataset.num_transitions, np.int64)
+        offset = 0
+        for flat, mask, ends, out in chunked_outputs(self, dataset, batch_size or 64):
+            ar = torch.arange(mask.shape[-1], device=mask.device)
+            seg_idx = torch.cumsum(ends.long(), -1) - ends.long()  # [B, L] segment number inside the row
+            per_row = ends.sum(-1)  # [B] K
+            row_off = torch.cumsum(per_row, 0) - per_row  # [B]
+            unit_of[flat] = offset + (row_off[:, None] + seg_idx)[mask].cpu().numpy()
+            end_pos = ar.expand_as(ends)[ends]  # [S_b] end index in its row
+            prev = torch.cat([torch.full_like(end_pos[:1], -1), end_pos[:-1]])
+            # segment length: distance to the previous end in the same row (or to the row start)
+            starts_new_row = seg_idx[ends] == 0
+            unit_len.append(torch.where(starts_new_row, end_pos + 1, end_pos - prev).cpu().numpy())
+            k_of = (seg_idx[ends] + 1).double()
+            position.append((k_of / per_row.repeat_interleave(per_row).double()).cpu().numpy())
+            values.append(out.values[:, ends].float().cpu().numpy())  # [M, S_b]
+            offset += int(per_row.sum())
+        return RawRewards(
+            np.concatenate(values, 1), unit_of, np.concatenate(unit_len).astype(np.int64), np.concatenate(position)
+        )
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.behavior is None else {"behavior": behavior_policy_state(self.behavior)}
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold}
+
+    def load_extra_state(self, state: dict[str, Any], cfg: dict[str, Any]) -> None:
+        self.threshold = cfg.get("threshold")
+        if "behavior" in state:
+            self.behavior = behavior_policy_from_state(state["behavior"])

@@ -1,14 +1,20 @@
 """One trainer for every reward learner: Bradley–Terry on preference pairs, ensembles batched over members.
 
 `train_reward(dataset, pairs, config, out_dir=None) -> RewardModel`:
+- the learner is the one registered as `config.model` (`learner.py`); it prepares itself on the dataset first
+  (e.g. the segment model's behaviour policy and entropy threshold);
 - each ensemble member sees its own permutation of the training pairs; member losses are summed under one Adam
   (Uni-RLHF / DTR); ties are soft labels 0.5 (or dropped with `mask_ties`);
+- pairs of different lengths are right-padded to the longest (`pairs.length`) and masked: padded steps change
+  no score;
 - a held-out split (`val_fraction`) gives the validation accuracy of the ensemble mean score every epoch;
 - optional early stop once the mean train accuracy of an epoch exceeds `early_stop_accuracy` (0.968, the anchors');
-- progress bar; `metrics.jsonl` (one line per epoch); `reward.pt` (weights, `torch.load(weights_only=True)`) and
-  `config.json` (model kind, resolved config, step spec, training summary, git revision) in `out_dir`.
+- progress bar; the output folder is a `pbrl.runs.RunFolder`: `metrics.jsonl` (one line per epoch, appended),
+  `summary.json`, `reward.pt` (weights, read back with the safe loader) and `config.json` (resolved config, git
+  revision, device, and the keys `load_reward_model` reads: model kind, step spec, length, training info).
 
-`load_reward_model(dir)` reads them back. `pair_loss` is the domain-free core of one step (any step features).
+`load_reward_model(dir)` reads them back (and every folder written since format version 1).
+`pair_loss` is the domain-free core of one step (any step features).
 """
 
 from __future__ import annotations
@@ -28,39 +34,32 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset, PreferencePairs
 from pbrl.errors import PbrlError
-from pbrl.rewards.features import (
-    BehaviorPolicy,
-    FeatureSpec,
-    behavior_entropy,
-    behavior_policy_from_state,
-    behavior_policy_state,
-    fit_behavior_policy,
-    step_features,
-    windows,
+from pbrl.rewards.features import FeatureSpec, windows
+from pbrl.rewards.learner import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    WEIGHTS_NAME,
+    LearnerName,
+    RewardModel,
+    get_learner,
+    padding_mask,
+    sequence_score,
 )
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
-from pbrl.rewards.nets import StepOutput, StepRewardMLP, sequence_score
-from pbrl.rewards.pt import PreferenceTransformer
-from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, segment_ends
-from pbrl.utils import (
-    adam,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    bf16_enabled,
-    denormals_flushed,
-    git_revision,
-)
+from pbrl.rewards.segment import SegmenterConfig
+from pbrl.runs import RunFolder
+from pbrl.utils import adam, bf16_enabled, denormals_flushed, git_revision, safe_torch_load
 
-ModelKind = Literal["step", "segment", "pt"]
-CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "reward.pt", "metrics.jsonl"
+ModelKind = LearnerName  # the name of the release before the registry
+__all__ = ["CONFIG_NAME", "METRICS_NAME", "WEIGHTS_NAME", "ModelKind", "RewardConfig", "RewardModel",
+           "evaluate_pairs", "load_reward_model", "pair_loss", "train_reward"]
 
 
 @dataclass
 class RewardConfig:
     """Reward learner and training settings (defaults: Uni-RLHF / DTR MLP ensemble)."""
 
-    model: ModelKind = "step"
+    model: LearnerName = "step"
     """step: per-step MLP ensemble; segment: causal transformer scored at segment ends; pt: Preference Transformer."""
     ensemble: int = 3
     """Ensemble members (batched in one module)."""
@@ -99,21 +98,13 @@ class RewardConfig:
     CPU with AMX bf16 units, where it trains 2-3x faster (`baselines/reward_throughput.py`) to the same accuracy
     (tests/rewards/test_reward_learning.py)."""
 
-
-def build_net(config: RewardConfig, in_dim: int, max_len: int) -> nn.Module:
-    if config.ensemble < 1:
-        raise PbrlError(f"ensemble must be >= 1, got {config.ensemble}")
-    if config.model == "step":
-        return StepRewardMLP(in_dim, config.ensemble, tuple(config.hidden))
-    if config.model == "segment":
-        return SegmentRewardModel(
-            in_dim, config.ensemble, config.d_model, config.layers, config.heads, max_len
-        )
-    if config.model == "pt":
-        return PreferenceTransformer(
-            in_dim, config.ensemble, config.d_model, config.layers, config.heads, max_len
-        )
-    raise PbrlError(f"unknown reward model {config.model!r}; expected step, segment or pt")
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RewardConfig:
+        """The inverse of `dataclasses.asdict` (JSON lists back to tuples, the nested segmenter config)."""
+        raw = dict(raw)
+        raw["segmenter"] = SegmenterConfig(**raw["segmenter"])
+        raw["hidden"] = tuple(raw["hidden"])
+        return cls(**raw)
 
 
 def pair_loss(
@@ -138,84 +129,6 @@ def pair_loss(
     return loss, acc
 
 
-class RewardModel:
-    """A trained reward learner plus what it needs to read a control dataset (step spec, segmenter)."""
-
-    def __init__(
-        self,
-        config: RewardConfig,
-        spec: FeatureSpec,
-        length: int,
-        net: nn.Module | None = None,
-        behavior: BehaviorPolicy | None = None,
-        threshold: float | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> None:
-        self.config, self.spec, self.length = config, spec, int(length)
-        self.net = net if net is not None else build_net(config, spec.step_dim, self.length)
-        self.behavior, self.threshold = behavior, threshold
-        self.info = dict(info or {})
-
-    @property
-    def kind(self) -> str:
-        return self.config.model
-
-    @property
-    def members(self) -> int:
-        return self.config.ensemble
-
-    # ------------------------------------------------------------------ control adapter
-    def features(self, ds: EpisodeDataset) -> torch.Tensor:
-        return torch.from_numpy(step_features(ds, self.spec))  # [N, D]
-
-    def reference_signal(self, ds: EpisodeDataset) -> torch.Tensor | None:
-        """Per-step signal of the entropy segmenter [N] (None for other segmenters and models)."""
-        if self.kind != "segment" or self.config.segmenter.kind != "entropy":
-            return None
-        if self.behavior is None:
-            raise PbrlError("entropy segmenter without a behaviour policy (was the model trained?)")
-        return torch.from_numpy(behavior_entropy(self.behavior, ds))
-
-    def ends(self, mask: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor | None:
-        if self.kind != "segment":
-            return None
-        return segment_ends(self.config.segmenter, mask, signal, self.threshold)
-
-    def output(self, x: torch.Tensor, mask: torch.Tensor, signal: torch.Tensor | None = None) -> StepOutput:
-        """x [B, T, D] (shared by members) or [M, B, T, D]; mask [B, T] or [M, B, T] bool -> StepOutput [M, B, T]."""
-        if x.dim() == 3:
-            x = x.unsqueeze(0).expand(self.members, -1, -1, -1)
-        mask = mask.bool()
-        return self.net(x, mask, self.ends(mask, signal))
-
-    def segment_scores(
-        self, feats: torch.Tensor, signal: torch.Tensor | None, starts: torch.Tensor, length: int
-    ) -> torch.Tensor:
-        """Scores of the segments [s, s + length) for starts [B] or [M, B] -> [M, B]."""
-        x = windows(feats, starts, length)  # [(M,) B, T, D]
-        mask = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
-        sig = windows(signal, starts, length) if signal is not None else None
-        return sequence_score(self.output(x, mask, sig))
-
-    # ------------------------------------------------------------------ checkpoint
-    def save(self, out_dir: str | os.PathLike) -> None:
-        out = Path(out_dir)
-        state: dict[str, Any] = {"net": self.net.state_dict()}
-        if self.behavior is not None:
-            state["behavior"] = behavior_policy_state(self.behavior)
-        atomic_torch_save(state, str(out / WEIGHTS_NAME))
-        cfg = {
-            "format_version": 1,
-            "model": self.kind,
-            "config": dataclasses.asdict(self.config),
-            "spec": dataclasses.asdict(self.spec),
-            "length": self.length,
-            "threshold": self.threshold,
-            "info": self.info,
-        }
-        atomic_write_json(str(out / CONFIG_NAME), cfg)
-
-
 def load_reward_model(path: str | os.PathLike, device: str = "cpu") -> RewardModel:
     """Read a reward model folder written by `train_reward(..., out_dir=...)` / `RewardModel.save`."""
     folder = Path(path)
@@ -224,23 +137,20 @@ def load_reward_model(path: str | os.PathLike, device: str = "cpu") -> RewardMod
         raise PbrlError(f"{folder}: not a reward model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
         cfg = json.loads(cfg_path.read_text())
-        raw = dict(cfg["config"])
-        raw["segmenter"] = SegmenterConfig(**raw["segmenter"])
-        raw["hidden"] = tuple(raw["hidden"])
-        config = RewardConfig(**raw)
+        config = RewardConfig.from_dict(cfg["config"])
         spec = FeatureSpec(**cfg["spec"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        length = int(cfg["length"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise PbrlError(f"{cfg_path}: not a pbrl reward config ({type(e).__name__}: {e})") from None
-    try:
-        state = torch.load(w_path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise PbrlError(f"{w_path}: unreadable weights ({type(e).__name__}: {e})") from None
+    state = safe_torch_load(w_path, map_location=device, what="reward weights")
     config.device = device
-    model = RewardModel(config, spec, cfg["length"], threshold=cfg.get("threshold"), info=cfg.get("info"))
-    model.net.load_state_dict(state["net"])
+    model = get_learner(config.model)(config, spec, length, info=cfg.get("info"))
+    try:
+        model.net.load_state_dict(state["net"])
+    except (KeyError, RuntimeError) as e:
+        raise PbrlError(f"{w_path}: weights do not fit the config ({type(e).__name__})") from None
+    model.load_extra_state(state, cfg)
     model.net.to(device).eval()
-    if "behavior" in state:
-        model.behavior = behavior_policy_from_state(state["behavior"])
     return model
 
 
@@ -260,12 +170,13 @@ def evaluate_pairs(
     feats = (model.features(ds) if feats is None else feats).to(dev)
     signal = model.reference_signal(ds) if signal is None else signal
     signal = signal.to(dev) if signal is not None else None
+    lengths = torch.from_numpy(pairs.lengths).to(dev)
     sa_all, sb_all = [], []
     for i in range(0, len(pairs), batch_size):
-        a = torch.from_numpy(pairs.start_a[i : i + batch_size]).to(dev)
-        b = torch.from_numpy(pairs.start_b[i : i + batch_size]).to(dev)
-        sa_all.append(model.segment_scores(feats, signal, a, pairs.length))
-        sb_all.append(model.segment_scores(feats, signal, b, pairs.length))
+        sl = slice(i, i + batch_size)
+        a, b = (torch.from_numpy(s[sl]).to(dev) for s in (pairs.start_a, pairs.start_b))
+        sa_all.append(model.segment_scores(feats, signal, a, pairs.length, lengths[sl]))
+        sb_all.append(model.segment_scores(feats, signal, b, pairs.length, lengths[sl]))
     sa, sb = torch.cat(sa_all, 1), torch.cat(sb_all, 1)  # [M, P]
     y = torch.from_numpy(pairs.label).to(dev)
     return {
@@ -288,42 +199,34 @@ def train_reward(
     from tqdm.auto import tqdm
 
     config = config or RewardConfig()
+    learner = get_learner(config.model)
     pairs.validate(dataset, "preferences")
     if config.batch_size < 1 or config.epochs < 0:
         raise PbrlError(f"batch_size must be >= 1 and epochs >= 0; got {config.batch_size}, {config.epochs}")
     dev = torch.device(config.device)
-    spec = FeatureSpec.of(dataset)
     rng = np.random.default_rng(config.seed)
     train, val = (
         pairs.split(config.val_fraction, seed=config.seed) if config.val_fraction > 0 else (pairs, None)
     )
     if len(train) == 0:
         raise PbrlError(f"no training pairs left after holding out val_fraction={config.val_fraction}")
-
-    behavior, threshold = None, None
-    if config.model == "segment" and config.segmenter.kind == "entropy":
-        behavior = fit_behavior_policy(dataset, steps=config.bc_steps, seed=config.seed)
-        threshold = config.segmenter.entropy_threshold
-        if threshold is None:
-            threshold = float(
-                np.quantile(behavior_entropy(behavior, dataset), config.segmenter.entropy_quantile)
-            )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = RewardModel(config, spec, pairs.length, behavior=behavior, threshold=threshold)
+        model = learner.create(config, dataset, pairs.length)
+    model.prepare(dataset)
     model.net.to(dev)
+    run = RunFolder(out_dir, dataclasses.asdict(config), device=str(dev)) if out_dir is not None else None
     feats = model.features(dataset).to(dev)  # [N, D]
     signal = model.reference_signal(dataset)
     signal = signal.to(dev) if signal is not None else None
     opt = adam(model.net.parameters(), config.lr)
     use_bf16 = bf16_enabled(config.bf16, dev)
 
-    m, n, b = config.ensemble, len(train), config.batch_size
+    m, n, b, t = config.ensemble, len(train), config.batch_size, pairs.length
     start_a = torch.from_numpy(train.start_a).to(dev)
     start_b = torch.from_numpy(train.start_b).to(dev)
+    length = torch.from_numpy(train.lengths).to(dev)
     label = torch.from_numpy(train.label).to(dev)
-    lines: list[str] = []
-    out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, float]] = []
     stopped_early = False
     step = 0
@@ -331,16 +234,14 @@ def train_reward(
     for epoch in bar:
         model.net.train()
         t0 = time.perf_counter()
-        perms = torch.from_numpy(np.stack([rng.permutation(n) for _ in range(m)])).to(
-            dev
-        )  # [M, n] own order each
+        perms = torch.from_numpy(np.stack([rng.permutation(n) for _ in range(m)])).to(dev)  # [M, n] own order
         losses, accs = [], []
         for i in range(math.ceil(n / b)):
             idx = perms[:, i * b : (i + 1) * b]  # [M, B]
             starts = torch.cat([start_a[idx], start_b[idx]], dim=1)  # [M, 2B]
-            x = windows(feats, starts, pairs.length)  # [M, 2B, T, D]
-            mask = torch.ones(x.shape[:-1], dtype=torch.bool, device=dev)  # [M, 2B, T]
-            sig = windows(signal, starts, pairs.length) if signal is not None else None
+            x = windows(feats, starts, t)  # [M, 2B, T, D] (right-padded to the longest pair)
+            mask = padding_mask(x.shape[:-1], torch.cat([length[idx], length[idx]], dim=1), dev)  # [M, 2B, T]
+            sig = windows(signal, starts, t) if signal is not None else None
             y = label[idx]  # [M, B]
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, acc = pair_loss(model.net, x, mask, model.ends(mask, sig), y, config.mask_ties)
@@ -363,13 +264,13 @@ def train_reward(
             row.update({"reward/val_accuracy": ev["accuracy"], "reward/val_loss": ev["loss"]})
         history.append(row)
         bar.set_postfix({k.split("/")[-1]: round(v, 3) for k, v in row.items() if k.startswith("reward/")})
-        if out is not None:
-            lines.append(json.dumps(row))
-            atomic_write_text(str(out / METRICS_NAME), "".join(ln + "\n" for ln in lines))
+        if run is not None:
+            run.log(row)
         if config.early_stop and row["reward/train_accuracy"] > config.early_stop_accuracy:
             stopped_early = True
             break
     model.net.eval()
+    revision = git_revision()
     model.info = {
         "dataset": dataset.name,
         "pairs": len(pairs),
@@ -381,8 +282,9 @@ def train_reward(
         "bf16": use_bf16,
         "final": history[-1] if history else {},
         "source": source or {},
-        "git_revision": git_revision(),
+        "git_revision": revision,
     }
-    if out is not None:
-        model.save(out)
+    if run is not None:
+        model.save(run.path, header={"git_revision": revision, "device": str(dev), "fingerprint": run.fingerprint})
+        run.write_summary(model.info)
     return model

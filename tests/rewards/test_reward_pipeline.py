@@ -33,7 +33,7 @@ def test_train_writes_loadable_checkpoint_config_and_metrics(pendulum, tmp_path)
     ds, pairs = pendulum
     model = train_reward(ds, pairs, RewardConfig(**TINY), out_dir=tmp_path, progress=False)
     files = sorted(os.listdir(tmp_path))
-    assert files == ["config.json", "metrics.jsonl", "reward.pt"]
+    assert files == ["config.json", "metrics.jsonl", "reward.pt", "summary.json"]
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"reward/loss", "reward/train_accuracy", "reward/val_accuracy", "perf/pairs_per_s"} <= set(rows[0])
