@@ -23,7 +23,9 @@ import itertools
 import json
 import os
 import platform
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -56,23 +58,49 @@ class RunSpec:
 
 
 def load_grid(path: str) -> Grid:
+    """A grid file read and checked field by field (one PbrlError naming the file and the field)."""
     if not os.path.isfile(path):
         raise PbrlError(f"grid file not found: {path}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             raw = json.load(f)
+    except UnicodeDecodeError:
+        raise PbrlError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise PbrlError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise PbrlError(f"{path}: a grid is a JSON object, got {type(raw).__name__}")
     unknown = set(raw) - {"name", "runner", "base", "axes", "columns", "budget", "meta"}
     if unknown or "name" not in raw or "runner" not in raw:
         raise PbrlError(f"{path}: a grid needs 'name' and 'runner' and may have base/axes/columns/budget/meta; got {sorted(raw)}")
+    for key, kind in (("name", str), ("runner", str), ("budget", str), ("base", dict), ("axes", dict),
+                      ("meta", dict), ("columns", list)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise PbrlError(f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got {type(raw[key]).__name__}")
+    check_grid_name(raw["name"], f"{path}: 'name'")
     for k, v in raw.get("axes", {}).items():
         if not isinstance(v, list) or not v:
             raise PbrlError(f"{path}: axis {k!r} must be a non-empty list")
     for i, c in enumerate(raw.get("columns", [{"name": "run"}])):
-        if "name" not in c:
-            raise PbrlError(f"{path}: column {i} has no 'name'")
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise PbrlError(f"{path}: column {i} must be an object with a string 'name'")
     return Grid(**raw)
+
+
+_JSON_NAMES = {str: "string", dict: "object", list: "list"}
+
+
+def check_grid_name(name: object, where: str = "grid name") -> str:
+    """A grid's name becomes a folder under --out: it must be one plain path component (letters, digits, '.',
+    '_', '-'; not '.' or '..'), so no name writes outside the output folder."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or any(not (ch.isascii() and (ch.isalnum() or ch in "._-")) for ch in name)
+    ):
+        raise PbrlError(f"{where}: expected one folder name of letters, digits, '.', '_' or '-', got {name!r}")
+    return name
 
 
 def _slug(x: Any) -> str:
@@ -147,6 +175,43 @@ def _execute_star(args: tuple[RunSpec, str, str, int]) -> dict[str, Any]:
     return execute(*args)
 
 
+def _execute_ray(spec: RunSpec, runner: str, out_dir: str, threads: int) -> dict[str, Any]:
+    """`execute` in a Ray worker: the worker process is the sweep's, so it keeps freed heap blocks as the local
+    workers do (see `pbrl.utils.reuse_freed_heap`)."""
+    reuse_freed_heap()
+    return execute(spec, runner, out_dir, threads)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Process-pool worker start: reuse freed heap blocks, and die with the driver.
+
+    A killed driver (SIGKILL, OOM) cannot shut its pool down, and its workers would finish runs nobody records.
+    On Linux the kernel sends the worker SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere, and as a
+    second line, a daemon thread polls the parent pid once a second and exits the worker when it changed.
+    """
+    reuse_freed_heap()
+    if platform.system() == "Linux":
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watchdog, name="pbrl-sweep-watchdog", daemon=True).start()
+
+
 def run_sweep(
     grid: Grid,
     out_dir: str,
@@ -158,6 +223,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run every run of `grid` that has no record yet; returns the new records (failed ones included)."""
+    check_grid_name(grid.name)
     runs = expand(grid)
     if only:
         runs = [r for r in runs if only in r.run_id]
@@ -187,7 +253,7 @@ def run_sweep(
         import ray
 
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(execute)
+        remote = ray.remote(num_cpus=1)(_execute_ray)
         pending = [remote.remote(r, grid.runner, os.path.abspath(out_dir), 1) for r in todo]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -200,9 +266,12 @@ def run_sweep(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn: torch and forked thread pools do not mix; the workers are ours, so they reuse freed heap blocks
-        # as the command line does
+        # as the command line does, and they die with this process (see _worker_init)
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=reuse_freed_heap
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         ) as pool:
             futures = [pool.submit(_execute_star, (r, grid.runner, out_dir, threads)) for r in todo]
             for fut in as_completed(futures):
