@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import platform
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from pbrl.utils import adam, denormals_flushed
+from pbrl.utils import (
+    adam,
+    atomic_write_bytes,
+    denormals_flushed,
+    exchange_paths,
+    folder_lock,
+    rename_no_replace,
+    temp_name_prefix,
+)
 
 
 def test_fused_adam_matches_the_reference_update():
@@ -84,3 +96,102 @@ def test_reuse_freed_heap_keeps_a_large_freed_block_mapped_for_the_next_step():
     assert took == "True"
     assert default >= 60  # glibc default: the block was its own mmap, unmapped on free (next step faults it in)
     assert kept < 4  # the block stayed in the heap, mapped, for the next allocation
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(str(tmp_path / "x.json"), b"{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "x.json").st_mode & 0o777 == mode
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced descriptors")
+def test_atomic_write_fsyncs_the_file_before_and_the_folder_after_the_rename(tmp_path, monkeypatch):
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), (tmp_path / "ckpt.pt").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    atomic_write_bytes(str(tmp_path / "ckpt.pt"), b"weights")
+    (tmp_name, published_then), (folder, published_after) = synced
+    assert os.path.basename(tmp_name).startswith(temp_name_prefix()) and not published_then
+    assert folder == str(tmp_path) and published_after
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_the_next_atomic_write_sweeps_killed_writers_temporaries_only(tmp_path):
+    tag = temp_name_prefix().split("-")[2]  # this host's tag: .tmp-<pid>-<tag>-
+    hour_ago = time.time() - 7200
+    names = {
+        f".tmp-{_dead_pid()}-{tag}-a": False,  # its writer is gone: swept
+        f"{temp_name_prefix()}b": True,  # this live process's: kept
+        ".tmp-12345-0badc0de-c": True,  # another host's, fresh: kept (its writer may be alive)
+        ".tmp-12345-0badc0de-d": False,  # another host's, two hours old: swept
+        ".tmp-k2j3h4": True,  # an unnamed writer's, fresh: kept
+        ".tmp-q8w7e6": False,  # an unnamed writer's, two hours old: swept
+        "actor_0000100.pt": True,  # not a temporary
+    }
+    for name, _ in names.items():
+        (tmp_path / name).write_bytes(b"part")
+    for name in (".tmp-12345-0badc0de-d", ".tmp-q8w7e6"):
+        os.utime(tmp_path / name, (hour_ago, hour_ago))
+    atomic_write_bytes(str(tmp_path / "resume.pt"), b"new")
+    assert sorted(os.listdir(tmp_path)) == sorted([n for n, kept in names.items() if kept] + ["resume.pt"])
+
+
+def test_rename_no_replace_never_replaces_and_exchange_swaps(tmp_path):
+    src, dst = tmp_path / "new", tmp_path / "old"
+    src.mkdir()
+    (src / "f").write_text("new")
+    for existing in ("empty folder", "file", "full folder"):  # os.rename replaces the first two silently
+        if existing == "file":
+            dst.rmdir()
+            dst.write_text("x")
+        elif existing == "full folder":
+            dst.unlink()
+            dst.mkdir()
+            (dst / "f").write_text("old")
+        else:
+            dst.mkdir()
+        with pytest.raises(FileExistsError):
+            rename_no_replace(str(src), str(dst))
+        assert (src / "f").read_text() == "new"
+    if exchange_paths(str(src), str(dst)):
+        assert (dst / "f").read_text() == "new" and (src / "f").read_text() == "old"
+    rename_no_replace(str(src), str(tmp_path / "free"))
+    assert (tmp_path / "free" / "f").exists() and not src.exists()
+
+
+def _hold_lock(folder: str, held, release) -> None:
+    with folder_lock(folder):
+        held.set()
+        release.wait(10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_folder_lock_excludes_another_process(tmp_path):
+    ctx = mp.get_context("fork")
+    held, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), held, release))
+    proc.start()
+    assert held.wait(10)
+    t0 = time.perf_counter()
+    release_at = t0 + 0.3
+    threading.Timer(0.3, release.set).start()
+    with folder_lock(str(tmp_path)):
+        waited = time.perf_counter()
+    proc.join(10)
+    assert waited >= release_at - 0.01  # got the lock only once the other process let go
+    assert os.listdir(tmp_path) == []  # no lock file left
