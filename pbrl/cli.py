@@ -2,15 +2,21 @@
 
 Thin by design: each subcommand is a dataclass (fields = options, parsed by tyro) with a `run()` method that calls
 library functions. Commands are looked up by their words (`pbrl data info ...`) and imported lazily, so
-`pbrl data list` does not pay for importing transformers. User errors (`PbrlError`) print as one line, exit 2.
+`pbrl data list` does not pay for importing transformers. User errors (`PbrlError`) and argument errors (a missing
+positional, `--steps abc`, an unknown flag) print as one line, `pbrl: error: ...`, and exit 2.
 
-To add a command: write its dataclass in the branch's `commands.py` and add one row to `COMMANDS`.
+To add a library command: write its dataclass in the branch's `commands.py` and add one row to `COMMANDS`. A tasks
+package adds its own through its `pbrl.commands` entry point (`pbrl.plugins.register_command`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import re
 import sys
+from typing import Any
 
 from pbrl.errors import PbrlError
 from pbrl.utils import reuse_freed_heap
@@ -19,16 +25,15 @@ from pbrl.utils import reuse_freed_heap
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "info"): ("pbrl.data.commands:DataInfo", "describe a dataset (Minari id, d4rl:<path>, local path)"),
     ("data", "collect"): ("pbrl.data.commands:DataCollect", "collect random-policy episodes from a gymnasium env"),
-    ("data", "list"): ("pbrl_envs.commands:DataList", "list local datasets and the benchmark suite"),
-    ("data", "build"): ("pbrl_envs.commands:DataBuild", "build a benchmark-suite dataset locally"),
+    ("data", "list"): ("pbrl.data.commands:DataList", "list local datasets and the registered dataset recipes"),
+    ("data", "build"): ("pbrl.data.commands:DataBuild", "build a registered recipe's dataset locally"),
     ("prefs", "info"): ("pbrl.data.commands:PrefsInfo", "counts, tie rate and label balance of a label folder"),
     ("prefs",): ("pbrl.data.commands:PrefsLabel", "label segment pairs of a dataset with a scripted teacher"),
     ("reward", "train"): ("pbrl.rewards.commands:RewardTrain", "train a reward learner (step | segment | pt) on labels"),
     ("reward", "report"): ("pbrl.rewards.commands:RewardReport", "held-out accuracy, learned vs true reward correlation"),
     ("relabel",): ("pbrl.rewards.commands:Relabel", "relabel a dataset with a learned reward, save as Minari"),
-    ("rec", "prefs"): ("pbrl_envs.recsim_commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
-    ("rec", "baselines"): ("pbrl_envs.recsim_commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
-    ("rec", "catalog"): ("pbrl_envs.recsim_commands:RecCatalog", "write the RecSim-v0 item catalog as JSON lines"),
+    ("rec", "prefs"): ("pbrl.rec.commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
+    ("rec", "baselines"): ("pbrl.rec.commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
     ("train",): ("pbrl.policies.commands:TrainCommand", "train an offline policy (iql cql td3bc bc dt qt dtr) on a dataset"),
     ("eval",): ("pbrl.policies.commands:EvalCommand", "evaluate a saved policy in its environment"),
     ("pipeline",): ("pbrl.pipeline:PipelineConfig", "prefs -> reward -> relabel -> policy -> normalized score"),
@@ -40,34 +45,132 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(len(" ".join(words)) for words in COMMANDS)
-    rows = [f"  pbrl {' '.join(words):<{width}}  {help_}" for words, (_, help_) in COMMANDS.items()]
+def all_commands() -> dict[tuple[str, ...], tuple[str, str]]:
+    """The library's commands and those the installed tasks packages contribute, grouped by their first word."""
+    from pbrl.plugins import load_commands
+
+    merged = dict(COMMANDS)
+    for words, cmd in load_commands().items():
+        if words in COMMANDS:
+            raise PbrlError(f"a tasks package registers {' '.join(words)!r}, a library command")
+        merged[words] = (cmd.target, cmd.help)
+    order = {words[0]: i for i, words in reversed(list(enumerate(merged)))}  # a group stays together in the list
+    return dict(sorted(merged.items(), key=lambda kv: order[kv[0][0]]))
+
+
+def _usage(commands: dict[tuple[str, ...], tuple[str, str]]) -> str:
+    width = max(len(" ".join(words)) for words in commands)
+    rows = [f"  pbrl {' '.join(words):<{width}}  {help_}" for words, (_, help_) in commands.items()]
     return "usage: pbrl COMMAND [ARGS] (pbrl COMMAND --help for its options)\n\ncommands:\n" + "\n".join(rows)
 
 
-def _resolve(argv: list[str]) -> tuple[tuple[str, ...], list[str]]:
+def _resolve(argv: list[str], commands: dict) -> tuple[tuple[str, ...], list[str]]:
     """Longest run of leading words that names a command, and the remaining arguments."""
     for n in range(min(len(argv), 3), 0, -1):
         words = tuple(argv[:n])
-        if words in COMMANDS:
+        if words in commands:
             return words, argv[n:]
     raise PbrlError(f"unknown command {' '.join(argv[:2])!r}; run `pbrl --help` for the list")
 
 
-def main(argv: list[str] | None = None) -> int:
+class _ArgumentError(Exception):
+    """An argument error, raised from tyro's parse-error hook to replace its boxed message by one line."""
+
+
+def _event_message(event: Any) -> str | None:
+    """One line for a tyro parse-error event, or None to use the generic rendering."""
+    kind = type(event).__name__
+
+    def name(arg: Any) -> str:
+        return arg.display_name()
+
+    if kind == "MissingArgs":
+        names = ", ".join(name(a.arg) for a in event.missing_arguments)
+        extra = f" (and unrecognized: {' '.join(event.unrecognized_tokens)})" if event.unrecognized_tokens else ""
+        return f"missing required argument{'s' if len(event.missing_arguments) > 1 else ''}: {names}{extra}"
+    if kind == "InvalidChoice":
+        return f"{name(event.argument)}: invalid choice {event.value!r}; choose from {', '.join(event.choices)}"
+    if kind == "UnrecognizedArgs":
+        return f"unrecognized arguments: {' '.join(event.tokens)}"
+    if kind == "BadValue":
+        if event.offending_value is None:
+            return f"{name(event.argument)}: expected more values"
+        return f"{name(event.argument)}: unexpected value {event.offending_value!r}"
+    if kind == "InstantiationFailure":
+        msg = " ".join(str(event.message).split())
+        if event.argument is not None and name(event.argument) not in msg:
+            msg = f"{name(event.argument)}: {msg}"
+        return msg
+    return None
+
+
+def _hook_context() -> contextlib.AbstractContextManager:
+    """tyro's (private, versioned) parse-error hook when this tyro has one; the text fallback covers the rest."""
+    errors = getattr(importlib.import_module("tyro"), "_errors", None)
+    if errors is None or not hasattr(errors, "on_parse_error"):
+        return contextlib.nullcontext()
+
+    def hook(event: Any) -> None:
+        try:
+            msg = _event_message(event)
+        except Exception:  # an event whose fields changed: fall back to the rendered text
+            msg = None
+        if msg:
+            raise _ArgumentError(msg)
+
+    return errors.on_parse_error(hook)
+
+
+_BOX = re.compile(r"[\u2500-\u257f]")  # box-drawing characters
+
+
+def one_line(rendered: str) -> str:
+    """tyro's boxed error text reduced to one line: the box's title and first section (before its first rule)."""
+    lines = [ln for ln in rendered.splitlines() if ln.strip()]
+    out: list[str] = []
+    for i, ln in enumerate(lines):
+        body = _BOX.sub(" ", ln).strip()
+        if i > 0 and re.fullmatch(r"[\s\u2500-\u257f]+", ln):  # a horizontal rule ends the first section
+            break
+        if body:
+            out.append(body)
+    return " ".join(" ".join(out).split())
+
+
+def parse(cls: type, args: list[str], prog: str, description: str) -> Any:
+    """`tyro.cli(cls, args)` whose argument errors raise PbrlError with one line; `--help` prints as tyro prints it."""
     import tyro
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
+    buf = io.StringIO()
+    error: str | None = None
     try:
-        words, rest = _resolve(argv)
-        target, help_ = COMMANDS[words]
+        with _hook_context(), contextlib.redirect_stderr(buf):
+            cfg = tyro.cli(cls, args=args, prog=prog, description=description)
+    except _ArgumentError as e:
+        error = str(e)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help: tyro printed it
+            sys.stderr.write(buf.getvalue())
+            raise
+        error = one_line(buf.getvalue()) or "invalid arguments"
+    if error is not None:
+        raise PbrlError(f"{prog}: {error}")
+    sys.stderr.write(buf.getvalue())  # warnings of a successful parse
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        commands = all_commands()
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(_usage(commands))
+            return 0
+        words, rest = _resolve(argv, commands)
+        target, help_ = commands[words]
         module, cls_name = target.split(":")
         cls = getattr(importlib.import_module(module), cls_name)
-        cmd = tyro.cli(cls, args=rest, prog="pbrl " + " ".join(words), description=help_)
+        cmd = parse(cls, rest, "pbrl " + " ".join(words), help_)
         reuse_freed_heap()  # the command owns the process: large activations are reused, not page-faulted anew
         cmd.run()
     except PbrlError as e:

@@ -95,7 +95,7 @@ class Quickstart:
     dataset: str = QUICKSTART_DATASET
     """A suite dataset name (`pbrl data list`); built at its default size if missing."""
     algo: str = "iql"
-    """Offline algorithm for both runs."""
+    """Offline algorithm for both runs (`pbrl train --help` lists them; a str keeps this module free of torch)."""
     steps: int = 5000
     """Policy updates per run."""
     queries: int = 200
@@ -109,19 +109,15 @@ class Quickstart:
     def run(self) -> None:
         import time
 
-        import pbrl_envs
         from pbrl.data.minari_io import dataset_exists
+        from pbrl.data.recipes import build_recipe, get_recipe
         from pbrl.pipeline import PipelineConfig, run_pipeline
 
-        if self.dataset not in pbrl_envs.RECIPES:
-            raise PbrlError(f"unknown suite dataset {self.dataset!r}; known: {sorted(pbrl_envs.RECIPES)}")
-        recipe = pbrl_envs.RECIPES[self.dataset]
+        recipe = get_recipe(self.dataset)  # registered by the installed tasks packages
         if not dataset_exists(recipe.dataset_id):
-            from pbrl_envs.commands import build
-
             t0 = time.time()
             print(f"building {self.dataset} ({recipe.default_size} transitions) ...")
-            build(self.dataset)  # the same build as `pbrl data build`, dataset card included
+            build_recipe(self.dataset)  # the same build as `pbrl data build`, dataset card included
             print(f"built {recipe.dataset_id} in {time.time() - t0:.0f}s")
         rows = []
         for reward in ("step", "true"):
@@ -131,7 +127,7 @@ class Quickstart:
             s = run_pipeline(
                 PipelineConfig(
                     recipe.dataset_id,
-                    algo=self.algo,  # type: ignore[arg-type]
+                    algo=self.algo,  # type: ignore[arg-type]  (checked by the pipeline)
                     reward=reward,  # type: ignore[arg-type]
                     queries=self.queries,
                     length=self.length,

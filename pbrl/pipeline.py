@@ -4,8 +4,10 @@
       -> reward learner (step | segment | pt) -> relabel (normalizer) -> offline policy -> normalized score
 
 The policy never sees the dataset's true rewards unless `reward="true"` (the oracle column of the tables). Every
-stage writes into one run folder: config.json, prefs/, reward/, policy/, summary.json.
-`run_record(config, out_dir)` is the sweep runner (see pbrl.sweep).
+stage writes into one run folder: config.json, prefs/, reward/, policy/, summary.json. The inputs (options, the
+dataset, the labels) are checked before anything is written: a run that fails on its inputs leaves no folder behind.
+`run_record(config, out_dir)` is the sweep runner (see pbrl.sweep); its grid rows keep the teacher options flat
+(`{"teacher": "stochastic", "beta": 1.0}`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import tyro
 
+from pbrl.data.teachers import TeacherConfig
 from pbrl.errors import PbrlError
 from pbrl.policies.base import AlgoName as Algo
+from pbrl.rewards.normalizers import NormalizerName
+from pbrl.rewards.train import ModelKind
 from pbrl.utils import atomic_write_json, git_revision
+
+RewardChoice = Literal["true", ModelKind]
+"""A reward learner of pbrl.rewards, or `true` (the dataset's own rewards, the oracle baseline)."""
 
 
 @dataclass
@@ -32,22 +40,18 @@ class PipelineConfig:
     """Dataset spec: Minari id, d4rl:<path>, or a local path."""
     algo: Algo = "iql"
     """Offline policy algorithm."""
-    reward: Literal["true", "step", "segment", "pt"] = "step"
+    reward: RewardChoice = "step"
     """Reward learner; `true` trains on the dataset's own rewards (the oracle baseline)."""
-    normalize: Literal["member-zscore", "direct", "location", "scale", "none"] = "member-zscore"
+    normalize: NormalizerName = "member-zscore"
     """Normalizer of the learned rewards (member-zscore = DTR's ensemble normalization)."""
     labels: str | None = None
     """Human label folder or prefs.npz (Uni-RLHF, PT, pbrl); default: a scripted teacher on the true reward."""
-    teacher: Literal["exact", "stochastic", "myopic", "skip", "equal", "mistake"] = "exact"
-    """Scripted teacher (B-Pref models) when no label folder is given."""
+    teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = dataclasses.field(default_factory=TeacherConfig)
+    """Scripted teacher (B-Pref models) when no label folder is given: `--teacher NAME` and its parameters."""
     queries: int = 500
     """Scripted queries."""
     length: int = 50
     """Scripted segment length."""
-    tie_threshold: float | None = None
-    """Exact teacher's tie band."""
-    epsilon: float | None = None
-    """Mistake teacher's flip probability."""
     query_fraction: float = 1.0
     """Use only this fraction of the labelled pairs (query-count ablations)."""
     ensemble: int = 3
@@ -74,6 +78,36 @@ class PipelineConfig:
     """Torch CPU threads (default: torch's choice). Small MLP updates gain little from a second thread and lose
     several-fold when other processes compete for the cores."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.teacher, str | dict):  # Python callers: teacher="mistake" or {"name": ..., "epsilon": ...}
+            self.teacher, _ = TeacherConfig.from_flat({"teacher": self.teacher}, source="PipelineConfig")
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any], source: str = "pipeline config") -> PipelineConfig:
+        """A config from a flat dict (a sweep grid row): teacher options flat or nested, unknown keys an error."""
+        teacher, rest = TeacherConfig.from_flat(config, source=source)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(rest) - known
+        if unknown:
+            raise PbrlError(f"unknown pipeline fields in {source}: {sorted(unknown)}")
+        return cls(**rest, teacher=teacher)
+
+    def check(self) -> None:
+        """The option checks that need no data (tyro checks the types on the command line; Python callers too)."""
+        choices = {"algo": get_args(Algo), "reward": get_args(RewardChoice), "normalize": get_args(NormalizerName)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise PbrlError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not 0 < self.query_fraction <= 1:
+            raise PbrlError(f"query_fraction must be in (0, 1], got {self.query_fraction}")
+        learned = self.reward != "true"
+        scripted = learned and not self.labels
+        for name, used in (("steps", True), ("ensemble", learned), ("reward_epochs", learned), ("queries", scripted),
+                           ("length", scripted)):
+            if used and getattr(self, name) < 1:
+                raise PbrlError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.teacher.resolve()  # a known teacher name
+
     def run(self) -> None:
         s = run_pipeline(self)
         score = s["policy"].get("last_score")
@@ -89,11 +123,7 @@ def _labels(cfg: PipelineConfig, ds) -> Any:
     if cfg.labels:
         pairs = PreferencePairs.load(cfg.labels).validate(ds, source=cfg.labels)
     else:
-        pairs = scripted_preferences(
-            ds, cfg.queries, cfg.length, cfg.teacher, cfg.seed, tie_threshold=cfg.tie_threshold, epsilon=cfg.epsilon
-        )
-    if not 0 < cfg.query_fraction <= 1:
-        raise PbrlError(f"query_fraction must be in (0, 1], got {cfg.query_fraction}")
+        pairs = scripted_preferences(ds, cfg.queries, cfg.length, cfg.teacher, cfg.seed)
     if cfg.query_fraction < 1:
         keep = np.random.default_rng(cfg.seed).permutation(len(pairs))[: max(1, int(round(cfg.query_fraction * len(pairs))))]
         pairs = pairs.subset(np.sort(keep))
@@ -111,9 +141,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    # every input is checked before the run folder is written: options, the dataset, the labels, the policy config
+    cfg.check()
+    ds = load_dataset(cfg.dataset)
+    pairs = _labels(cfg, ds) if cfg.reward != "true" else None
+    pcfg = default_config(cfg.algo, **cfg.policy)
     os.makedirs(cfg.out, exist_ok=True)
     atomic_write_json(os.path.join(cfg.out, "config.json"), {**dataclasses.asdict(cfg), "git_revision": git_revision()})
-    ds = load_dataset(cfg.dataset)
     summary: dict[str, Any] = {
         "dataset": cfg.dataset,
         "dataset_name": ds.name,
@@ -121,12 +155,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         "dataset_episodes": ds.num_episodes,
     }
     train_ds = ds
-    if cfg.reward != "true":
+    if pairs is not None:
         from pbrl.rewards.relabel import relabel
         from pbrl.rewards.report import reward_report
         from pbrl.rewards.train import RewardConfig, train_reward
 
-        pairs = _labels(cfg, ds)
         pairs.save(os.path.join(cfg.out, "prefs"))
         rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
         model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress)
@@ -140,7 +173,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             # correlations of learned and true rewards (the true ones are hidden from the policy, not from us)
             "report": reward_report(ds, model, seed=cfg.seed),
         }
-    pcfg = default_config("qt" if cfg.algo == "qt" else cfg.algo, **cfg.policy)
     pol = train_policy(
         cfg.algo,
         train_ds,
@@ -162,11 +194,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Sweep runner: a pipeline run from a grid config; returns what the tables read."""
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = set(config) - known
-    if unknown:
-        raise PbrlError(f"unknown pipeline fields in grid config: {sorted(unknown)}")
-    cfg = PipelineConfig(**{**config, "out": out_dir, "progress": False})
+    cfg = PipelineConfig.from_dict({**config, "out": out_dir, "progress": False}, source="grid config")
     s = run_pipeline(cfg)
     pol = s["policy"]
     curve = [[e["step"], e["eval/normalized_score"]] for e in pol.get("evaluations", []) if e.get("eval/normalized_score") is not None]

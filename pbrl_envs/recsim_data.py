@@ -14,24 +14,25 @@ Recipes (`pbrl data build recsim-random|recsim-popular|recsim-mixed`): sessions 
 transitions from each; metadata carries ref_min_score/ref_max_score (random vs planner, measured by
 `reference_returns`) and the catalog (`items`: id, title, category, text per item id).
 
-`session_preferences` labels window pairs by the clicks of the whole rest of each session (return-to-go), the
-long-term satisfaction that per-window clicks miss: see its docstring.
+The session teacher that labels window pairs by the clicks of the whole rest of each session (return-to-go), the
+long-term satisfaction that per-window clicks miss, is generic: `pbrl.rec.session_preferences` (named here too).
 """
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from pbrl.data import EpisodeDataset, collect_episodes, make_env
-from pbrl.data.preferences import PreferencePairs
-from pbrl.data.teachers import Teacher, get_teacher, label_pairs
+from pbrl.data.recipes import RECIPES, Recipe, register_recipe
 from pbrl.errors import PbrlError
-from pbrl_envs.recipes import Recipe, register_recipe
+from pbrl.rec.sessions import session_preferences
 from pbrl_envs.recsim import ENV_ID, RecSimEnv
+
+__all__ = ["POLICIES", "ClickModelPolicy", "PlannerPolicy", "PopularityPolicy", "RandomPolicy", "build_dataset",
+           "collect_sessions", "item_popularity", "reference_returns", "session_preferences"]
 
 
 class RandomPolicy:
@@ -209,64 +210,5 @@ def _recipe(name: str, mixture: dict[str, float], size: int, description: str) -
 
 
 for _name, (_mix, _size, _desc) in _RECIPES.items():
-    register_recipe(_recipe(_name, _mix, _size, _desc))
-
-
-def session_preferences(dataset: EpisodeDataset, num_queries: int, segment_length: int = 5,
-                        teacher: str | Teacher = "exact", seed: int = 0, **teacher_overrides: float) -> PreferencePairs:
-    """Label window pairs by the long-term engagement of the sessions they open onto.
-
-    Each pair takes a window of `segment_length` steps from two different sessions at the same step offset t0 of
-    both (t0 uniform over the first session's valid offsets; the second session is drawn among those at least
-    t0 + segment_length long; which of the two is `a` is a coin flip) and compares their returns-to-go G = sum_{t >= t0} r_t, the clicks from the window
-    to the end of the session. A window of clickbait earns clicks inside the window and loses the rest of the
-    session; the generic teacher (`pbrl.data.teachers.scripted_preferences`, summed reward inside the window) prefers
-    it, this teacher does not. The teacher models of `pbrl.data.teachers` (ties, stochastic, mistakes, ...) apply to
-    G. Segments have one length, as PreferencePairs require: sessions shorter than `segment_length` are not drawn.
-    """
-    if num_queries < 1:
-        raise PbrlError(f"num_queries must be >= 1, got {num_queries}")
-    if segment_length < 1:
-        raise PbrlError(f"segment_length must be >= 1, got {segment_length}")
-    t = get_teacher(teacher, **teacher_overrides)
-    if t.gamma != 1.0:
-        raise PbrlError("session_preferences: the myopic discount (gamma) is not defined for returns-to-go")
-    starts, lengths = dataset.episode_starts[:-1], dataset.episode_lengths  # [E]
-    ok = np.flatnonzero(lengths >= segment_length)
-    if len(ok) < 2:
-        raise PbrlError(f"session_preferences: fewer than 2 sessions of {dataset.name} have {segment_length} steps "
-                        f"(longest: {lengths.max()}); use a shorter segment_length")
-    # return-to-go at every flat index: reverse cumulative sum within each episode
-    r = dataset.rewards.astype(np.float64)
-    ep_of = dataset.episode_index_of(np.arange(dataset.num_transitions))  # [N]
-    csum = np.concatenate([[0.0], np.cumsum(r)])  # [N+1]
-    rtg = csum[dataset.episode_starts[1:][ep_of]] - csum[:-1]  # [N]
-    by_len = ok[np.argsort(lengths[ok], kind="stable")]  # eligible sessions, shortest first
-    sorted_len = lengths[by_len]
-    rng = np.random.default_rng(seed)
-    got_a, got_b, got_y, need = [], [], [], num_queries
-    for _ in range(20):
-        ea = ok[rng.integers(0, len(ok), need)]  # [M]
-        t0 = (rng.random(need) * (lengths[ea] - segment_length + 1)).astype(np.int64)  # [M]
-        first = np.searchsorted(sorted_len, t0 + segment_length)  # sessions long enough for offset t0
-        eb = by_len[first + (rng.random(need) * (len(by_len) - first)).astype(np.int64)]  # [M]
-        valid = eb != ea
-        swap = rng.random(need) < 0.5  # eb is biased toward long sessions: balance which side it lands on
-        ea, eb = np.where(swap, eb, ea), np.where(swap, ea, eb)
-        a, b = starts[ea] + t0, starts[eb] + t0
-        y, keep = label_pairs(rtg[a], rtg[b], t, rng)
-        keep &= valid
-        got_a.append(a[keep])
-        got_b.append(b[keep])
-        got_y.append(y[keep])
-        need -= int(keep.sum())
-        if need <= 0:
-            break
-    if need > 0:
-        raise PbrlError(f"session_preferences: only {num_queries - need} of {num_queries} queries could be labelled")
-    meta = {"source": "scripted", "teacher": f"session-return-to-go/{teacher if isinstance(teacher, str) else 'custom'}",
-            "teacher_params": {k: (None if isinstance(v, float) and math.isinf(v) else v)
-                               for k, v in t.__dict__.items()},
-            "seed": seed, "dataset": dataset.name}
-    return PreferencePairs(np.concatenate(got_a)[:num_queries], np.concatenate(got_b)[:num_queries], segment_length,
-                           np.concatenate(got_y)[:num_queries], meta)
+    if _name not in RECIPES:
+        register_recipe(_recipe(_name, _mix, _size, _desc))

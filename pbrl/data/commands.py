@@ -1,15 +1,16 @@
-"""CLI commands of the data package: `pbrl data info`, `pbrl prefs`, `pbrl prefs info`."""
+"""CLI commands of the data package: `pbrl data info|collect|build|list`, `pbrl prefs`, `pbrl prefs info`."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import numpy as np
 import tyro
 
+from pbrl.data.teachers import TeacherConfig
 from pbrl.errors import PbrlError
 
 
@@ -99,6 +100,63 @@ class DataCollect:
 
 
 @dataclass
+class DataBuild:
+    """Build a suite dataset (e.g. hopper-medium-replay) from its recipe as a local Minari dataset, offline."""
+
+    name: tyro.conf.Positional[str]
+    """Suite dataset name; `pbrl data list` shows them all."""
+    size: int | None = None
+    """Transitions to build (default: the recipe's size)."""
+    seed: int = 0
+    """Seed of the environments and of the policies' sampling noise; builds are deterministic given it."""
+    overwrite: bool = False
+    """Replace the dataset if it is already built."""
+
+    def run(self) -> None:
+        from pbrl.data.recipes import build_recipe
+
+        card = build_recipe(self.name, self.size, self.seed, self.overwrite)
+        n = card["normalized_return"]
+        score = f", normalized return {n['mean']:.1f} +- {n['std']:.1f}" if n else ""
+        print(f"built {card['dataset_id']}: {card['transitions']} transitions, {card['episodes']} episodes"
+              f"{score} ({card['build_s']} s)")
+
+
+@dataclass
+class DataList:
+    """List the registered dataset recipes (which are built) and the other local Minari datasets."""
+
+    json_output: bool = False
+    """Print JSON instead of a table."""
+
+    def run(self) -> None:
+        from pbrl.data.minari_io import datasets_root, local_dataset_ids
+        from pbrl.data.recipes import read_card, recipes
+
+        known = recipes()
+        local = set(local_dataset_ids())
+        rows = []
+        for name, r in sorted(known.items()):
+            card = read_card(r.dataset_id) if r.dataset_id in local else None
+            rows.append({"name": name, "dataset_id": r.dataset_id, "built": r.dataset_id in local,
+                         "default_size": r.default_size, "description": r.description,
+                         "transitions": card["transitions"] if card else None})
+        others = sorted(local - {r.dataset_id for r in known.values()})
+        if self.json_output:
+            print(json.dumps({"root": datasets_root(), "suite": rows, "other_local": others}, indent=1))
+            return
+        width = max((len(r["name"]) for r in rows), default=0)
+        print(f"Minari datasets folder: {datasets_root()}\n\nsuite ({len(rows)} recipes):")
+        for r in rows:
+            state = f"built ({r['transitions']} transitions)" if r["built"] and r["transitions"] else (
+                "built" if r["built"] else "-")
+            print(f"  {r['name']:<{width}}  {r['dataset_id']:<36} {state:<28} {r['description']}")
+        print(f"\nother local Minari datasets ({len(others)}):")
+        for i in others:
+            print(f"  {i}")
+
+
+@dataclass
 class PrefsLabel:
     """Label random segment pairs of a dataset with a scripted teacher; writes <out>/prefs.npz."""
 
@@ -110,20 +168,8 @@ class PrefsLabel:
     """Number of labelled pairs."""
     length: int = 50
     """Segment length in steps."""
-    teacher: Literal["exact", "stochastic", "myopic", "skip", "equal", "mistake"] = "exact"
-    """Teacher model (B-Pref); parameters below override its defaults."""
-    tie_threshold: float | None = None
-    """Exact teacher tie band |R_a - R_b| <= t (Uni-RLHF MuJoCo: 10)."""
-    beta: float | None = None
-    """Stochastic teacher rationality."""
-    gamma: float | None = None
-    """Myopic discount."""
-    epsilon: float | None = None
-    """Mistake probability."""
-    skip_threshold: float | None = None
-    """Skip queries whose better return is below this."""
-    equal_threshold: float | None = None
-    """Tie when |R_a - R_b| < this."""
+    teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = field(default_factory=TeacherConfig)
+    """Scripted teacher (B-Pref models): `--teacher NAME` and its parameters."""
     cross_episodes: bool = False
     """Allow windows that cross episode boundaries (Uni-RLHF style)."""
     seed: int = 0
@@ -136,18 +182,7 @@ class PrefsLabel:
 
         ds = load_dataset(self.spec)
         pairs = scripted_preferences(
-            ds,
-            self.queries,
-            self.length,
-            self.teacher,
-            self.seed,
-            cross_episodes=self.cross_episodes,
-            tie_threshold=self.tie_threshold,
-            beta=self.beta,
-            gamma=self.gamma,
-            epsilon=self.epsilon,
-            skip_threshold=self.skip_threshold,
-            equal_threshold=self.equal_threshold,
+            ds, self.queries, self.length, self.teacher, self.seed, cross_episodes=self.cross_episodes
         )
         pairs.meta["dataset_spec"] = self.spec
         written = []
@@ -158,7 +193,7 @@ class PrefsLabel:
             written += pairs.to_uni_rlhf(self.out, env=env, kind="fake")
         s = pairs.stats()
         print(
-            f"labelled {len(pairs)} pairs of {self.length} steps ({self.teacher} teacher), tie rate {s['tie_rate']:.3f}"
+            f"labelled {len(pairs)} pairs of {self.length} steps ({self.teacher.name} teacher), tie rate {s['tie_rate']:.3f}"
         )
         for w in written:
             print(f"wrote {os.path.relpath(w)}")

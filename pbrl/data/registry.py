@@ -18,8 +18,8 @@ from pbrl.errors import PbrlError
 _LOADERS: dict[str, Callable[[str], EpisodeDataset] | str] = {
     "d4rl": "pbrl.data.d4rl_io:read_d4rl",
     "minari": "pbrl.data.minari_io:read_minari",
-    "movielens": "pbrl.data.reclogs:load_movielens",
-    "amazon": "pbrl.data.reclogs:load_amazon",
+    "movielens": "pbrl.rec.logs:load_movielens",
+    "amazon": "pbrl.rec.logs:load_amazon",
 }
 
 
@@ -62,17 +62,29 @@ def load_dataset(spec: str, download: bool = False) -> EpisodeDataset:
 
             return EpisodeDataset.from_minari(minari.MinariDataset(os.path.join(spec, "data")))
         raise PbrlError(f"{spec}: a folder but not a Minari dataset (no data/metadata.json)")
+    if _looks_like_path(spec):
+        raise PbrlError(f"{spec}: file not found")
     return EpisodeDataset.from_minari(spec, download=download)
 
 
+def _looks_like_path(spec: str) -> bool:
+    """A spec meant as a file, not a Minari id: a data file's suffix, or a separator that ids never start with.
+
+    Minari ids contain '/' (`pbrl/hopper/medium-v0`), so a '/' alone does not make a path: a leading '/', './',
+    '../' or '~', an OS-specific separator (Windows' '\\'), or a `.hdf5`/`.h5` suffix does.
+    """
+    if spec.endswith((".hdf5", ".h5")) or spec.startswith(("/", "./", "../", "~")):
+        return True
+    return os.sep != "/" and os.sep in spec
+
+
 def make_env(env_id: str, **kwargs: Any):
-    """`gymnasium.make` that first registers pbrl_envs' environments when that package is installed."""
+    """`gymnasium.make` after the installed tasks packages have registered their environments (`pbrl.plugins`)."""
     import gymnasium as gym
 
-    try:
-        importlib.import_module("pbrl_envs")
-    except ImportError:
-        pass
+    from pbrl.plugins import load_tasks
+
+    load_tasks()
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:

@@ -9,9 +9,9 @@ import torch
 
 from pbrl.cli import main
 from pbrl.data import load_dataset, normalized_score
+from pbrl.data.recipes import build_recipe as build
+from pbrl.data.recipes import dataset_card, get_recipe
 from pbrl_envs import suite
-from pbrl_envs.commands import build
-from pbrl_envs.recipes import RECIPES
 
 SIZE = 450  # two full pendulum episodes and a cut one
 
@@ -30,16 +30,16 @@ def _arrays(ds):
 def test_suite_names_and_ids():
     for fam in ("pendulum", "hopper", "walker2d", "halfcheetah"):
         for kind in suite.KINDS:
-            r = RECIPES[f"{fam}-{kind}"]
+            r = get_recipe(f"{fam}-{kind}")
             assert r.dataset_id == f"pbrl/{fam}/{kind}-v0"
-    assert RECIPES["hopper-medium"].default_size == 200_000
+    assert get_recipe("hopper-medium").default_size == 200_000
 
 
 @pytest.mark.parametrize("kind", suite.KINDS)
 def test_pendulum_tiny_build_is_deterministic(kind):
-    a = RECIPES[f"pendulum-{kind}"].build(SIZE, 0)
-    b = RECIPES[f"pendulum-{kind}"].build(SIZE, 0)
-    c = RECIPES[f"pendulum-{kind}"].build(SIZE, 1)
+    a = get_recipe(f"pendulum-{kind}").build(SIZE, 0)
+    b = get_recipe(f"pendulum-{kind}").build(SIZE, 0)
+    c = get_recipe(f"pendulum-{kind}").build(SIZE, 1)
     assert a.num_transitions == SIZE
     for x, y in zip(_arrays(a), _arrays(b)):
         np.testing.assert_array_equal(x, y)
@@ -50,10 +50,10 @@ def test_pendulum_tiny_build_is_deterministic(kind):
 
 def test_medium_expert_is_medium_then_expert_halves():
     card = suite.policy_card("pendulum")
-    ds = RECIPES["pendulum-medium-expert"].build(800, 3)
+    ds = get_recipe("pendulum-medium-expert").build(800, 3)
     pols = ds.metadata["behavior_policies"]
     assert [p["train_step"] for p in pols] == [card["medium_step"], card["expert_step"]]
-    medium = RECIPES["pendulum-medium"].build(400, 3)
+    medium = get_recipe("pendulum-medium").build(400, 3)
     np.testing.assert_array_equal(ds.actions[:400], medium.actions)  # first half = medium at the same seed
     assert ds.num_transitions == 800
 
@@ -70,18 +70,18 @@ def test_replay_schedule_splits_size_in_proportion_to_training_steps():
 
 def test_medium_replay_uses_the_checkpoint_chain():
     card = suite.policy_card("pendulum")
-    ds = RECIPES["pendulum-medium-replay"].build(card["medium_step"], 0)  # natural size: one step each
+    ds = get_recipe("pendulum-medium-replay").build(card["medium_step"], 0)  # natural size: one step each
     steps = [p.get("train_step") for p in ds.metadata["behavior_policies"]]
     assert steps == [None] + card["replay_steps"][:-1]
     assert ds.num_transitions == card["medium_step"]
-    assert "D4RL stored the replay buffer" in suite.dataset_card(ds)["notes"]
+    assert "D4RL stored the replay buffer" in dataset_card(ds)["notes"]
 
 
 def test_policy_quality_orders_random_medium_expert():
     """The committed actors are what the card says: expert > medium > random on whole episodes."""
     means = {}
     for kind in ("random", "medium", "expert"):
-        ds = RECIPES[f"pendulum-{kind}"].build(2000, 7)  # 10 episodes of 200 steps
+        ds = get_recipe(f"pendulum-{kind}").build(2000, 7)  # 10 episodes of 200 steps
         means[kind] = float(normalized_score("pendulum", ds.episode_returns()).mean())
     assert means["random"] < 30 < means["medium"] < means["expert"]
     assert means["expert"] > 85
@@ -129,8 +129,8 @@ def test_locomotion_tiny_builds(family):
     lo, hi = {"hopper": (-20.272305, 3234.3), "walker2d": (1.629008, 4592.3),
               "halfcheetah": (-280.178953, 12135.0)}[family]
     for kind in ("medium-replay", "medium-expert"):
-        a = RECIPES[f"{family}-{kind}"].build(300, 5)
-        b = RECIPES[f"{family}-{kind}"].build(300, 5)
+        a = get_recipe(f"{family}-{kind}").build(300, 5)
+        b = get_recipe(f"{family}-{kind}").build(300, 5)
         assert a.num_transitions == 300
         for x, y in zip(_arrays(a), _arrays(b)):
             np.testing.assert_array_equal(x, y)

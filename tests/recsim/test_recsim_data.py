@@ -5,10 +5,11 @@ import pytest
 
 from pbrl.data import EpisodeDataset, normalized_score
 from pbrl.data.dataset import Episode
+from pbrl.data.recipes import get_recipe
 from pbrl.data.teachers import scripted_preferences
 from pbrl.errors import PbrlError
-from pbrl_envs import RECIPES
-from pbrl_envs.recsim_data import collect_sessions, reference_returns, session_preferences
+from pbrl.rec import session_preferences
+from pbrl_envs.recsim_data import collect_sessions, reference_returns
 
 
 def _episode(rewards, obs_dim=2):
@@ -19,12 +20,12 @@ def _episode(rewards, obs_dim=2):
 
 def test_recipes_registered_with_minari_ids():
     for name in ("recsim-random", "recsim-popular", "recsim-mixed"):
-        r = RECIPES[name]
+        r = get_recipe(name)
         assert r.dataset_id == f"pbrl/recsim/{name.split('-')[1]}-v0" and r.default_size > 0
 
 
 def test_mixed_recipe_builds_a_deterministic_discrete_dataset_with_reference_scores():
-    ds = RECIPES["recsim-mixed"].build(4000, 3)
+    ds = get_recipe("recsim-mixed").build(4000, 3)
     assert ds.num_transitions == 4000 and ds.is_discrete and ds.env_id == "pbrl/RecSim-v0"
     lo, hi = ds.metadata["ref_min_score"], ds.metadata["ref_max_score"]
     assert (lo, hi) == reference_returns() and hi > 2 * lo > 0
@@ -32,10 +33,10 @@ def test_mixed_recipe_builds_a_deterministic_discrete_dataset_with_reference_sco
     assert len(ds.metadata["items"]["text"]) == ds.action_space.n
     assert [(p["policy"], p["share"]) for p in ds.metadata["behavior_policies"]] == [
         ("random", 0.25), ("popular", 0.25), ("click", 0.25), ("planner", 0.25)]
-    again = RECIPES["recsim-mixed"].build(4000, 3)
+    again = get_recipe("recsim-mixed").build(4000, 3)
     np.testing.assert_array_equal(ds.actions, again.actions)
     np.testing.assert_array_equal(ds.observations_all, again.observations_all)
-    assert not np.array_equal(RECIPES["recsim-mixed"].build(4000, 4).actions, ds.actions)
+    assert not np.array_equal(get_recipe("recsim-mixed").build(4000, 4).actions, ds.actions)
 
 
 def test_behaviour_policies_order_as_designed():
@@ -49,7 +50,7 @@ def test_behaviour_policies_order_as_designed():
 
 
 def test_minari_round_trip_keeps_catalog_and_scores():
-    ds = RECIPES["recsim-random"].build(600, 0)
+    ds = get_recipe("recsim-random").build(600, 0)
     ds.to_minari("pbrl/recsim/random-v0")
     back = EpisodeDataset.from_minari("pbrl/recsim/random-v0")
     np.testing.assert_array_equal(back.actions, ds.actions)
@@ -94,7 +95,7 @@ def test_session_teacher_rejects_bad_input():
 
 
 def test_session_preferences_on_simulator_data_favour_longer_sessions():
-    ds = RECIPES["recsim-mixed"].build(3000, 1)
+    ds = get_recipe("recsim-mixed").build(3000, 1)
     prefs = session_preferences(ds, 400, segment_length=3, seed=0)
     lengths = ds.episode_lengths
     la = lengths[ds.episode_index_of(prefs.start_a)]

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from pbrl.data.recipes import get_recipe
 from pbrl.policies.base import default_config
 from pbrl.policies.trainer import train_policy
+from pbrl.rec import session_preferences
 from pbrl.rewards.relabel import relabel
 from pbrl.rewards.train import RewardConfig, train_reward
-from pbrl_envs import RECIPES
-from pbrl_envs.recsim_data import session_preferences
 
 
 def test_discrete_sessions_flow_through_prefs_reward_relabel():
-    ds = RECIPES["recsim-mixed"].build(2000, 0)
+    ds = get_recipe("recsim-mixed").build(2000, 0)
     prefs = session_preferences(ds, 200, segment_length=5, seed=0)
     model = train_reward(ds, prefs, RewardConfig(hidden=(32, 32), epochs=2, ensemble=2, early_stop=False),
                          progress=False)
@@ -28,7 +28,7 @@ def test_discrete_sessions_flow_through_prefs_reward_relabel():
 @pytest.mark.slow
 def test_iql_on_session_preference_rewards_beats_the_behaviour_policy(tmp_path):
     torch.set_num_threads(1)  # oversubscribed CPUs make 2 threads far slower than 1
-    ds = RECIPES["recsim-mixed"].build(20_000, 0)
+    ds = get_recipe("recsim-mixed").build(20_000, 0)
     prefs = session_preferences(ds, 1000, segment_length=5, seed=0)
     model = train_reward(ds, prefs, RewardConfig(hidden=(64, 64), epochs=20, ensemble=2), progress=False)
     rl = relabel(ds, model)

@@ -6,7 +6,7 @@ import pytest
 from pbrl.data import EpisodeDataset
 from pbrl.data.dataset import Episode
 from pbrl.errors import PbrlError
-from pbrl.policies.recbaselines import (
+from pbrl.rec import (
     CooccurrenceRecommender,
     PopularityRecommender,
     evaluate_next_item,

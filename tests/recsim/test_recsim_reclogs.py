@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pbrl.data import load_dataset
-from pbrl.data.reclogs import history_ids, load_amazon, load_movielens
 from pbrl.errors import PbrlError
+from pbrl.rec.logs import history_ids, load_amazon, load_movielens
 
 # user 1: 3 ratings within minutes, then one 2 days later (2 sessions); user 2: 2 ratings. Lines shuffled on purpose.
 RATINGS = """\
