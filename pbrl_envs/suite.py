@@ -54,9 +54,9 @@ import numpy as np
 import torch
 
 from pbrl.data import EpisodeDataset, collect_episodes, register_reference_scores
+from pbrl.data.recipes import RECIPES, Recipe, register_recipe
 from pbrl.errors import PbrlError
 from pbrl.utils import safe_torch_load
-from pbrl_envs.recipes import RECIPES, Recipe, register_recipe
 from pbrl_envs.sac import Actor
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
