@@ -1,17 +1,20 @@
-"""CLI commands of the reward branch: `pbrl reward train`, `pbrl relabel`, `pbrl reward report`."""
+"""CLI commands of the reward branch: `pbrl reward train`, `pbrl relabel`, `pbrl reward report`.
+
+The choices are read from the one list of each: `--model` from `RewardConfig.model` (`learner.LearnerName`, checked
+equal to the learner registry), `--normalize` from `normalizers.NormalizerName`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 import tyro
 
+from pbrl.rewards.normalizers import NormalizerName
 from pbrl.rewards.train import RewardConfig
-
-Normalizer = Literal["member-zscore", "direct", "location", "scale", "none"]
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Relabel:
     """Reward model folder (written by `pbrl reward train`)."""
     out: str
     """Minari dataset id to write, e.g. pbrl/hopper/medium-replay-relabeled-v0."""
-    normalize: Normalizer = "member-zscore"
+    normalize: NormalizerName = "member-zscore"
     """member-zscore (DTR), direct, location (SegmentRM), scale (x1000 / return range), none (ensemble mean)."""
     overwrite: bool = False
     """Replace an existing dataset of that id."""
@@ -100,7 +103,7 @@ class RewardReport:
     """Held-out preference labels to score (optional)."""
     segments: int = 2000
     """Random windows for the segment-return correlation."""
-    normalize: Normalizer = "none"
+    normalize: NormalizerName = "none"
     """Normalizer applied before correlating (correlations are invariant to the affine ones)."""
     seed: int = 0
     """Seed of the random windows."""

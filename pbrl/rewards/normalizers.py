@@ -8,21 +8,23 @@ model). Inputs are the members' values [M, S] over the WHOLE dataset; outputs ar
 - direct (DTR's baseline):              rbar = (1/M) sum_m r_m,   r~ = (rbar - mu) / sigma
 - location (SegmentRM, Yin et al. 2025): rbar as above; with p = k/K the unit's relative position in its chunk,
       mu(p) = a_mu ln p + b_mu,  sigma(p) = a_sigma ln p + b_sigma   (Huber regressions, epsilon 1.35, of the
-      per-position mean and std against ln p),   r~ = (rbar - mu(p)) / sigma(p)
+      per-position mean and std against ln p; scikit-learn's HuberRegressor),   r~ = (rbar - mu(p)) / sigma(p)
 - scale (CORL / PT / Uni-RLHF for IQL):  r~ = rbar * 1000 / (max_return - min_return) over the dataset's episodes
 - none:                                 r~ = rbar
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Literal, get_args
 
 import numpy as np
 
 from pbrl.errors import PbrlError
 
+# The one list of normalizer names (command-line choices read it).
 NormalizerName = Literal["member-zscore", "direct", "location", "scale", "none"]
-NORMALIZERS = ("member-zscore", "direct", "location", "scale", "none")
+NORMALIZERS: tuple[str, ...] = get_args(NormalizerName)
 _EPS = 1e-8
 
 
@@ -40,35 +42,28 @@ def direct(values: np.ndarray) -> np.ndarray:
     return _zscore(np.asarray(values, np.float64).mean(0))
 
 
-def huber_fit(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35, iters: int = 100) -> tuple[float, float]:
-    """Robust line y ~ a x + b by iteratively reweighted least squares on Huber's loss.
+def huber_fit(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[float, float]:
+    """Robust line y ~ a x + b: Huber regression (Huber 1964; Owen 2007's joint location-scale form) through
+    scikit-learn's `HuberRegressor(epsilon, alpha=0)` (no ridge penalty: the fit is the plain Huber M-estimate).
 
-    Residuals are scaled by a robust scale (1.4826 * median |r|); weights 1 inside epsilon, epsilon/|r| outside.
-    Returns (a, b). With fewer than two distinct x the slope is 0 and b the (weighted) mean.
+    Returns (a, b). With fewer than two distinct x the slope is 0 and b the median (mean for <= 2 points).
+    It replaced a hand-written IRLS with a 1.4826 x MAD scale (same loss, other scale estimate): measured on the
+    reward fixtures and a pendulum-medium-replay run, location-normalized rewards moved by a mean |delta| of
+    0.002-0.011 for step/pt models and 0.009-0.035 for segment models (few per-position points; max 0.18).
     """
+    from sklearn.exceptions import ConvergenceWarning  # imported here: scikit-learn takes seconds to import
+    from sklearn.linear_model import HuberRegressor
+
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) == 0:
         raise PbrlError("huber_fit needs at least one point")
     if np.ptp(x) == 0:
         return 0.0, float(np.median(y)) if len(y) > 2 else float(y.mean())
-    design = np.stack([x, np.ones_like(x)], 1)  # [P, 2]
-    w = np.ones_like(x)
-    coef = np.zeros(2)
-    for _ in range(iters):
-        sw = np.sqrt(w)
-        new = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0]
-        r = y - design @ new
-        scale = 1.4826 * np.median(np.abs(r))
-        if scale < _EPS:  # (near-)exact fit of the majority: done
-            coef = new
-            break
-        u = np.abs(r) / scale
-        w = np.where(u <= epsilon, 1.0, epsilon / np.maximum(u, _EPS))
-        if np.allclose(new, coef, rtol=1e-10, atol=1e-12):
-            coef = new
-            break
-        coef = new
-    return float(coef[0]), float(coef[1])
+    with warnings.catch_warnings():
+        # lbfgs may stop at max_iter on a (near-)exact line, where the scale goes to its lower bound
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = HuberRegressor(epsilon=epsilon, alpha=0.0, max_iter=1000).fit(x[:, None], y)
+    return float(fit.coef_[0]), float(fit.intercept_)
 
 
 def location_fit(

@@ -13,35 +13,43 @@ import numpy as np
 
 from pbrl.data import EpisodeDataset, PreferencePairs
 from pbrl.data.teachers import segment_returns
+from pbrl.rewards.learner import RewardLearner
 from pbrl.rewards.relabel import learned_rewards
-from pbrl.rewards.train import RewardModel, evaluate_pairs
+from pbrl.rewards.train import evaluate_pairs
+
+__all__ = ["pearson", "rankdata", "reward_report", "spearman"]
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r (scipy.stats.pearsonr); nan when either side is constant or has fewer than two points."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    den = np.sqrt((xc**2).sum() * (yc**2).sum())
-    return float((xc * yc).sum() / den) if den > 0 else float("nan")
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    from scipy import stats  # imported here: scipy.stats takes about a second to import
 
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties averaged."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, inv = np.unique(x, return_inverse=True)
-    sums = np.bincount(inv, weights=ranks)
-    return (sums / np.bincount(inv))[inv]
+    return float(stats.pearsonr(x, y).statistic)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    return pearson(rankdata(x), rankdata(y))
+    """Spearman rho (scipy.stats.spearmanr: Pearson of the average-tie ranks); nan where `pearson` is."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    from scipy import stats
+
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties averaged (scipy.stats.rankdata)."""
+    from scipy import stats
+
+    return stats.rankdata(x)
 
 
 def reward_report(
     dataset: EpisodeDataset,
-    model: RewardModel,
+    model: RewardLearner,
     pairs: PreferencePairs | None = None,
     num_segments: int = 2000,
     normalizer: str = "none",

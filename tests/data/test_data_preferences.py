@@ -169,3 +169,40 @@ def test_split_is_disjoint_and_complete():
 def test_bad_labels_rejected():
     with pytest.raises(PbrlError, match="label entry 1"):
         PreferencePairs(np.array([0, 1]), np.array([1, 2]), 3, np.array([0.0, 1.5]))
+
+
+def test_per_pair_lengths_round_trip_validate_and_old_npz(tmp_path):
+    import io
+
+    p = PreferencePairs.of_lengths(np.array([0, 10, 4]), np.array([5, 2, 7]), np.array([3, 8, 1]), np.array([1.0, 0.0, 0.5]))
+    assert p.length == 8 and not p.fixed_length
+    assert p.subset(np.array([0, 2])).lengths.tolist() == [3, 1]
+    q = PreferencePairs.load(p.save(str(tmp_path / "mixed")))
+    np.testing.assert_array_equal(q.lengths, [3, 8, 1])
+    assert q.length == 8
+    # a file written before per-pair lengths existed: no `lengths` array, every pair has `length` steps
+    buf = io.BytesIO()
+    np.savez(buf, start_a=np.array([0, 1]), start_b=np.array([2, 3]), label=np.array([1.0, 0.0], np.float32),
+             length=np.int64(4), format_version=np.int64(1), meta=np.array("{}"))
+    (tmp_path / "old.npz").write_bytes(buf.getvalue())
+    old = PreferencePairs.load(str(tmp_path / "old.npz"))
+    assert old.fixed_length and old.lengths.tolist() == [4, 4]
+    # validation uses each pair's own length: pair 1 (start 10, 8 steps) needs 18 transitions
+    ds = EpisodeDataset.from_episodes([_episode(17)])
+    with pytest.raises(PbrlError, match=r"start_a\[1\] = 10 with length 8 runs past"):
+        p.validate(ds)
+    p.validate(EpisodeDataset.from_episodes([_episode(18)]))
+    with pytest.raises(PbrlError, match="one segment length"):
+        p.to_uni_rlhf(str(tmp_path / "uni"))
+    with pytest.raises(PbrlError, match="lengths entry 0 is 9"):
+        PreferencePairs(np.array([0]), np.array([1]), 8, np.array([1.0]), lengths=np.array([9]))
+
+
+def _episode(n):
+    return Episode(
+        observations=np.zeros((n + 1, 2), np.float32),
+        actions=np.zeros((n, 1), np.float32),
+        rewards=np.zeros(n, np.float32),
+        terminations=np.zeros(n, bool),
+        truncations=np.eye(1, n, n - 1, dtype=bool)[0],
+    )

@@ -2,10 +2,14 @@
 
 The folders and `expected.npz` were written by `tests/fixtures/reward_v1/make_fixtures.py` with that release, on a
 seeded synthetic dataset. Tolerances: loading must reproduce every relabeled reward to float32 round-off
-(rtol 1e-5, atol 1e-6: the same weights through the same float32 kernels; the normalizers work in float64) except
-`location`, whose Huber fit is now scikit-learn's HuberRegressor instead of the former hand-written IRLS: the two
-minimize the same Huber loss with different scale estimates (a concomitant scale vs 1.4826 x MAD), so the fitted
-lines differ slightly and the check is atol 0.05 on rewards of unit scale.
+(rtol 1e-5, atol 1e-6: the same weights through the same float32 kernels; the normalizers work in float64).
+
+One expected value changed by definition, not by loading: the location normalizer's Huber fit is now scikit-learn's
+HuberRegressor (joint location-scale estimate, Owen 2007) instead of the former IRLS with a 1.4826 x MAD scale. Both
+are Huber M-estimates of the same line, but on the few per-position points of a segment model they differ (measured
+on these fixtures: mean |delta r| 0.011 / 0.035 / 0.006, max 0.027 / 0.18 / 0.018 for step / segment / pt, rewards
+of std about 1). So `location` is checked tightly against `<kind>/location@sklearn` (the same committed folders
+relabeled once with the library fit, see make_fixtures.py) and loosely (mean |delta| < 0.05) against v1's numbers.
 """
 
 import importlib.util
@@ -34,7 +38,8 @@ def _check(ds, model, expected, kind):
     for norm in make.NORMALIZERS:
         got = learned_rewards(ds, model, norm)
         if norm == "location":
-            np.testing.assert_allclose(got, expected[f"{kind}/{norm}"], atol=0.05)
+            assert np.abs(got - expected[f"{kind}/location"]).mean() < 0.05
+            np.testing.assert_allclose(got, expected[f"{kind}/location@sklearn"], rtol=1e-5, atol=1e-6)
         else:
             np.testing.assert_allclose(got, expected[f"{kind}/{norm}"], rtol=1e-5, atol=1e-6)
 
