@@ -1,8 +1,16 @@
-import numpy as np
+import os
+import subprocess
+import sys
+from dataclasses import replace
 
-from pbrl.cli import main
-from pbrl.data import PreferencePairs, collect_episodes
+import numpy as np
+import pytest
+
+from pbrl.cli import main, one_line
+from pbrl.data import PreferencePairs, collect_episodes, load_dataset
 from pbrl.data.d4rl_io import write_d4rl
+from pbrl.data.teachers import TEACHERS, TeacherConfig, scripted_preferences
+from pbrl.errors import PbrlError
 
 
 def test_data_info_prefs_and_prefs_info(tmp_path, capsys):
@@ -35,3 +43,79 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     PreferencePairs(np.array([0, 25]), np.array([1, 2]), 10, np.array([1.0, 0.0])).save(str(tmp_path / "bad"))
     assert main(["prefs", "info", str(tmp_path / "bad"), "--dataset", f"d4rl:{path}"]) == 2
     assert "start_a[1] = 25" in capsys.readouterr().err
+
+
+def test_missing_local_files_are_reported_as_missing(tmp_path, capsys):
+    for spec in (str(tmp_path / "hopper-medium-v2.hdf5"), "runs/none.h5", "./no/such/folder"):
+        assert main(["data", "info", spec]) == 2
+        err = capsys.readouterr().err
+        assert err == f"pbrl: error: {spec}: file not found\n", err
+    assert main(["data", "info", "pbrl/none/missing-v0"]) == 2  # an id, not a path: still an unknown dataset
+    assert "unknown local Minari dataset" in capsys.readouterr().err
+
+
+def _pbrl(*args: str) -> subprocess.CompletedProcess:
+    exe = os.path.join(os.path.dirname(sys.executable), "pbrl")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_argument_errors_print_one_line_naming_the_argument(tmp_path):
+    out = str(tmp_path / "p")
+    cases = {
+        ("prefs", "--out", out): "pbrl: error: pbrl prefs: missing required argument: spec",
+        ("prefs", "x", "--out", out, "--queries", "abc"): "pbrl: error: pbrl prefs: --queries: ",
+        ("prefs", "x", "--out", out, "--bogus", "1"): "pbrl: error: pbrl prefs: unrecognized arguments: --bogus 1",
+        ("prefs", "x", "--out", out, "--teacher", "nope"): "pbrl: error: pbrl prefs: --teacher: invalid choice 'nope'",
+    }
+    for args, start in cases.items():
+        r = _pbrl(*args)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith(start), (args, r.stderr)
+    assert not os.path.exists(out)
+    # --help stays tyro's full help, on stdout, exit 0
+    r = _pbrl("prefs", "--help")
+    assert r.returncode == 0 and "--teacher {exact,stochastic,myopic,skip,equal,mistake}" in r.stdout
+    assert "--skip-threshold" in r.stdout and r.stderr == ""
+
+
+def test_one_line_reduces_a_tyro_box():
+    box = ("╭─ Value error ─────────╮\n│ Error parsing --steps: invalid  │\n│ literal 'abc'   │\n"
+           "│ ─────────────── │\n│ Argument helptext: │\n╰───────────────╯\n")
+    assert one_line(box) == "Value error Error parsing --steps: invalid literal 'abc'"
+
+
+def test_flat_teacher_flags_label_as_the_python_call(tmp_path):
+    collect_episodes("Pendulum-v1", num_transitions=600, seed=1).to_minari("pbrl/test/pend-teacher-v0")
+    ds = load_dataset("pbrl/test/pend-teacher-v0")
+    runs = {
+        "stochastic": (["--teacher", "stochastic", "--beta", "0.05"], {"beta": 0.05}),
+        "mistake": (["--teacher", "mistake", "--epsilon", "0.3", "--tie-threshold", "1"],
+                    {"epsilon": 0.3, "tie_threshold": 1.0}),
+        "myopic": (["--teacher", "myopic", "--gamma", "0.5"], {"gamma": 0.5}),
+    }
+    for name, (flags, overrides) in runs.items():
+        out = str(tmp_path / name)
+        assert main(["prefs", "pbrl/test/pend-teacher-v0", "--out", out, "--queries", "50", "--length", "10",
+                     "--seed", "3", *flags]) == 0
+        got = PreferencePairs.load(out)
+        ref = scripted_preferences(ds, 50, 10, name, 3, **overrides)
+        np.testing.assert_array_equal(got.start_a, ref.start_a)
+        np.testing.assert_array_equal(got.start_b, ref.start_b)
+        np.testing.assert_array_equal(got.label, ref.label)
+        assert got.meta["teacher"] == name and got.meta["teacher_params"] == ref.meta["teacher_params"]
+        # the nested config resolves to the preset with the flags applied
+        assert TeacherConfig(name, **overrides).resolve() == replace(TEACHERS[name], **overrides)
+    # a stochastic teacher with beta = 0.05 on these returns flips some labels of the exact teacher
+    exact = scripted_preferences(ds, 50, 10, "exact", 3)
+    assert not np.array_equal(PreferencePairs.load(str(tmp_path / "stochastic")).label, exact.label)
+
+
+def test_teacher_config_from_flat_grid_rows():
+    flat, rest = TeacherConfig.from_flat({"teacher": "stochastic", "beta": 2.0, "steps": 5})
+    nested, _ = TeacherConfig.from_flat({"teacher": {"name": "stochastic", "beta": 2.0}})
+    assert flat == nested == TeacherConfig("stochastic", beta=2.0) and rest == {"steps": 5}
+    assert TeacherConfig.from_flat({})[0] == TeacherConfig()
+    with pytest.raises(PbrlError, match="unknown teacher 'oracle'"):
+        TeacherConfig.from_flat({"teacher": "oracle"})
+    with pytest.raises(PbrlError, match="unknown teacher fields"):
+        TeacherConfig.from_flat({"teacher": {"name": "exact", "temperature": 1.0}})

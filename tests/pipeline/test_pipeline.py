@@ -2,9 +2,11 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from pbrl.cli import main
-from pbrl.data import collect_episodes, load_dataset
+from pbrl.data import PreferencePairs, TeacherConfig, collect_episodes, load_dataset
+from pbrl.errors import PbrlError
 from pbrl.pipeline import PipelineConfig, run_pipeline, run_record
 
 
@@ -45,3 +47,48 @@ def test_run_record_and_cli(tmp_path, capsys):
     assert main(["pipeline", spec, "--algo", "bc", "--reward", "true", "--steps", "10", "--eval-episodes", "1",
                  "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     assert "bc on" in capsys.readouterr().out
+
+
+def test_a_pipeline_with_bad_inputs_leaves_nothing_behind(tmp_path, capsys):
+    spec = _dataset(tmp_path)
+    bad_labels = str(tmp_path / "bad-labels")
+    PreferencePairs(np.array([0, 1995]), np.array([1, 2]), 10, np.array([1.0, 0.0])).save(bad_labels)
+    cases = [
+        (dict(dataset="pbrl/none/missing-v0"), "unknown local Minari dataset"),
+        (dict(dataset=str(tmp_path / "missing.hdf5")), "file not found"),
+        (dict(dataset=spec, labels=bad_labels), "start_a[1] = 1995"),
+        (dict(dataset=spec, query_fraction=0.0), "query_fraction"),
+        (dict(dataset=spec, policy={"hiddden": [8]}), "no field(s) ['hiddden']"),
+        (dict(dataset=spec, normalize="zscore"), "normalize must be one of"),
+        (dict(dataset=spec, teacher="oracle"), "unknown teacher 'oracle'"),
+        (dict(dataset=spec, length=5000), "no window of 5000 steps"),
+    ]
+    for i, (kw, msg) in enumerate(cases):
+        out = str(tmp_path / f"run{i}")
+        with pytest.raises(PbrlError) as e:
+            run_pipeline(PipelineConfig(**{"algo": "bc", "steps": 5, "out": out, "progress": False, **kw}))
+        assert msg in str(e.value), (kw, str(e.value))
+        assert not os.path.exists(out), kw
+    out = str(tmp_path / "cli")
+    assert main(["pipeline", spec, "--labels", bad_labels, "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pbrl: error: ") and err.count("\n") == 1 and not os.path.exists(out)
+
+
+def test_grid_rows_keep_flat_teacher_options(tmp_path):
+    cfg = PipelineConfig.from_dict({"dataset": "x", "teacher": "stochastic", "beta": 1.0, "tie_threshold": 0.0})
+    assert cfg.teacher == TeacherConfig("stochastic", tie_threshold=0.0, beta=1.0)
+    nested = PipelineConfig.from_dict({"dataset": "x", "teacher": {"name": "stochastic", "beta": 1.0,
+                                                                   "tie_threshold": 0.0}})
+    assert nested == cfg and PipelineConfig("x", teacher="mistake").teacher == TeacherConfig("mistake")
+    with pytest.raises(PbrlError, match=r"unknown pipeline fields in grid config: \['stepz'\]"):
+        run_record({"dataset": "x", "stepz": 3}, str(tmp_path / "r"))
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_pipeline_command_line_takes_the_flat_teacher_flags():
+    from pbrl.cli import parse
+
+    cfg = parse(PipelineConfig, ["d", "--teacher", "mistake", "--epsilon", "0.2", "--tie-threshold", "10"],
+                "pbrl pipeline", "")
+    assert cfg.teacher == TeacherConfig("mistake", tie_threshold=10.0, epsilon=0.2)
