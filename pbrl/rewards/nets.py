@@ -15,7 +15,7 @@ Ensembles are one module whose weights carry the member axis [M, ...] and run as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,8 @@ from pbrl.rewards.units import RawRewards, per_step_units
 if TYPE_CHECKING:
     from pbrl.data import EpisodeDataset
 
-__all__ = ["StepOutput", "sequence_score", "StepRewardMLP", "StepLearner", "EnsembleCausalTransformer"]
+__all__ = ["StepOutput", "sequence_score", "StepRewardMLP", "StepLearner", "EnsembleCausalTransformer",
+           "EnsembleSequenceModel"]
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -162,3 +163,20 @@ class EnsembleCausalTransformer(nn.Module):
             h = h + F.dropout(blk["proj"](a), p, self.training)
             h = h + F.dropout(blk["fc_out"](F.gelu(blk["fc"](blk["ln2"](h)))), p, self.training)
         return self.ln_f(h)  # [M, B, T, d]
+
+
+class EnsembleSequenceModel(nn.Module):
+    """The body both sequence learners share: `EnsembleCausalTransformer` + a per-member linear head with
+    `head_dim(d_model)` outputs per step (segment model: 1 value; Preference Transformer: query, key, reward).
+    Subclasses set `head_dim` and `forward`."""
+
+    def __init__(self, in_dim: int, members: int = 3, **body: Any) -> None:
+        """`body`: the `EnsembleCausalTransformer`'s d_model, layers, heads, max_len (its defaults otherwise)."""
+        super().__init__()
+        self.body = EnsembleCausalTransformer(in_dim, members, **body)
+        self.members, self.d_model = members, self.body.d_model
+        self.head = EnsembleLinear(members, self.d_model, self.head_dim(self.d_model))
+
+    @staticmethod
+    def head_dim(d_model: int) -> int:
+        raise NotImplementedError

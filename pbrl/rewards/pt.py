@@ -21,25 +21,14 @@ import math
 import torch
 from torch import nn
 
-from pbrl.ensemble import EnsembleLinear
 from pbrl.rewards.learner import RewardModel, StepOutput
-from pbrl.rewards.nets import EnsembleCausalTransformer
+from pbrl.rewards.nets import EnsembleSequenceModel
 
 
-class PreferenceTransformer(nn.Module):
-    def __init__(
-        self,
-        in_dim: int,
-        members: int = 1,
-        d_model: int = 64,
-        layers: int = 1,
-        heads: int = 4,
-        max_len: int = 1024,
-    ) -> None:
-        super().__init__()
-        self.members, self.d_model = members, d_model
-        self.body = EnsembleCausalTransformer(in_dim, members, d_model, layers, heads, max_len)
-        self.head = EnsembleLinear(members, d_model, 2 * d_model + 1)
+class PreferenceTransformer(EnsembleSequenceModel):
+    @staticmethod
+    def head_dim(d_model: int) -> int:
+        return 2 * d_model + 1  # q_t [d], k_t [d], r_t [1]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor | None = None) -> StepOutput:
         m, b, t, _ = x.shape
@@ -59,4 +48,4 @@ class PTLearner(RewardModel):
 
     def build_net(self, in_dim: int, max_len: int) -> nn.Module:
         c = self.config
-        return PreferenceTransformer(in_dim, c.ensemble, c.d_model, c.layers, c.heads, max_len)
+        return PreferenceTransformer(in_dim, c.ensemble, d_model=c.d_model, layers=c.layers, heads=c.heads, max_len=max_len)

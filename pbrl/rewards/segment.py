@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbrl.ensemble import EnsembleLinear
 from pbrl.errors import PbrlError
 from pbrl.rewards.features import (
     BehaviorPolicy,
@@ -36,7 +35,7 @@ from pbrl.rewards.features import (
     fit_behavior_policy,
 )
 from pbrl.rewards.learner import RewardModel, StepOutput
-from pbrl.rewards.nets import EnsembleCausalTransformer
+from pbrl.rewards.nets import EnsembleSequenceModel
 from pbrl.rewards.units import RawRewards, chunked_outputs
 
 if TYPE_CHECKING:
@@ -110,22 +109,12 @@ def densify_segments(
     return out if mask is None else out * mask.to(values.dtype)
 
 
-class SegmentRewardModel(nn.Module):
+class SegmentRewardModel(EnsembleSequenceModel):
     """Causal transformer ensemble -> value per step; score = mean of the values at segment ends."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        members: int = 3,
-        d_model: int = 64,
-        layers: int = 1,
-        heads: int = 4,
-        max_len: int = 1024,
-    ) -> None:
-        super().__init__()
-        self.members = members
-        self.body = EnsembleCausalTransformer(in_dim, members, d_model, layers, heads, max_len)
-        self.head = EnsembleLinear(members, d_model, 1)
+    @staticmethod
+    def head_dim(d_model: int) -> int:
+        return 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor | None = None) -> StepOutput:
         if ends is None:
@@ -143,7 +132,7 @@ class SegmentLearner(RewardModel):
 
     def build_net(self, in_dim: int, max_len: int) -> nn.Module:
         c = self.config
-        return SegmentRewardModel(in_dim, c.ensemble, c.d_model, c.layers, c.heads, max_len)
+        return SegmentRewardModel(in_dim, c.ensemble, d_model=c.d_model, layers=c.layers, heads=c.heads, max_len=max_len)
 
     def prepare(self, dataset: EpisodeDataset) -> None:
         """Entropy segmenter: behaviour cloning on `dataset`, then c = the configured threshold or the
