@@ -72,13 +72,15 @@ def _writer_alive(pid: int) -> bool:
 
 def sweep_stale_temporaries(folder: str, prefix: str = TMP_PREFIX, max_age_s: float = STALE_AFTER_S) -> list[str]:
     """Remove the leftovers of killed writers in `folder`: entries named `<prefix><pid>-<host tag>-...` whose pid
-    is gone on this host, and entries with this prefix older than `max_age_s` whose writer cannot be checked
-    (written on another host, or named without a pid). Returns the removed paths. A live writer's file is kept."""
+    is gone on this host, and, older than `max_age_s`, those whose writer cannot be checked (written on another
+    host, or named the way earlier versions did: `<prefix>` + 8-12 random characters, no pid). Returns the removed
+    paths. A live writer's file is kept, and so is any other name (a user's own `.tmp-notes`)."""
     import re
     import shutil
     import time
 
     pattern = re.compile(re.escape(prefix) + r"(\d+)-([0-9a-f]{8})-")
+    legacy = re.compile(re.escape(prefix) + r"[a-z0-9_]{8,12}")  # mkstemp's 8 characters, or 12 hex digits
     removed = []
     now = time.time()
     try:
@@ -92,8 +94,10 @@ def sweep_stale_temporaries(folder: str, prefix: str = TMP_PREFIX, max_age_s: fl
         try:
             if m and m.group(2) == _host_tag():
                 stale = not _writer_alive(int(m.group(1)))
-            else:
+            elif m or legacy.fullmatch(entry.name):
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
+            else:
+                continue
             if not stale:
                 continue
             if entry.is_dir(follow_symlinks=False):

@@ -139,13 +139,14 @@ def test_the_next_atomic_write_sweeps_killed_writers_temporaries_only(tmp_path):
         f"{temp_name_prefix()}b": True,  # this live process's: kept
         ".tmp-12345-0badc0de-c": True,  # another host's, fresh: kept (its writer may be alive)
         ".tmp-12345-0badc0de-d": False,  # another host's, two hours old: swept
-        ".tmp-k2j3h4": True,  # an unnamed writer's, fresh: kept
-        ".tmp-q8w7e6": False,  # an unnamed writer's, two hours old: swept
+        ".tmp-k2j3h4x9": True,  # an earlier version's (no pid), fresh: kept
+        ".tmp-q8w7e6r5": False,  # an earlier version's, two hours old: swept
+        ".tmp-my.notes": True,  # not a name pbrl writes, however old: kept
         "actor_0000100.pt": True,  # not a temporary
     }
     for name, _ in names.items():
         (tmp_path / name).write_bytes(b"part")
-    for name in (".tmp-12345-0badc0de-d", ".tmp-q8w7e6"):
+    for name in (".tmp-12345-0badc0de-d", ".tmp-q8w7e6r5", ".tmp-my.notes"):
         os.utime(tmp_path / name, (hour_ago, hour_ago))
     atomic_write_bytes(str(tmp_path / "resume.pt"), b"new")
     assert sorted(os.listdir(tmp_path)) == sorted([n for n, kept in names.items() if kept] + ["resume.pt"])

@@ -88,7 +88,8 @@ def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
         try:
             mds = minari.load_dataset(dataset_id, download=download)
         except Exception as e:  # minari raises several types for corrupt or missing data
-            raise PbrlError(f"cannot load Minari dataset {dataset_id!r}: {_one_line(e)}") from None
+            data = os.path.join(datasets_root(), dataset_id, "data")
+            raise PbrlError(f"cannot load Minari dataset {dataset_id!r} ({data}): {_one_line(e)}") from None
     else:
         mds = id_or_dataset
     storage = mds.storage
