@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import pbrl_envs  # noqa: F401  registers pbrl/RecSim-v0
-from pbrl_envs.recsim import RecSimEnv, make_catalog
+from pbrl_envs.recsim import RecSimEnv, make_catalog  # importing the module registers pbrl/RecSim-v0
 
 
 def _rollout(env, actions_fn, seed, steps=200):
