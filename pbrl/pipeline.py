@@ -24,11 +24,11 @@ import tyro
 from pbrl.data.teachers import TeacherConfig
 from pbrl.errors import PbrlError
 from pbrl.policies.base import AlgoName as Algo
+from pbrl.rewards.learner import LearnerName
 from pbrl.rewards.normalizers import NormalizerName
-from pbrl.rewards.train import ModelKind
 from pbrl.utils import atomic_write_json, git_revision
 
-RewardChoice = Literal["true", ModelKind]
+RewardChoice = Literal["true", LearnerName]
 """A reward learner of pbrl.rewards, or `true` (the dataset's own rewards, the oracle baseline)."""
 
 
