@@ -82,6 +82,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_workers_die_with_a_killed_driver(tmp_path):
     mods, pids = tmp_path / "mods", tmp_path / "pids"
