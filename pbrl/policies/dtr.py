@@ -43,7 +43,7 @@ from pbrl.policies.dt import (
     masked_mean,
     rtg_schedule,
 )
-from pbrl.policies.nets import Critic, cosine_lr, frozen, soft_update
+from pbrl.policies.nets import Critic, copy_weights, cosine_lr, frozen, soft_update
 from pbrl.utils import adam, bf16_enabled
 
 
@@ -226,7 +226,7 @@ class DTR(Policy):
 
         soft_update(self.critic_target, self.critic, cfg.tau)
         if self.step < cfg.ema_start:
-            torch._foreach_copy_(list(self.actor_ema.parameters()), list(self.actor.parameters()))  # no buffers
+            copy_weights(self.actor_ema, self.actor)
         elif self.step % cfg.ema_every == 0:
             soft_update(self.actor_ema, self.actor, 1.0 - cfg.ema_decay)
         return {
