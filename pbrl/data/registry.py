@@ -58,9 +58,7 @@ def load_dataset(spec: str, download: bool = False) -> EpisodeDataset:
         )
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "data", "metadata.json")):
-            import minari
-
-            return EpisodeDataset.from_minari(minari.MinariDataset(os.path.join(spec, "data")))
+            return EpisodeDataset.from_minari(spec)  # a folder: its corrupt files are named, as for ids
         raise PbrlError(f"{spec}: a folder but not a Minari dataset (no data/metadata.json)")
     if _looks_like_path(spec):
         raise PbrlError(f"{spec}: file not found")

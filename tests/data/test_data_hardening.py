@@ -241,9 +241,10 @@ def test_a_corrupt_minari_metadata_file_is_named():
         f.write('{"dataset_id": ')
     with pytest.raises(PbrlError, match="not a readable Minari dataset"):
         read_minari(folder)
-    with pytest.raises(PbrlError, match="JSONDecodeError") as err:
-        load_dataset(DATASET_ID)
-    assert os.path.join(folder, "data") in str(err.value)
+    for spec in (DATASET_ID, folder):  # by id and by local folder path
+        with pytest.raises(PbrlError, match="JSONDecodeError") as err:
+            load_dataset(spec)
+        assert os.path.join(folder, "data") in str(err.value)
 
 
 @pytest.mark.parametrize("keep", [0.002, 0.5, 0.99])
