@@ -220,8 +220,10 @@ class EpisodeDataset:
         ref_min_score: float | None = None,
         ref_max_score: float | None = None,
         provenance: dict[str, Any] | None = None,
+        extra_files: dict[str, str] | None = None,
     ) -> str:
-        """Write this dataset as a local Minari dataset (atomically); returns its folder."""
+        """Write this dataset as a local Minari dataset (atomically, with `extra_files` name -> text inside its
+        folder); returns its folder."""
         from pbrl.data.minari_io import write_minari
 
         return write_minari(
@@ -232,6 +234,7 @@ class EpisodeDataset:
             ref_min_score=ref_min_score,
             ref_max_score=ref_max_score,
             provenance=provenance,
+            extra_files=extra_files,
         )
 
     # ------------------------------------------------------------------ sizes and views

@@ -173,7 +173,10 @@ def write_minari(
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     provenance: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> str:
+    """Write `ds` as Minari dataset `dataset_id`; `extra_files` (name -> text, e.g. a dataset card) are written into
+    the dataset's folder before it is published, so they appear with it in the one rename."""
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -241,6 +244,9 @@ def write_minari(
             mds = minari.load_dataset(dataset_id)
             mds.storage.update_metadata({"pbrl": dumps_json(meta)})
         src = os.path.join(tmp_root, dataset_id)
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(src, name), "w") as f:
+                f.write(text)
         _fsync_tree(src)
         os.makedirs(os.path.dirname(final) or root, exist_ok=True)
         _publish(src, final, tmp_root, dataset_id, overwrite)

@@ -68,7 +68,7 @@ def get_recipe(name: str) -> Recipe:
 def build_recipe(name: str, size: int | None = None, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Build recipe `name` into the Minari datasets folder; returns its card (also card.json/card.md there)."""
     from pbrl.data.minari_io import dataset_exists
-    from pbrl.utils import atomic_write_json, atomic_write_text
+    from pbrl.utils import dumps_json
 
     recipe = get_recipe(name)
     if dataset_exists(recipe.dataset_id) and not overwrite:
@@ -78,12 +78,12 @@ def build_recipe(name: str, size: int | None = None, seed: int = 0, overwrite: b
         raise PbrlError(f"--size must be a positive number of transitions, got {n}")
     t0 = time.perf_counter()
     ds = recipe.build(n, seed)
-    folder = ds.to_minari(recipe.dataset_id, overwrite=overwrite, description=recipe.description)
     card = dataset_card(ds, name)
     card.update(dataset_id=recipe.dataset_id, seed=seed, size=n, build_s=round(time.perf_counter() - t0, 1),
                 description=recipe.description)
-    atomic_write_json(os.path.join(folder, "card.json"), card)
-    atomic_write_text(os.path.join(folder, "card.md"), card_markdown(card))
+    # the card is published with the dataset in one rename: never an old card beside new data, or none
+    files = {"card.json": dumps_json(card, indent=2) + "\n", "card.md": card_markdown(card)}
+    ds.to_minari(recipe.dataset_id, overwrite=overwrite, description=recipe.description, extra_files=files)
     return card
 
 
