@@ -221,7 +221,9 @@ class PrefsInfo:
         print(
             f"source     {pairs.meta.get('source', 'pbrl')} ({pairs.meta.get('labels', pairs.meta.get('teacher', ''))})"
         )
-        print(f"pairs      {len(pairs)} of {pairs.length} steps")
+        lo, hi = (int(pairs.lengths.min()), int(pairs.lengths.max())) if len(pairs) else (pairs.length,) * 2
+        steps = f"{lo} steps" if lo == hi else f"{lo}-{hi} steps (mean {s['mean_length']:.1f})"
+        print(f"pairs      {len(pairs)} of {steps}")
         print(f"ties       {int(s['ties'])} ({s['tie_rate']:.1%})")
         print(f"preferred  a: {int(s['a_preferred'])}  b: {int(s['b_preferred'])}  soft: {int(s['soft'])}")
         print(f"balance    {s['balance']:.3f} (mean label among non-ties; 0.5 = balanced)")
