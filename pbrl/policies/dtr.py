@@ -36,39 +36,31 @@ from pbrl.data import EpisodeDataset
 from pbrl.policies.base import Policy, PolicySpec
 from pbrl.policies.dt import (
     Context,
+    TransformerConfig,
     WindowBatch,
     WindowSampler,
+    autocast_device_types,
     build_transformer,
     dt_action_loss,
     masked_mean,
     rtg_schedule,
 )
 from pbrl.policies.nets import Critic, copy_weights, cosine_lr, frozen, soft_update
-from pbrl.utils import adam, bf16_enabled
+from pbrl.utils import adam
 
 
 @dataclass
-class DTRConfig:
-    """DTR / QT (the DTR release's settings; eta_max 3.0 is its hopper-medium-replay value)."""
+class DTRConfig(TransformerConfig):
+    """DTR / QT (the DTR release's settings; eta_max 3.0 is its hopper-medium-replay value). The transformer's
+    fields are TransformerConfig's; five of its defaults are rebound here to the release's transformer."""
 
+    embed_dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_inner: int | None = 1024
+    activation: str = "relu"
     batch_size: int = 256
     """Windows per update."""
-    context: int = 20
-    """Window length K."""
-    embed_dim: int = 256
-    """Transformer width."""
-    n_layers: int = 4
-    """Transformer blocks."""
-    n_heads: int = 4
-    """Attention heads."""
-    n_inner: int | None = 1024
-    """MLP width inside a block."""
-    activation: str = "relu"
-    """MLP activation inside a block."""
-    dropout: float = 0.1
-    """Dropout on embeddings, attention and residuals."""
-    max_ep_len: int = 1000
-    """Size of the timestep embedding (raised to the longest dataset episode if shorter)."""
     lr: float = 3e-4
     """Actor AdamW learning rate (cosine-decayed to 0 over training)."""
     weight_decay: float = 1e-4
@@ -109,8 +101,6 @@ class DTRConfig:
     """release inference: candidates per return target."""
     release_rtg_noise: float = 0.1
     """release inference: std of the noise on the current scaled RTG token of the extra candidates."""
-    bf16: Literal["auto", "on", "off"] = "auto"
-    """bf16 autocast of the transformer; auto = on GPU only (on = also on CPU: fast with AMX, less precise)."""
     ema_bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast of the EMA actor's no-grad forward, which only proposes the bootstrap action a^_t; auto = on
     CUDA or an AMX CPU (the actor itself trains at `bf16`)."""
@@ -151,6 +141,7 @@ class DTR(Policy):
         super().__init__(config, spec, total_steps)
         self.actor = build_transformer(config, spec)
         self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
+        self.actor_ema.bf16_device_types = autocast_device_types(config.ema_bf16)
         self.critic = Critic(
             spec.obs_dim,
             spec.act_dim,
@@ -189,7 +180,6 @@ class DTR(Policy):
 
         # critic: n-step targets inside the window, bootstrapped from the EMA actor's action at the last step
         with torch.no_grad():
-            self.actor_ema.bf16 = "on" if bf16_enabled(cfg.ema_bf16, s.device) else "off"
             out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m, "last_action")  # [B, 1, A]
             boot = self._q(self.critic_target, s[:, -1:], out_ema).min(0).values[:, 0]  # [B]
             target = nstep_window_targets(batch.rewards, boot, cfg.gamma)  # [B, K]

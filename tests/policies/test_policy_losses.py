@@ -300,7 +300,9 @@ def test_transformer_bf16_autocast_matches_float32(pendulum):
     rtg, s, a = torch.randn(2, 5), torch.randn(2, 5, 3), torch.randn(2, 5, 1)
     t, m = torch.arange(5).expand(2, 5), torch.ones(2, 5, dtype=torch.bool)
     ref, _ = model(rtg, s, a, t, m)
-    model.bf16 = "on"
+    torch.manual_seed(0)
+    model = make_policy("dt", spec, small_config("dt", dropout=0.0, bf16="on"), 10).model.eval()  # same weights
+    assert model.bf16_device_types == {"cpu", "cuda"}
     out, _ = model(rtg, s, a, t, m)
     assert out.dtype == torch.float32 and not torch.equal(out, ref)  # it did run in bf16
     torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
@@ -355,3 +357,50 @@ def test_dtr_ema_copy_keeps_no_autograd_history(pendulum, ema_bf16):
         policy.update(sample())
     grown = _heap_in_use() - before
     assert grown < 1_000_000, f"heap in use grew {grown / 1e6:.1f} MB over 150 updates"
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_bf16_settings_resolve_once_with_the_shared_resolver(pendulum, monkeypatch, amx):
+    # the trained transformer's auto means CUDA only; the EMA actor's ema_bf16 auto means CUDA or an AMX CPU
+    import pbrl.utils
+
+    monkeypatch.setattr(pbrl.utils, "cpu_has_amx_bf16", lambda: amx)
+    spec = PolicySpec.from_dataset(pendulum)
+    for algo in ("dt", "dtr"):
+        policy = make_policy(algo, spec, small_config(algo), 10)
+        actor = policy.model if algo == "dt" else policy.actor
+        assert actor.bf16_device_types == {"cuda"}
+        for setting, want in [("on", {"cpu", "cuda"}), ("off", set())]:
+            actor = make_policy(algo, spec, small_config(algo, bf16=setting), 10)
+            assert (actor.model if algo == "dt" else actor.actor).bf16_device_types == want
+    for setting, want in [("auto", {"cuda", "cpu"} if amx else {"cuda"}), ("on", {"cpu", "cuda"}), ("off", set())]:
+        policy = make_policy("dtr", spec, small_config("dtr", ema_bf16=setting), 10)
+        assert policy.actor_ema.bf16_device_types == want
+        assert policy.actor.bf16_device_types == {"cuda"}  # the actor keeps its own setting
+
+
+def test_dt_and_dtr_share_one_transformer_config_with_flat_fields():
+    import dataclasses
+    import json
+
+    from pbrl.policies.base import default_config
+    from pbrl.policies.dt import DTConfig, TransformerConfig
+    from pbrl.policies.dtr import DTRConfig
+
+    names = [f.name for f in dataclasses.fields(TransformerConfig)]
+    assert len(names) == 9
+    for cls in (DTConfig, DTRConfig):
+        assert issubclass(cls, TransformerConfig) and cls.__bases__ == (TransformerConfig,)
+        assert [f.name for f in dataclasses.fields(cls)][:9] == names
+    # each keeps its own documented defaults
+    dt, dtr = DTConfig(), DTRConfig()
+    assert (dt.embed_dim, dt.n_layers, dt.n_heads, dt.n_inner, dt.activation) == (128, 3, 1, None, "gelu")
+    assert (dtr.embed_dim, dtr.n_layers, dtr.n_heads, dtr.n_inner, dtr.activation) == (256, 4, 4, 1024, "relu")
+    assert (dt.batch_size, dtr.batch_size, dt.context, dtr.context) == (64, 256, 20, 20)
+    # command-line style flat overrides, and a checkpoint's flat config JSON written before the shared config
+    cfg = default_config("dtr", embed_dim=64, n_layers=2, batch_size=64)
+    assert (cfg.embed_dim, cfg.n_layers, cfg.n_heads, cfg.batch_size) == (64, 2, 4, 64)
+    old = {"batch_size": 256, "context": 20, "embed_dim": 96, "n_layers": 2, "n_heads": 4, "n_inner": 1024,
+           "activation": "relu", "dropout": 0.1, "max_ep_len": 1000, "lr": 3e-4, "bf16": "auto", "ema_bf16": "off"}
+    loaded = DTRConfig(**json.loads(json.dumps(old)))
+    assert dataclasses.asdict(loaded) == {**dataclasses.asdict(DTRConfig()), **old}
