@@ -107,6 +107,9 @@ class PipelineConfig:
             if used and getattr(self, name) < 1:
                 raise PbrlError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.teacher.resolve()  # a known teacher name
+        from pbrl.utils import resolve_device
+
+        resolve_device(self.device, "--device")  # a device torch knows and this machine has
 
     def run(self) -> None:
         s = run_pipeline(self)

@@ -43,7 +43,8 @@ def fingerprint_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 class RunFolder:
     """A trainer's output folder (see the module docstring). `write=False` (e.g. ranks > 0 of a data-parallel run)
-    reads like the others and writes nothing."""
+    reads like the others and writes nothing. `extra` adds top-level keys to config.json (a trainer's own run
+    settings, kept where readers of earlier releases look for them)."""
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class RunFolder:
         resume: bool = False,
         device: str | None = None,
         write: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.path, self.write = Path(path), write
         # what must match for a resume: JSON round-trip so tuples and lists compare equal
@@ -65,7 +67,8 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(
                 str(cfg_path),
-                {"config": config, "git_revision": git_revision(), "device": device, "fingerprint": self.fingerprint},
+                {**(extra or {}), "config": config, "git_revision": git_revision(), "device": device,
+                 "fingerprint": self.fingerprint},
             )
             if not resume:
                 atomic_write_text(str(self.path / METRICS_NAME), "")

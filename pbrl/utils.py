@@ -248,8 +248,39 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: st
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001  every failure of an untrusted file is the user's input error
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise PbrlError(f"{path}: unreadable {what} ({type(e).__name__}: {msg[:200]})") from None
+        raise PbrlError(f"{path}: unreadable {what} ({type(e).__name__}: {_load_reason(e)})") from None
+
+
+def _load_reason(e: Exception) -> str:
+    """A short reason for a refused load. torch's own message for a file that needs pickled objects advises
+    re-loading with weights_only=False: wrong advice for an untrusted file, so that case gets its own words."""
+    text = str(e)
+    if "weights_only" in text or "Unsupported global" in text:
+        return "it holds objects other than tensors and plain containers; pbrl never unpickles those"
+    first = text.strip().splitlines()[0] if text.strip() else "unreadable"
+    return first[:200]
+
+
+def resolve_device(device: str, field: str = "device") -> torch.device:
+    """`device` as a torch.device, refused with one line when torch does not know it or this machine lacks it."""
+    import torch
+
+    from pbrl.errors import PbrlError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PbrlError(f"{field}: unknown torch device {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PbrlError(f"{field}: {device!r} asked for, but torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PbrlError(f"{field}: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PbrlError(f"{field}: 'mps' asked for, but torch sees no MPS device here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise PbrlError(f"{field}: unsupported torch device {device!r}; expected cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def set_seed(seed: int) -> None:

@@ -44,6 +44,13 @@ def test_torn_last_line_is_skipped(tmp_path):
     assert run.rows() == [{"step": 1}]
 
 
+def test_extra_keys_sit_at_the_top_of_config_json(tmp_path):
+    RunFolder(tmp_path, {"lr": 1e-3}, extra={"algo": "iql", "steps": 10}, device="cpu")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["algo"] == "iql" and saved["steps"] == 10 and saved["config"] == {"lr": 1e-3}
+    assert saved["device"] == "cpu" and "git_revision" in saved
+
+
 def test_resume_refuses_a_different_fingerprint(tmp_path):
     RunFolder(tmp_path, {"lr": 1e-3, "data": "a.jsonl"}, fingerprint={"data": "sha-a", "lr": 1e-3})
     with pytest.raises(PbrlError, match="cannot resume, data differs"):
@@ -66,5 +73,9 @@ def test_checkpoints_are_loaded_safely(tmp_path):
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:40])
     (tmp_path / "empty.pt").write_bytes(b"")
     for name in ("crafted.pt", "truncated.pt", "empty.pt", "missing.pt"):
-        with pytest.raises(PbrlError, match=name):
+        with pytest.raises(PbrlError, match=name) as err:
             safe_torch_load(tmp_path / name)
+        # one line, and never torch's advice to load an untrusted file unsafely
+        assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(PbrlError, match="other than tensors"):
+        safe_torch_load(tmp_path / "crafted.pt")

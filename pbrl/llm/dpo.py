@@ -38,14 +38,13 @@ from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
-from pbrl.policies.base import resolve_device
-from pbrl.runs import CONFIG_NAME, RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, fingerprint_file
 from pbrl.utils import (
     adam,
     atomic_torch_save,
     atomic_write_json,
     denormals_flushed,
-    git_revision,
+    resolve_device,
     safe_torch_load,
     set_seed,
 )
@@ -390,17 +389,13 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
     if cfg.resume and (out / "checkpoint").is_dir():
         step, history = _load_checkpoint(out, model, optimizer)
     # every input is checked: now the folder is written (config.json, emptied or rewound metrics.jsonl)
+    # the keys earlier releases wrote stay at the top level, beside the run folder's fingerprint
     run = RunFolder(out, dataclasses.asdict(cfg), fingerprint=fingerprint, resume=cfg.resume, device=str(device),
-                    write=rank == 0)
+                    write=rank == 0, extra={"num_parameters": num_parameters(model), "num_examples": n,
+                                            "processes": world})
     run.rewind(step)  # rows a killed run logged after its last checkpoint come again: drop them
     if save_ref:
         atomic_torch_save(ref, str(ref_path))
-    if rank == 0:
-        # the keys earlier releases wrote stay at the top level, beside the run folder's fingerprint
-        meta = {"config": dataclasses.asdict(cfg), "git_revision": git_revision(),
-                "num_parameters": num_parameters(model), "num_examples": n, "processes": world,
-                "device": str(device), "fingerprint": run.fingerprint}
-        atomic_write_json(str(out / CONFIG_NAME), meta)
     wrapped = BranchLogps(model)
     if accelerator is not None:
         wrapped, optimizer = accelerator.prepare(wrapped, optimizer)

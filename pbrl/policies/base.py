@@ -25,7 +25,7 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset, Transitions, reference_scores
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_torch_save, safe_torch_load
+from pbrl.utils import atomic_torch_save, resolve_device, safe_torch_load
 
 
 @dataclass(frozen=True)
@@ -299,24 +299,6 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> tuple[Policy, d
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise PbrlError(f"{path}: not a pbrl policy checkpoint ({type(e).__name__}: {msg})") from None
     return policy, extra
-
-
-def resolve_device(device: str, field: str = "device") -> torch.device:
-    """`device` as a torch.device, refused with one line when torch does not know it or this machine lacks it."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PbrlError(f"{field}: unknown torch device {device!r}; expected cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PbrlError(f"{field}: {device!r} asked for, but torch sees no CUDA device here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise PbrlError(f"{field}: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise PbrlError(f"{field}: 'mps' asked for, but torch sees no MPS device here")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise PbrlError(f"{field}: unsupported torch device {device!r}; expected cpu, cuda, cuda:N or mps")
-    return dev
 
 
 def check_overrides(name: str, overrides: dict[str, Any], where: str = "--set") -> dict[str, Any]:

@@ -63,8 +63,9 @@ class TrainCommand:
         import torch
 
         from pbrl.data import load_dataset
-        from pbrl.policies.base import check_overrides, default_config, resolve_device
+        from pbrl.policies.base import check_overrides, default_config
         from pbrl.policies.trainer import train_policy
+        from pbrl.utils import resolve_device
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -110,8 +111,9 @@ class EvalCommand:
     """Print one JSON object instead of a line of text."""
 
     def run(self) -> None:
-        from pbrl.policies.base import load_policy, resolve_device
+        from pbrl.policies.base import load_policy
         from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
+        from pbrl.utils import resolve_device
 
         resolve_device(self.device, "--device")
         policy, _ = load_policy(self.ckpt, device=self.device)

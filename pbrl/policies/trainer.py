@@ -27,14 +27,14 @@ import torch
 
 from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
-from pbrl.policies.base import PolicySpec, default_config, make_policy, resolve_device
+from pbrl.policies.base import PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
-from pbrl.runs import CONFIG_NAME, RunFolder
+from pbrl.runs import RunFolder
 from pbrl.utils import (
-    atomic_write_json,
     denormals_flushed,
     dumps_json,
     git_revision,
+    resolve_device,
     safe_torch_load,
     set_seed,
 )
@@ -144,9 +144,8 @@ def train_policy(
                 if value != json.loads(dumps_json(run_info[key])):
                     raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
         # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
-        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device)
         # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
-        atomic_write_json(str(out / CONFIG_NAME), {**run_info, "fingerprint": run.fingerprint})
+        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device, extra=run_info)
         if state is not None:
             try:
                 policy.load_training_state(state["state"])

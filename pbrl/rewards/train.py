@@ -48,7 +48,7 @@ from pbrl.rewards.learner import (
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.segment import SegmenterConfig
 from pbrl.runs import RunFolder
-from pbrl.utils import adam, bf16_enabled, denormals_flushed, git_revision, safe_torch_load
+from pbrl.utils import adam, bf16_enabled, denormals_flushed, git_revision, resolve_device, safe_torch_load
 
 ModelKind = LearnerName  # the name of the release before the registry
 __all__ = ["CONFIG_NAME", "METRICS_NAME", "WEIGHTS_NAME", "ModelKind", "RewardConfig", "RewardModel",
@@ -203,7 +203,7 @@ def train_reward(
     pairs.validate(dataset, "preferences")
     if config.batch_size < 1 or config.epochs < 0:
         raise PbrlError(f"batch_size must be >= 1 and epochs >= 0; got {config.batch_size}, {config.epochs}")
-    dev = torch.device(config.device)
+    dev = resolve_device(config.device)
     rng = np.random.default_rng(config.seed)
     train, val = (
         pairs.split(config.val_fraction, seed=config.seed) if config.val_fraction > 0 else (pairs, None)
