@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import re
 import sys
 from typing import Any
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pbrl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pbrl data list | head`: the reader left; say nothing more (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

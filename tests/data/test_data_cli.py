@@ -119,3 +119,13 @@ def test_teacher_config_from_flat_grid_rows():
         TeacherConfig.from_flat({"teacher": "oracle"})
     with pytest.raises(PbrlError, match="unknown teacher fields"):
         TeacherConfig.from_flat({"teacher": {"name": "exact", "temperature": 1.0}})
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # `pbrl data list | head -1`: the pipe closes while the command still prints
+    script = "import sys; from pbrl.cli import main; sys.exit(main(['data', 'list']))"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() in (0, 1) and "Traceback" not in err, err
