@@ -122,10 +122,8 @@ def test_teacher_config_from_flat_grid_rows():
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback():
-    # `pbrl data list | head -1`: the pipe closes while the command still prints
-    script = "import sys; from pbrl.cli import main; sys.exit(main(['data', 'list']))"
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.readline()
-    proc.stdout.close()
-    err = proc.stderr.read().decode()
-    assert proc.wait() in (0, 1) and "Traceback" not in err, err
+    # `pbrl data list | head -1`: stdout is a pipe whose reader is gone (unbuffered, so the first print hits it)
+    script = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); from pbrl.cli import main; "
+              "sys.exit(main(['data', 'list']))")
+    proc = subprocess.run([sys.executable, "-u", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
