@@ -330,6 +330,11 @@ class Context:
         self.timesteps = torch.zeros(n, K, dtype=torch.long, device=device)
         self.mask = torch.zeros(n, K, dtype=torch.bool, device=device)
 
+    @classmethod
+    def for_spec(cls, n: int, K: int, spec: PolicySpec, device: torch.device) -> Context:
+        """An empty history for `n` environments of a policy's spaces."""
+        return cls(n, K, spec.obs_dim, spec.act_dim, spec.discrete, device)
+
     def push(self, obs: torch.Tensor) -> None:
         """Append the current (normalized) observation [n, D]; the action slot is filled by `set_action`."""
         roll = lambda x: torch.roll(x, -1, dims=1)  # noqa: E731
@@ -384,14 +389,7 @@ class DecisionTransformer(Policy):
 
     # ---------------------------------------------------------------- acting
     def reset(self, num_envs: int) -> None:
-        self.context = Context(
-            num_envs,
-            self.config.context,
-            self.spec.obs_dim,
-            self.spec.act_dim,
-            self.spec.discrete,
-            self.device,
-        )
+        self.context = Context.for_spec(num_envs, self.config.context, self.spec, self.device)
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         if self.context is None or self.context.states.shape[0] != obs.shape[0]:

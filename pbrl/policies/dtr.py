@@ -229,14 +229,7 @@ class DTR(Policy):
 
     # ---------------------------------------------------------------- acting
     def reset(self, num_envs: int) -> None:
-        self.context = Context(
-            num_envs,
-            self.config.context,
-            self.spec.obs_dim,
-            self.spec.act_dim,
-            self.spec.discrete,
-            self.device,
-        )
+        self.context = Context.for_spec(num_envs, self.config.context, self.spec, self.device)
 
     def candidate_returns(self) -> torch.Tensor:
         """Initial return targets R_0 of all candidates [C] (dataset units)."""
