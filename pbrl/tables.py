@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import json
 import os
 from collections import defaultdict
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_bytes, atomic_write_text
+from pbrl.utils import atomic_write_bytes, atomic_write_text, read_json_lines
 
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_REPS = 2000
@@ -38,16 +37,8 @@ def load_records(paths: list[str]) -> list[dict[str, Any]]:
     for f in files:
         if f.endswith(".failed.json") or os.path.basename(f) == "grid.json":
             continue
-        with open(f) as fh:
-            lines = fh.read().splitlines() if f.endswith(".jsonl") else [fh.read()]
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PbrlError(f"{f}:{i + 1}: not JSON ({e})") from None
-            if rec.get("status") == "ok" and "result" in rec:
+        for _, rec in read_json_lines(f, whole=not f.endswith(".jsonl")):
+            if isinstance(rec, dict) and rec.get("status") == "ok" and "result" in rec:
                 records.append(rec)
     if not records:
         raise PbrlError(f"no successful run records under {paths}")

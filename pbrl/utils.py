@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -234,6 +235,26 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json_lines(path: str | os.PathLike, whole: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for each non-empty line of a JSONL file (`whole`: the file is one JSON document, line 1).
+    A line that is not UTF-8 or not JSON raises one PbrlError naming the file and line."""
+    from pbrl.errors import PbrlError
+
+    with open(path, "rb") as f:  # bytes, so a line that is not UTF-8 is reported with its number
+        chunks = [f.read()] if whole else list(f)
+    for n, raw in enumerate(chunks, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PbrlError(f"{path}:{n}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PbrlError(f"{path}:{n}: invalid JSON ({e.msg})") from None
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:

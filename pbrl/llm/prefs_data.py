@@ -26,7 +26,7 @@ import numpy as np
 
 from pbrl.errors import PbrlError
 from pbrl.llm.prefix_sharing import TokenizedPair
-from pbrl.utils import atomic_write_text
+from pbrl.utils import atomic_write_text, read_json_lines
 
 # name -> (median sequence length, prefix/completion ratio); Wang & Hegde (2024), Table 1
 PROFILES: dict[str, tuple[int, float]] = {
@@ -98,20 +98,7 @@ def load_preferences(path: str | Path) -> list[PreferenceRecord]:
         return [_record(row, f"{path}: row {i}") for i, row in enumerate(ds)]
     if not path.is_file():
         raise PbrlError(f"{path}: no such preference file (expected .jsonl or a datasets folder)")
-    records = []
-    with open(path, "rb") as f:  # bytes, so a line that is not UTF-8 is reported with its number
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise PbrlError(f"{path}:{n}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PbrlError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            records.append(_record(obj, f"{path}:{n}"))
+    records = [_record(obj, f"{path}:{n}") for n, obj in read_json_lines(path)]
     if not records:
         raise PbrlError(f"{path}: no records")
     return records
