@@ -196,3 +196,45 @@ def test_folder_lock_excludes_another_process(tmp_path):
     proc.join(10)
     assert waited >= release_at - 0.01  # got the lock only once the other process let go
     assert os.listdir(tmp_path) == []  # no lock file left
+
+
+def _fake_load(monkeypatch, load: float, cores: int) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+
+
+def test_choose_threads_defaults_to_the_free_cores(monkeypatch):
+    from pbrl.utils import choose_threads
+
+    _fake_load(monkeypatch, 0.2, 8)
+    assert choose_threads(None) == (8, None)  # 7.8 free cores round to 8
+    _fake_load(monkeypatch, 2.6, 8)
+    assert choose_threads(None) == (5, None)  # 5.4 -> 5
+    _fake_load(monkeypatch, 2.0, 2)
+    assert choose_threads(None) == (1, None)  # no core free: still one thread, not oversubscribed (load == cores)
+    _fake_load(monkeypatch, 5.1, 2)
+    assert choose_threads(None) == (1, "load 5.1/2 cores")
+
+
+def test_choose_threads_keeps_a_request_and_still_notes_the_load(monkeypatch):
+    from pbrl.errors import PbrlError
+    from pbrl.utils import choose_threads, threads_line
+
+    _fake_load(monkeypatch, 5.1, 2)
+    assert choose_threads(4) == (4, "load 5.1/2 cores")  # a request above the cores is the user's choice
+    assert threads_line(4, "load 5.1/2 cores") == "4 threads (load 5.1/2 cores)"
+    assert threads_line(1, None) == "1 thread"
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(PbrlError, match="threads"):
+            choose_threads(bad)
+
+
+def test_choose_threads_without_a_load_average(monkeypatch):
+    from pbrl.utils import choose_threads
+
+    def no_load():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", no_load)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert choose_threads(None) == (3, None)
