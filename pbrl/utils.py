@@ -356,6 +356,72 @@ def threads_line(n: int, note: str | None) -> str:
     return f"{n} thread{'s' if n != 1 else ''}" + (f" ({note})" if note else "")
 
 
+LONG_RUN_S = 600.0
+"""Runs estimated above this (10 minutes) are called long in their time estimate."""
+
+
+def format_duration(seconds: float) -> str:
+    """`40 s`, `3.2 min`, `31.0 h`: one unit, the largest that keeps the number readable."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_line(seconds: float, work: str, rate: str, extra: str = "", shorten: str = "") -> str:
+    """One line of a time estimate: `about 31.0 h for 100000 steps at 0.9 steps/s` (+ `extra`), and when it is
+    over `LONG_RUN_S` a plain warning with how to shorten the run (`shorten`, e.g. `pass fewer --steps`)."""
+    line = f"about {format_duration(seconds)} for {work} at {rate}{extra}"
+    if seconds > LONG_RUN_S:
+        line += f"; over {LONG_RUN_S / 60:.0f} minutes" + (f" ({shorten})" if shorten else "")
+    return line
+
+
+def round_floats(obj: Any, digits: int = 4) -> Any:
+    """`obj` with every float rounded to `digits` significant digits (what a terminal summary prints; files keep
+    full precision). Non-finite floats stay as they are."""
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, float | np.floating):
+        x = float(obj)
+        return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+    if isinstance(obj, dict):
+        return {k: round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [round_floats(v, digits) for v in obj]
+    return obj
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "policy.pt")
+"""What a policy run folder holds (a folder with any of them holds a run)."""
+
+
+def check_fresh_out(folder: str | os.PathLike, names: tuple[str, ...], overwrite: bool, hint: str) -> list[str]:
+    """The paths of `names` that exist in `folder` (a run already written there). Unless `overwrite`, any such
+    path is refused with one line naming the folder and `hint` (the flags that write there on purpose): a new run
+    never silently replaces an old one. The caller removes the returned paths (`remove_paths`) once its inputs are
+    checked, so a refused or failed input check leaves the old run whole."""
+    from pbrl.errors import PbrlError
+
+    found = [os.path.join(folder, n) for n in names if os.path.lexists(os.path.join(folder, n))]
+    if found and not overwrite:
+        shown = ", ".join(os.path.basename(p) for p in found[:3])
+        raise PbrlError(f"{folder}: holds a run already ({shown}); {hint}")
+    return found
+
+
+def remove_paths(paths: list[str]) -> None:
+    """Remove files and folders (an old run's outputs before a fresh run writes over them)."""
+    import shutil
+
+    for p in paths:
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        elif os.path.lexists(p):
+            os.unlink(p)
+
+
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (CPU runs are then deterministic)."""
     import torch

@@ -54,24 +54,27 @@ class TrainCommand:
     """Environment for evaluation (default: the dataset's)."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt (same settings required)."""
+    overwrite: bool = False
+    """Replace the run already in OUT (without it, an OUT that holds a run is refused unless --resume)."""
     set: Annotated[list[str], tyro.conf.arg(name="set")] = field(default_factory=list)
     """Config overrides key=value, e.g. --set expectile=0.9 hidden=[512,512] (see the algorithm's config)."""
     threads: int | None = None
-    """Torch CPU threads (default: torch's)."""
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
 
     def run(self) -> None:
-        import torch
-
         from pbrl.data import load_dataset
         from pbrl.policies.base import check_overrides, default_config
         from pbrl.policies.trainer import train_policy
-        from pbrl.utils import resolve_device
+        from pbrl.utils import RUN_FILES, check_fresh_out, resolve_device, threads_line, use_threads
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         # settings first, before the (possibly large) dataset is read
         resolve_device(self.device, "--device")
         config = default_config(self.algo, **check_overrides(self.algo, parse_overrides(self.set)))
+        hint = "pass --resume to continue it or --overwrite to start it afresh"
+        if self.out and not self.resume:
+            check_fresh_out(self.out, RUN_FILES, self.overwrite, hint)
+        n, note = use_threads(self.threads)
+        print(f"pbrl train {self.algo} on {self.spec}: {self.steps} steps, {threads_line(n, note)}", flush=True)
         ds = load_dataset(self.spec)
         out = self.out or str(
             Path("runs") / f"{self.algo}-{re.sub(r'[^A-Za-z0-9._-]+', '_', ds.name)}-s{self.seed}"
@@ -88,6 +91,7 @@ class TrainCommand:
             device=self.device,
             env_id=self.env_id,
             resume=self.resume,
+            overwrite=self.overwrite,
         )
         print(_summary_line(summary))
         print(f"outputs in {out}")
@@ -109,19 +113,27 @@ class EvalCommand:
     """Torch device."""
     json_out: bool = False
     """Print one JSON object instead of a line of text."""
+    threads: int | None = None
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
 
     def run(self) -> None:
+        import sys
+
         from pbrl.policies.base import load_policy
         from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
-        from pbrl.utils import resolve_device
+        from pbrl.utils import resolve_device, threads_line, use_threads
 
         resolve_device(self.device, "--device")
+        n, note = use_threads(self.threads)
+        # --json-out keeps stdout one JSON object: the first line goes to stderr there
+        print(f"pbrl eval {self.ckpt}: {self.episodes} episodes, {threads_line(n, note)}",
+              file=sys.stderr if self.json_out else sys.stdout, flush=True)
         policy, _ = load_policy(self.ckpt, device=self.device)
         env_id = self.env_id or policy.spec.env_id
         if not env_id:
             raise PbrlError(f"{self.ckpt}: the policy names no environment; pass --env-id")
         check_env_fits(policy.spec, env_id)
-        returns = evaluate(policy, env_id, self.episodes, seed=self.seed)
+        returns = evaluate(policy, env_id, self.episodes, seed=self.seed, progress=True)
         scores = normalize_returns(policy, returns)
         result = {
             "checkpoint": self.ckpt,
@@ -135,18 +147,20 @@ class EvalCommand:
         if self.json_out:
             print(json.dumps(result))
             return
-        line = f"{env_id}: return {returns.mean():.2f} +- {returns.std():.2f} over {self.episodes} episodes"
+        line = f"{env_id}: return {returns.mean():.4g} +- {returns.std():.4g} over {self.episodes} episodes"
         if scores is not None:
-            line += f", normalized score {scores.mean():.1f}"
+            line += f", normalized score {scores.mean():.4g}"
         print(line)
 
 
 def _summary_line(s: dict) -> str:
+    """The run's summary in one line, floats to 4 significant digits (summary.json keeps them whole)."""
     sps = s["perf/steps_per_s"]
-    speed = "no new updates" if sps is None else f"{sps:.1f} steps/s"
+    speed = "no new updates" if sps is None else f"{sps:.4g} steps/s"
     parts = [f"{s['algo']} on {s['dataset']}: {s['steps_done']} steps, {speed}"]
     if s["last_return_mean"] is not None:
-        parts.append(f"last return {s['last_return_mean']:.2f}")
+        parts.append(f"last return {s['last_return_mean']:.4g}")
     if s["last_score"] is not None:
-        parts.append(f"last score {s['last_score']:.1f}, best {s['best_score']:.1f}")
+        best = "n/a" if s["best_score"] is None else f"{s['best_score']:.4g}"
+        parts.append(f"last score {s['last_score']:.4g}, best {best}")
     return "; ".join(parts)

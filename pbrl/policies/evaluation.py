@@ -35,12 +35,19 @@ def check_env_fits(spec: PolicySpec, env_id: str) -> None:
 
 
 def evaluate(
-    policy: Policy, env_id: str, episodes: int, seed: int = 0, max_steps: int | None = None
+    policy: Policy,
+    env_id: str,
+    episodes: int,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = False,
+    desc: str = "eval",
 ) -> np.ndarray:
     """Returns [episodes] of one episode per sub-environment, seeded seed, seed+1, ...
 
     Torch's global RNG is forked, so evaluating (even a stochastic policy) leaves training's random stream alone
-    and a resumed run matches an uninterrupted one.
+    and a resumed run matches an uninterrupted one. `progress`: a bar in episodes with their rate; the episodes
+    run side by side, so an unfinished one counts as the fraction of its time limit it has run (done ones as 1).
     """
     if episodes < 1:
         raise PbrlError(f"eval episodes must be >= 1, got {episodes}")
@@ -50,6 +57,17 @@ def evaluate(
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(episodes)])
     returns = np.zeros(episodes)
     done = np.zeros(episodes, dtype=bool)
+    spec = getattr(envs.envs[0], "spec", None)
+    horizon = max_steps or (spec.max_episode_steps if spec is not None else None)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=episodes, desc=desc, unit="episode", leave=False, dynamic_ncols=True, mininterval=0.5,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} episodes [{elapsed}<{remaining}, "
+            "{rate_fmt}{postfix}]",
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
@@ -63,7 +81,13 @@ def evaluate(
             returns += np.where(done, 0.0, reward)
             done |= np.asarray(term) | np.asarray(trunc)
             t += 1
+            if bar is not None:
+                part = min(t / horizon, 1.0) if horizon else 0.0
+                bar.update(round(float(done.sum() + (~done).sum() * part), 1) - bar.n)
     envs.close()
+    if bar is not None:
+        bar.update(episodes - bar.n)
+        bar.close()
     return returns
 
 

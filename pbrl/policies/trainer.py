@@ -31,13 +31,22 @@ from pbrl.policies.base import PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
 from pbrl.runs import RunFolder
 from pbrl.utils import (
+    RUN_FILES,
+    check_fresh_out,
     denormals_flushed,
     dumps_json,
+    estimate_line,
     git_revision,
+    load_note,
+    remove_paths,
     resolve_device,
     safe_torch_load,
     set_seed,
 )
+
+ESTIMATE_AFTER = 200
+"""Updates timed before the time estimate is printed (fewer for short runs: 5% of the steps; or 20 s of updates)."""
+ESTIMATE_AFTER_S = 20.0
 
 
 def dataset_fingerprint(ds: EpisodeDataset) -> str:
@@ -72,6 +81,7 @@ def train_policy(
     log_every: int = 100,
     stop_at: int | None = None,
     progress: bool = True,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Train `algo` on `dataset` for `steps` updates and return the summary dict (also written to summary.json).
 
@@ -80,6 +90,11 @@ def train_policy(
       no env id = never). env_id: the environment to evaluate in (default: the dataset's).
     resume: continue from out_dir/checkpoint.pt. stop_at: stop after this many updates (a later resume continues).
     checkpoint_every: default eval_every (or 10% of steps when that is 0).
+    overwrite: without `resume`, whether an out_dir that holds a run may be replaced (its files are removed once
+      the settings are checked); False refuses it with one line (the command line's default, `--overwrite`).
+    progress: a bar over the updates (unit, rate, the first losses, and `load x/n cores` when the machine is
+      oversubscribed), one bar per evaluation, and a time estimate once the first updates (`ESTIMATE_AFTER`) and
+      the first evaluation are timed.
 
     Every setting is checked before the first update (and before anything is written): the device, the config,
     the evaluation environment (made once, its spaces checked against the dataset's), and on resume the
@@ -91,6 +106,10 @@ def train_policy(
         raise PbrlError("eval_every and eval_episodes must be >= 0")
     if resume and out_dir is None:
         raise PbrlError("resume needs out_dir (the folder holding checkpoint.pt)")
+    stale: list[str] = []
+    if out_dir is not None and not resume:  # refused before any work; removed once every setting is checked
+        stale = check_fresh_out(str(out_dir), RUN_FILES, overwrite, "pass --resume to continue it or --overwrite to "
+                                "start it afresh")
     torch_device = resolve_device(device)
     config = default_config(algo) if config is None else config
     out = Path(out_dir) if out_dir is not None else None
@@ -117,6 +136,7 @@ def train_policy(
         "dataset": dataset.name,
         "dataset_metadata": json.loads(dumps_json(dataset.metadata)),
         "git_revision": git_revision(),
+        "threads": torch.get_num_threads(),  # the torch CPU threads the run used (pbrl.utils.choose_threads)
     }
     # what a resume must match (the device may change: CPU and GPU runs continue each other)
     fingerprint = {
@@ -143,6 +163,7 @@ def train_policy(
             for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
                 if value != json.loads(dumps_json(run_info[key])):
                     raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
+        remove_paths(stale)  # --overwrite: the old run's checkpoint, policy and summary go before the new run writes
         # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
         # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
         run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device, extra=run_info)
@@ -174,7 +195,7 @@ def train_policy(
             run.log(row)
 
     def run_eval(step: int) -> dict[str, Any]:
-        returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000)
+        returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000, progress=progress, desc=f"eval @{step}")
         scores = normalize_returns(policy, returns)
         rec = {
             "step": step,
@@ -191,25 +212,54 @@ def train_policy(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc=algo, dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=steps, initial=start, desc=algo, unit="step", dynamic_ncols=True, mininterval=1.0)
+    # the evaluations this call will run, for the time estimate
+    n_evals = sum(1 for s_ in range(start + 1, stop + 1) if (eval_every and s_ % eval_every == 0) or s_ == steps)
+    n_evals = n_evals if do_eval else 0
+    probe = min(ESTIMATE_AFTER, max(1, steps // 20))
+    estimate: dict[str, float] = {}  # update rate, then the seconds of one evaluation
+
+    def say_estimate() -> None:
+        rate, todo = estimate["rate"], stop - start
+        total = todo / rate
+        if "eval_s" in estimate:
+            total += n_evals * estimate["eval_s"]
+            extra = f" and {n_evals} evaluation{'s' if n_evals != 1 else ''} of {estimate['eval_s']:.0f} s"
+        else:
+            extra = ", evaluation not yet timed" if n_evals else ""
+        line = estimate_line(total, f"{todo} steps", f"{rate:.3g} steps/s", extra, "pass fewer --steps")
+        if bar is not None:
+            bar.write(line)
+
     # throughput counts update time only: evaluation and checkpoint time is kept out
     t0, window_t, window_n, paused, paused_window = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0
     steps_per_s: float | None = None
     for step in range(start + 1, stop + 1):
         metrics = policy.update(sampler())
         window_n += 1
+        if "rate" not in estimate and step < stop:
+            spent = time.perf_counter() - t0 - paused
+            if step - start >= probe or (spent >= ESTIMATE_AFTER_S and step - start >= 5):
+                estimate["rate"] = (step - start) / max(spent, 1e-9)
+                say_estimate()
         if step % log_every == 0 or step == steps:
             now = time.perf_counter()
             steps_per_s = window_n / max(now - window_t - paused_window, 1e-9)
             window_t, window_n, paused_window = now, 0, 0.0
             log({"step": step, **metrics, "perf/steps_per_s": steps_per_s})
             if bar is not None:
-                short = {k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]}
-                bar.set_postfix(**short, sps=f"{steps_per_s:.1f}")
+                short = [f"{k.split('/')[-1]}={v:.3g}" for k, v in list(metrics.items())[:3]]
+                note = load_note()  # the machine is oversubscribed: every thread runs part of the time
+                short.append(f"sps={steps_per_s:.3g}")  # updates only (the bar's own rate counts evaluations too)
+                bar.set_postfix_str(", ".join(short + ([note] if note else [])))
         if do_eval and ((eval_every and step % eval_every == 0) or step == steps):
             t_eval = time.perf_counter()
             rec = run_eval(step)
             log(rec)
+            if "eval_s" not in estimate:
+                estimate["eval_s"] = time.perf_counter() - t_eval
+                if "rate" in estimate and n_evals > 1:
+                    say_estimate()
             if bar is not None:
                 bar.write(
                     f"step {step}: return {rec['eval/return_mean']:.1f}"

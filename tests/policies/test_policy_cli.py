@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import small_config
 
 from pbrl.cli import main
 from pbrl.policies.commands import parse_overrides
@@ -89,3 +90,52 @@ def test_parse_overrides():
     }
     with pytest.raises(Exception, match="key=value"):
         parse_overrides(["=3"])
+
+
+def _train_args(out, *extra):
+    return ["train", "bc", "pbrl/pendulum-test/random-v0", "--steps", "4", "--eval-every", "0", "--eval-episodes",
+            "1", "--out", str(out), "--set", "hidden=[8,8]", "batch_size=4", *extra]
+
+
+def test_train_refuses_an_existing_run_without_resume_or_overwrite(pendulum, tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.1, 5.1, 5.1))  # an oversubscribed machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    pendulum.to_minari("pbrl/pendulum-test/random-v0")
+    out = tmp_path / "run"
+    assert main(_train_args(out)) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("pbrl train bc on pbrl/pendulum-test/random-v0: 4 steps, 1 thread (load 5.1/2 cores)")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["threads"] == 1  # the free-core default: 2 cores - 5.1 load -> at least 1
+    before = (out / "summary.json").read_bytes()
+    assert main(_train_args(out, "--threads", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pbrl: error: ") and "holds a run already" in err and "--overwrite" in err
+    assert len(err.splitlines()) == 1
+    assert (out / "summary.json").read_bytes() == before  # the old run is whole
+    (out / "summary.json").write_text("{}")  # a marker: --overwrite starts afresh and writes its own
+    assert main(_train_args(out, "--overwrite", "--threads", "2")) == 0
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 4
+    assert json.loads((out / "config.json").read_text())["threads"] == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) >= 1
+
+
+def test_trainer_prints_a_time_estimate_and_says_when_it_is_long(pendulum, tmp_path, capsys, monkeypatch):
+    from pbrl.policies import trainer
+    from pbrl.policies.trainer import train_policy
+    from pbrl.utils import estimate_line
+
+    assert estimate_line(100_000 / 0.9, "100000 steps", "0.9 steps/s", shorten="pass fewer --steps") == (
+        "about 30.9 h for 100000 steps at 0.9 steps/s; over 10 minutes (pass fewer --steps)"
+    )
+    assert estimate_line(45.0, "5000 steps", "111 steps/s") == "about 45 s for 5000 steps at 111 steps/s"
+    monkeypatch.setattr(trainer, "ESTIMATE_AFTER", 3)
+    cfg = small_config("bc", batch_size=4, hidden=(8, 8))
+    train_policy("bc", pendulum, cfg, steps=8, eval_every=4, eval_episodes=1, out_dir=tmp_path / "r")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("about ")]
+    # once after 3 updates (evaluation not yet timed), once more when the first of the 2 evaluations is
+    assert len(lines) == 2, lines
+    assert lines[0].endswith("evaluation not yet timed") and "for 8 steps at " in lines[0]
+    assert "and 2 evaluations of " in lines[1]
