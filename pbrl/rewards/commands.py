@@ -15,6 +15,7 @@ import tyro
 
 from pbrl.rewards.normalizers import NormalizerName
 from pbrl.rewards.train import RewardConfig
+from pbrl.utils import round_floats
 
 
 @dataclass
@@ -30,11 +31,20 @@ class RewardTrain:
     config: Annotated[RewardConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=RewardConfig)
     quiet: bool = False
     """No progress bar."""
+    overwrite: bool = False
+    """Replace the reward model already in OUT (without it, an OUT that holds one is refused)."""
+    threads: int | None = None
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
 
     def run(self) -> None:
         from pbrl.data import PreferencePairs, load_dataset
-        from pbrl.rewards.train import train_reward
+        from pbrl.rewards.train import REWARD_FILES, train_reward
+        from pbrl.utils import check_fresh_out, threads_line, use_threads
 
+        check_fresh_out(self.out, REWARD_FILES, self.overwrite, "pass --overwrite to replace it")
+        n, note = use_threads(self.threads)
+        print(f"pbrl reward train {self.config.model} on {self.spec}: {self.config.epochs} epochs, "
+              f"{threads_line(n, note)}", flush=True)
         ds = load_dataset(self.spec)
         pairs = PreferencePairs.load(self.prefs)
         model = train_reward(
@@ -44,8 +54,10 @@ class RewardTrain:
             out_dir=self.out,
             progress=not self.quiet,
             source={"dataset": self.spec, "prefs": self.prefs},
+            overwrite=self.overwrite,
         )
-        print(json.dumps({"out": self.out, **model.info["final"], "epochs_run": model.info["epochs_run"]}))
+        summary = {"out": self.out, **model.info["final"], "epochs_run": model.info["epochs_run"]}
+        print(json.dumps(round_floats(summary)))  # 4 significant digits; metrics.jsonl keeps them whole
 
 
 @dataclass
@@ -64,19 +76,28 @@ class Relabel:
     """Replace an existing dataset of that id."""
     device: str = "cpu"
     """Torch device of the batched inference."""
+    threads: int | None = None
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
 
     def run(self) -> None:
+        import sys
+
         import numpy as np
 
         from pbrl.rewards.relabel import relabel_to_minari
+        from pbrl.utils import threads_line, use_threads
 
+        n, note = use_threads(self.threads)
+        # stdout stays one JSON object: the first line goes to stderr
+        print(f"pbrl relabel {self.spec} with {self.reward} ({self.normalize}): {threads_line(n, note)}",
+              file=sys.stderr, flush=True)
         ds, path = relabel_to_minari(
-            self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device
+            self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device, progress=True
         )
         r = ds.rewards
         print(
             json.dumps(
-                {
+                round_floats({
                     "out": self.out,
                     "path": path,
                     "transitions": ds.num_transitions,
@@ -86,7 +107,7 @@ class Relabel:
                     "reward_min": float(r.min()),
                     "reward_max": float(r.max()),
                     "return_mean": float(np.mean(ds.episode_returns())),
-                }
+                })
             )
         )
 
@@ -107,15 +128,23 @@ class RewardReport:
     """Normalizer applied before correlating (correlations are invariant to the affine ones)."""
     seed: int = 0
     """Seed of the random windows."""
+    threads: int | None = None
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
 
     def run(self) -> None:
+        import sys
+
         from pbrl.data import PreferencePairs, load_dataset
         from pbrl.rewards.report import reward_report
         from pbrl.rewards.train import load_reward_model
+        from pbrl.utils import threads_line, use_threads
 
+        n, note = use_threads(self.threads)
+        # stdout stays one JSON document: the first line goes to stderr
+        print(f"pbrl reward report {self.reward} on {self.spec}: {threads_line(n, note)}", file=sys.stderr, flush=True)
         ds = load_dataset(self.spec)
         pairs = PreferencePairs.load(self.prefs) if self.prefs else None
         rep = reward_report(
-            ds, load_reward_model(self.reward), pairs, self.segments, self.normalize, self.seed
+            ds, load_reward_model(self.reward), pairs, self.segments, self.normalize, self.seed, progress=True
         )
-        print(json.dumps(rep, indent=2))
+        print(json.dumps(round_floats(rep), indent=2))  # 4 significant digits

@@ -23,7 +23,7 @@ from torch import nn
 
 from pbrl.ensemble import EnsembleLinear
 from pbrl.rewards.learner import RewardModel, StepOutput, sequence_score
-from pbrl.rewards.units import RawRewards, per_step_units
+from pbrl.rewards.units import RawRewards, per_step_units, report_scoring
 
 if TYPE_CHECKING:
     from pbrl.data import EpisodeDataset
@@ -89,13 +89,11 @@ class StepLearner(RewardModel):
         feats = self.features(dataset).to(dev)  # [N, D]
         n = dataset.num_transitions
         rows = batch_size or step_chunk_rows(dev)
-        vals = [
-            self.output(feats[None, i : i + rows], torch.ones(1, min(rows, n - i), dtype=torch.bool, device=dev))
-            .values[:, 0]
-            .float()
-            .cpu()
-            for i in range(0, n, rows)
-        ]  # [M, rows] each
+        vals = []  # [M, rows] each
+        for i in range(0, n, rows):
+            mask = torch.ones(1, min(rows, n - i), dtype=torch.bool, device=dev)
+            vals.append(self.output(feats[None, i : i + rows], mask).values[:, 0].float().cpu())
+            report_scoring(min(i + rows, n), n, "step")
         return per_step_units(torch.cat(vals, 1).numpy(), dataset, self.length)
 
 

@@ -21,22 +21,38 @@ from pbrl.data import EpisodeDataset
 from pbrl.rewards.learner import RewardLearner
 from pbrl.rewards.nets import step_chunk_rows
 from pbrl.rewards.normalizers import normalize
-from pbrl.rewards.units import RawRewards, chunk_table
+from pbrl.rewards.units import RawRewards, chunk_table, scoring_progress
 
 __all__ = ["RawRewards", "chunk_table", "learned_rewards", "raw_rewards", "relabel", "relabel_to_minari",
            "step_chunk_rows"]
 
 
 @torch.inference_mode()
-def raw_rewards(ds: EpisodeDataset, model: RewardLearner, batch_size: int | None = None) -> RawRewards:
-    """Score every transition of `ds` with every member, as the learner's units (see the module docstring)."""
+def raw_rewards(
+    ds: EpisodeDataset, model: RewardLearner, batch_size: int | None = None, progress: bool = False
+) -> RawRewards:
+    """Score every transition of `ds` with every member, as the learner's units (see the module docstring).
+    `progress`: a bar over the scored chunks of the query length (or steps, for a step-wise learner), with the rate."""
     model.net.eval()
-    return model.units(ds, batch_size)
+    if not progress:
+        return model.units(ds, batch_size)
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="scoring", leave=False, dynamic_ncols=True, mininterval=0.5) as bar:
+
+        def tick(done: int, total: int, unit: str) -> None:
+            bar.total, bar.unit = total, unit
+            bar.update(done - bar.n)
+
+        with scoring_progress(tick):
+            return model.units(ds, batch_size)
 
 
-def learned_rewards(ds: EpisodeDataset, model: RewardLearner, normalizer: str = "member-zscore") -> np.ndarray:
+def learned_rewards(
+    ds: EpisodeDataset, model: RewardLearner, normalizer: str = "member-zscore", progress: bool = False
+) -> np.ndarray:
     """One normalized learned reward per flat transition [N] float32."""
-    raw = raw_rewards(ds, model)
+    raw = raw_rewards(ds, model, progress=progress)
     unit = normalize(
         normalizer,
         raw.values,
@@ -53,10 +69,11 @@ def relabel(
     model: RewardLearner,
     normalizer: str = "member-zscore",
     provenance: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> EpisodeDataset:
     """A new dataset with the model's normalized rewards; the provenance entry names model, normalizer, source."""
     model.check(dataset, dataset.name)
-    rewards = learned_rewards(dataset, model, normalizer)
+    rewards = learned_rewards(dataset, model, normalizer, progress=progress)
     entry = {
         "step": "relabel",
         "reward_model": model.kind,
@@ -77,6 +94,7 @@ def relabel_to_minari(
     normalizer: str = "member-zscore",
     overwrite: bool = False,
     device: str = "cpu",
+    progress: bool = False,
 ) -> tuple[EpisodeDataset, str]:
     """Load `spec`, relabel it with the reward model in `reward_dir`, write Minari dataset `out_id`."""
     from pbrl.data import load_dataset
@@ -84,7 +102,7 @@ def relabel_to_minari(
 
     ds = load_dataset(spec)
     model = load_reward_model(reward_dir, device=device)
-    out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir})
+    out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir}, progress=progress)
     if out.metadata.get("name") in (None, "dataset"):
         out.metadata["name"] = out_id
     path = out.to_minari(

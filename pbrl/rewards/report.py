@@ -54,25 +54,48 @@ def reward_report(
     num_segments: int = 2000,
     normalizer: str = "none",
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy on `pairs` (if given) and, when the dataset's rewards are not constant, the correlations."""
+    """Accuracy on `pairs` (if given) and, when the dataset's rewards are not constant, the correlations.
+    `progress`: a bar over the stages (pairs, scoring every step, step and segment correlations), and one over
+    the scored chunks inside the scoring stage."""
+    from tqdm.auto import tqdm
+
+    true = dataset.rewards
+    constant = bool(np.ptp(true) == 0)
+    stages = (["pairs"] if pairs is not None else []) + ([] if constant else ["scoring", "step corr", "segment corr"])
+    bar = tqdm(total=len(stages), desc="reward report", unit="stage", disable=not progress or not stages,
+               dynamic_ncols=True)
+
+    def stage(name: str) -> None:
+        bar.set_postfix_str(name, refresh=True)
+
     report: dict[str, Any] = {"model": model.kind, "members": model.members, "dataset": dataset.name}
     if pairs is not None:
+        stage("pairs")
         report.update({f"pairs/{k}": v for k, v in evaluate_pairs(model, dataset, pairs).items()})
         report["pairs/count"] = len(pairs)
-    true = dataset.rewards
-    if np.ptp(true) == 0:
+        bar.update(1)
+    if constant:
+        bar.close()
         report["note"] = "the dataset's rewards are constant: no true reward to correlate with"
         return report
-    learned = learned_rewards(dataset, model, normalizer)
+    stage("scoring")
+    learned = learned_rewards(dataset, model, normalizer, progress=progress)
+    bar.update(1)
+    stage(f"step corr ({len(true)} steps)")
     report["step/pearson"] = pearson(learned, true)
     report["step/spearman"] = spearman(learned, true)
+    bar.update(1)
     starts = dataset.window_starts(model.length)
     if len(starts):
         rng = np.random.default_rng(seed)
         pick = starts[rng.integers(0, len(starts), min(num_segments, len(starts)))]
+        stage(f"segment corr ({len(pick)} segments)")
         lr, tr = segment_returns(learned, pick, model.length), segment_returns(true, pick, model.length)
         report["segment/pearson"] = pearson(lr, tr)
         report["segment/spearman"] = spearman(lr, tr)
         report["segment/count"] = len(pick)
+    bar.update(1)
+    bar.close()
     return report

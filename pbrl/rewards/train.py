@@ -48,7 +48,21 @@ from pbrl.rewards.learner import (
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.segment import SegmenterConfig
 from pbrl.runs import RunFolder
-from pbrl.utils import adam, bf16_enabled, denormals_flushed, git_revision, resolve_device, safe_torch_load
+from pbrl.utils import (
+    adam,
+    bf16_enabled,
+    check_fresh_out,
+    denormals_flushed,
+    estimate_line,
+    git_revision,
+    load_note,
+    remove_paths,
+    resolve_device,
+    safe_torch_load,
+)
+
+REWARD_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, "summary.json")
+"""What a reward model folder holds (a folder with any of them holds a reward model)."""
 
 ModelKind = LearnerName  # the name of the release before the registry
 __all__ = ["CONFIG_NAME", "METRICS_NAME", "WEIGHTS_NAME", "ModelKind", "RewardConfig", "RewardModel",
@@ -194,10 +208,18 @@ def train_reward(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     source: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> RewardModel:
-    """Fit a reward learner on preference pairs over `dataset`'s segments (see the module docstring)."""
+    """Fit a reward learner on preference pairs over `dataset`'s segments (see the module docstring).
+
+    overwrite: whether an `out_dir` that holds a reward model may be replaced (its files are removed once the
+    inputs are checked); False refuses it with one line (the command line's default, `--overwrite`).
+    progress: a bar over the epochs (pairs/s, losses, `stopped early at epoch k`, `load x/n cores` when the
+    machine is oversubscribed) and a time estimate for all epochs after the first.
+    """
     from tqdm.auto import tqdm
 
+    stale = check_fresh_out(str(out_dir), REWARD_FILES, overwrite, "pass --overwrite to replace it") if out_dir else []
     config = config or RewardConfig()
     learner = get_learner(config.model)
     pairs.validate(dataset, "preferences")
@@ -215,7 +237,10 @@ def train_reward(
         model = learner.create(config, dataset, pairs.length)
     model.prepare(dataset)
     model.net.to(dev)
-    run = RunFolder(out_dir, dataclasses.asdict(config), device=str(dev)) if out_dir is not None else None
+    remove_paths(stale)  # the inputs are checked: an old model is replaced, not mixed with the new one
+    threads = torch.get_num_threads()
+    run = (RunFolder(out_dir, dataclasses.asdict(config), device=str(dev), extra={"threads": threads})
+           if out_dir is not None else None)
     feats = model.features(dataset).to(dev)  # [N, D]
     signal = model.reference_signal(dataset)
     signal = signal.to(dev) if signal is not None else None
@@ -230,7 +255,7 @@ def train_reward(
     history: list[dict[str, float]] = []
     stopped_early = False
     step = 0
-    bar = tqdm(range(config.epochs), desc=f"reward/{config.model}", disable=not progress)
+    bar = tqdm(range(config.epochs), desc=f"reward/{config.model}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.net.train()
         t0 = time.perf_counter()
@@ -263,12 +288,21 @@ def train_reward(
             ev = evaluate_pairs(model, dataset, val, feats=feats, signal=signal)
             row.update({"reward/val_accuracy": ev["accuracy"], "reward/val_loss": ev["loss"]})
         history.append(row)
-        bar.set_postfix({k.split("/")[-1]: round(v, 3) for k, v in row.items() if k.startswith("reward/")})
+        post = [f"{k.split('/')[-1]}={v:.3g}" for k, v in row.items() if k.startswith("reward/")]
+        post.append(f"{row['perf/pairs_per_s']:.3g} pairs/s")
+        note = load_note()
+        bar.set_postfix_str(", ".join(post + ([note] if note else [])))
         if run is not None:
             run.log(row)
+        if epoch == 0 and progress and config.epochs > 1:
+            total = (time.perf_counter() - t0) * config.epochs  # the first epoch's time (validation included)
+            bar.write(estimate_line(total, f"{config.epochs} epochs", f"{time.perf_counter() - t0:.3g} s/epoch",
+                                    " (less if it stops early)" if config.early_stop else "", "pass fewer --epochs"))
         if config.early_stop and row["reward/train_accuracy"] > config.early_stop_accuracy:
             stopped_early = True
+            bar.set_postfix_str(", ".join(post + [f"stopped early at epoch {epoch + 1}"]))
             break
+    bar.close()
     model.net.eval()
     revision = git_revision()
     model.info = {
@@ -280,11 +314,13 @@ def train_reward(
         "steps": step,
         "stopped_early": stopped_early,
         "bf16": use_bf16,
+        "threads": threads,
         "final": history[-1] if history else {},
         "source": source or {},
         "git_revision": revision,
     }
     if run is not None:
-        model.save(run.path, header={"git_revision": revision, "device": str(dev), "fingerprint": run.fingerprint})
+        model.save(run.path, header={"git_revision": revision, "device": str(dev), "fingerprint": run.fingerprint,
+                                         "threads": threads})
         run.write_summary(model.info)
     return model

@@ -10,7 +10,9 @@ input). Densifying is shared: r_t = v[unit(t)] / l_unit(t).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,30 @@ import torch
 if TYPE_CHECKING:
     from pbrl.data import EpisodeDataset
     from pbrl.rewards.learner import RewardLearner, StepOutput
+
+
+_SCORING_PROGRESS: contextvars.ContextVar[Callable[[int, int, str], None] | None] = contextvars.ContextVar(
+    "pbrl_scoring_progress", default=None
+)
+
+
+@contextlib.contextmanager
+def scoring_progress(callback: Callable[[int, int, str], None]) -> Iterator[None]:
+    """Inside the block, every scoring pass over a dataset (`chunked_outputs`, the step-wise MLP's rows) calls
+    `callback(done, total, unit)` after each batch, in the pass's own unit (`chunk` or `step`): how a progress bar follows a
+    relabel without each learner's `units` taking a bar argument."""
+    token = _SCORING_PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _SCORING_PROGRESS.reset(token)
+
+
+def report_scoring(done: int, total: int, unit: str) -> None:
+    """Tell the `scoring_progress` callback, if any, that `done` of `total` units (`chunk`, `step`) are scored."""
+    cb = _SCORING_PROGRESS.get()
+    if cb is not None:
+        cb(done, total, unit)
 
 
 @dataclass(frozen=True)
@@ -76,3 +102,4 @@ def chunked_outputs(
         out = model.output(feats[idx], mask, sig)
         flat = (s[:, None] + ar[None])[mask].cpu().numpy()  # valid flat indices, row-major
         yield flat, mask, model.ends(mask, sig), out
+        report_scoring(min(i + rows, len(starts)), len(starts), "chunk")
