@@ -4,17 +4,20 @@
     metrics.jsonl  one strict-JSON object per row, appended and flushed line by line (readable after a crash)
     <checkpoint>   written atomically (temporary file + rename), read back with `weights_only=True`
     summary.json   the final summary (strict JSON)
+    tb/            only with `tensorboard=True`: every logged row's finite numbers as TensorBoard scalars
 
 A trainer opens its folder once: `run = RunFolder(out, config, fingerprint=..., resume=...)`. A fresh run empties
 `metrics.jsonl`; a resumed one first checks that the stored fingerprint equals the new one (a different dataset,
 config or seed is refused with one line naming the key), then `run.rewind(step)` drops the rows logged after the
-checkpoint it continues from, so no step appears twice.
+checkpoint it continues from, so no step appears twice (in TensorBoard too: the writer reopened after a rewind
+purges the events past that step). `pbrl plot RUN...` draws a folder's metrics.jsonl (pbrl.plot).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,39 @@ from pbrl.utils import (
 )
 
 CONFIG_NAME, METRICS_NAME, SUMMARY_NAME = "config.json", "metrics.jsonl", "summary.json"
+TENSORBOARD_DIR = "tb"
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a trainer's or a pipeline's run: config.json beside metrics.jsonl or summary.json."""
+    p = Path(path)
+    return (p / CONFIG_NAME).is_file() and ((p / METRICS_NAME).is_file() or (p / SUMMARY_NAME).is_file())
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl file ([] when it is missing). A line that is not JSON (the torn last line of a
+    killed writer) is skipped, as is a line that is not an object."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def scalar_items(row: dict[str, Any], skip: tuple[str, ...] = ("step",)) -> list[tuple[str, float]]:
+    """The (key, value) pairs of a row that are finite numbers (bools, None, lists and strings left out)."""
+    return [
+        (k, float(v))
+        for k, v in row.items()
+        if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
 
 
 def fingerprint_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -44,7 +80,9 @@ def fingerprint_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 class RunFolder:
     """A trainer's output folder (see the module docstring). `write=False` (e.g. ranks > 0 of a data-parallel run)
     reads like the others and writes nothing. `extra` adds top-level keys to config.json (a trainer's own run
-    settings, kept where readers of earlier releases look for them)."""
+    settings, kept where readers of earlier releases look for them). `tensorboard=True` also writes each logged
+    row's finite numbers as scalars (`SummaryWriter.add_scalar(key, value, row["step"])`) into `<path>/tb/`;
+    it needs the optional tensorboard package (one PbrlError before anything is written when it is missing)."""
 
     def __init__(
         self,
@@ -56,8 +94,14 @@ class RunFolder:
         device: str | None = None,
         write: bool = True,
         extra: dict[str, Any] | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.path, self.write = Path(path), write
+        self.tensorboard = tensorboard and write
+        self._tb: Any = None  # the SummaryWriter, opened at the first logged row
+        self._tb_purge: int | None = None  # after a rewind: events from this step on are dropped by the new writer
+        if self.tensorboard:
+            _summary_writer_class()  # a missing package is refused before the folder is touched
         # what must match for a resume: JSON round-trip so tuples and lists compare equal
         self.fingerprint = json.loads(dumps_json(fingerprint if fingerprint is not None else config))
         cfg_path = self.path / CONFIG_NAME
@@ -72,6 +116,9 @@ class RunFolder:
             )
             if not resume:
                 atomic_write_text(str(self.path / METRICS_NAME), "")
+                if self.tensorboard:  # a fresh run's curves must not mix with an earlier run's event files
+                    for old in (self.path / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+                        old.unlink()
 
     def _check_resumable(self, cfg_path: Path) -> None:
         try:
@@ -95,25 +142,37 @@ class RunFolder:
         with open(self.path / METRICS_NAME, "a") as f:
             f.write(dumps_json(row) + "\n")
             f.flush()
+        if self.tensorboard:
+            self._log_tensorboard(row)
+
+    def _log_tensorboard(self, row: dict[str, Any]) -> None:
+        if self._tb is None:
+            self._tb = _summary_writer_class()(log_dir=str(self.path / TENSORBOARD_DIR), purge_step=self._tb_purge)
+            self._tb_purge = None
+        step = row.get("step")
+        step = int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+        for k, v in scalar_items(row):
+            self._tb.add_scalar(k, v, global_step=step)
+        self._tb.flush()  # like metrics.jsonl: what was logged is on disk if the process dies
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (if any); a later `log` opens a new one."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl (a torn last line, left by a killed process, is skipped)."""
-        p = self.path / METRICS_NAME
-        if not p.is_file():
-            return []
-        out = []
-        for line in p.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return read_rows(self.path / METRICS_NAME)
 
     def rewind(self, step: int, key: str = "step") -> list[dict[str, Any]]:
         """Keep only the rows with `row[key] <= step` (the ones a checkpoint at `step` has seen); returns them."""
         rows = [r for r in self.rows() if r.get(key, 0) <= step]
         if self.write:
             atomic_write_text(str(self.path / METRICS_NAME), "".join(dumps_json(r) + "\n" for r in rows))
+            if self.tensorboard:  # the next writer hides the events a killed run wrote past `step`
+                self.close()
+                self._tb_purge = step + 1
         return rows
 
     # ------------------------------------------------------------------ checkpoints and summary
@@ -132,6 +191,15 @@ class RunFolder:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.write:
             atomic_write_json(str(self.path / SUMMARY_NAME), summary)
+        self.close()  # the run is over: its event file is complete
+
+
+def _summary_writer_class() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise PbrlError("tensorboard logging needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
 
 
 def _short(v: Any, n: int = 80) -> str:

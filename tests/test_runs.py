@@ -79,3 +79,50 @@ def test_checkpoints_are_loaded_safely(tmp_path):
         assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
     with pytest.raises(PbrlError, match="other than tensors"):
         safe_torch_load(tmp_path / "crafted.pt")
+
+
+def _tb_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_scalars_follow_the_rows_and_the_rewind(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional (pip install tensorboard)")
+    run = RunFolder(tmp_path, {"lr": 1e-3}, tensorboard=True)
+    for s in (1, 2, 3):
+        # lists, bools, None and non-finite values are not scalars: only the finite numbers are written
+        run.log({"step": s, "iql/v_loss": 1.0 / s, "eval/returns": [1.0, 2.0], "flag": True, "eval/score": None,
+                 "perf/steps_per_s": float("inf") if s == 2 else 10.0 * s})
+    assert _tb_scalars(tmp_path / "tb") == {
+        "iql/v_loss": [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))],
+        "perf/steps_per_s": [(1, 10.0), (3, 30.0)],
+    }
+    # a resume from step 2 logs step 3 again: TensorBoard shows the new value, not both
+    resumed = RunFolder(tmp_path, {"lr": 1e-3}, tensorboard=True, resume=True)
+    resumed.rewind(2)
+    resumed.log({"step": 3, "iql/v_loss": 7.0})
+    resumed.write_summary({"done": True})
+    assert _tb_scalars(tmp_path / "tb")["iql/v_loss"] == [(1, 1.0), (2, 0.5), (3, 7.0)]
+    # a fresh run in the same folder starts new curves
+    fresh = RunFolder(tmp_path, {"lr": 1e-3}, tensorboard=True)
+    fresh.log({"step": 1, "iql/v_loss": 9.0})
+    fresh.close()
+    assert _tb_scalars(tmp_path / "tb") == {"iql/v_loss": [(1, 9.0)]}
+
+
+def test_tensorboard_off_by_default_and_not_on_silent_ranks(tmp_path):
+    RunFolder(tmp_path / "a", {}).log({"step": 1, "x/y": 1.0})
+    RunFolder(tmp_path / "b", {}, tensorboard=True, write=False).log({"step": 1, "x/y": 1.0})
+    assert not (tmp_path / "a" / "tb").exists() and not (tmp_path / "b").exists()
+
+
+def test_tensorboard_missing_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    with pytest.raises(PbrlError, match="pip install tensorboard") as err:
+        RunFolder(tmp_path / "r", {}, tensorboard=True)
+    assert "\n" not in str(err.value) and not (tmp_path / "r").exists()
