@@ -27,6 +27,8 @@ class Sweep:
     """Address of a running Ray cluster, e.g. auto or ray://host:10001."""
     only: str | None = None
     """Run only runs whose id contains this text."""
+    threads: int | None = None
+    """Torch CPU threads per local worker (default: the free cores, cores minus the 1-minute load, // workers)."""
 
     def run(self) -> None:
         from pbrl.sweep import load_grid, run_sweep
@@ -39,6 +41,7 @@ class Sweep:
             use_ray=self.ray,
             ray_address=self.ray_address,
             only=self.only,
+            threads=self.threads,
         )
         if any(r["status"] != "ok" for r in recs):
             raise PbrlError(f"some runs failed; see {os.path.join(self.out, grid.name, 'records')}/*.failed.json")
@@ -103,16 +106,26 @@ class Quickstart:
     length: int = 25
     """Segment length of the queries."""
     seed: int = 0
-    threads: int = 1
-    """Torch CPU threads (one is as fast for these small networks and robust to a busy machine)."""
+    threads: int | None = 1
+    """Torch CPU threads (one is as fast for these small networks and robust to a busy machine; pass nothing
+    with `--threads None` for the free-core default)."""
+    overwrite: bool = False
+    """Replace the two runs already in OUT (without it, an OUT that holds them is refused)."""
 
     def run(self) -> None:
         import time
 
         from pbrl.data.minari_io import dataset_exists
         from pbrl.data.recipes import build_recipe, get_recipe
-        from pbrl.pipeline import PipelineConfig, run_pipeline
+        from pbrl.pipeline import PIPELINE_FILES, PipelineConfig, run_pipeline
+        from pbrl.utils import check_fresh_out, threads_line, use_threads
 
+        for reward in ("step", "true"):  # both folders are checked before anything runs
+            check_fresh_out(os.path.join(self.out, reward), PIPELINE_FILES, self.overwrite,
+                            "pass --overwrite to replace it")
+        n, note = use_threads(self.threads)
+        print(f"pbrl quickstart: {self.algo} on {self.dataset}, {self.steps} updates per run, {threads_line(n, note)}",
+              flush=True)
         recipe = get_recipe(self.dataset)  # registered by the installed tasks packages
         if not dataset_exists(recipe.dataset_id):
             t0 = time.time()
@@ -135,8 +148,9 @@ class Quickstart:
                     eval_every=max(1, self.steps // 5),
                     eval_episodes=10,
                     seed=self.seed,
-                    threads=self.threads,
+                    threads=n,
                     out=os.path.join(self.out, reward),
+                    overwrite=self.overwrite,
                 )
             )
             acc = (s.get("reward") or {}).get("val_accuracy")

@@ -26,7 +26,18 @@ from pbrl.errors import PbrlError
 from pbrl.policies.base import AlgoName as Algo
 from pbrl.rewards.learner import LearnerName
 from pbrl.rewards.normalizers import NormalizerName
-from pbrl.utils import atomic_write_json, git_revision
+from pbrl.utils import (
+    atomic_write_json,
+    check_fresh_out,
+    git_revision,
+    remove_paths,
+    round_floats,
+    threads_line,
+    use_threads,
+)
+
+PIPELINE_FILES = ("config.json", "summary.json", "prefs", "reward", "policy")
+"""What a pipeline run folder holds (a folder with any of them holds a run)."""
 
 RewardChoice = Literal["true", LearnerName]
 """A reward learner of pbrl.rewards, or `true` (the dataset's own rewards, the oracle baseline)."""
@@ -75,8 +86,10 @@ class PipelineConfig:
     progress: bool = True
     """Show progress bars."""
     threads: int | None = None
-    """Torch CPU threads (default: torch's choice). Small MLP updates gain little from a second thread and lose
-    several-fold when other processes compete for the cores."""
+    """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average). Small MLP
+    updates gain little from a second thread and lose several-fold when other processes compete for the cores."""
+    overwrite: bool = False
+    """Replace the run already in OUT (without it, an OUT that holds a run is refused)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.teacher, str | dict):  # Python callers: teacher="mistake" or {"name": ..., "epsilon": ...}
@@ -116,7 +129,8 @@ class PipelineConfig:
         score = s["policy"].get("last_score")
         print(
             f"{self.algo} on {s['dataset_name']} with {self.reward} reward: last normalized score "
-            f"{'n/a' if score is None else f'{score:.1f}'} (best {s['policy'].get('best_score')}); see {self.out}"
+            f"{'n/a' if score is None else f'{score:.4g}'} (best {round_floats(s['policy'].get('best_score'))}); "
+            f"see {self.out}"
         )
 
 
@@ -140,17 +154,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from pbrl.policies.trainer import train_policy
 
     t0 = time.time()
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
     # every input is checked before the run folder is written: options, the dataset, the labels, the policy config
     cfg.check()
+    stale = check_fresh_out(cfg.out, PIPELINE_FILES, cfg.overwrite, "pass --overwrite to replace it")
+    threads, note = use_threads(cfg.threads)
+    if cfg.progress:
+        print(f"pipeline {cfg.algo} on {cfg.dataset} with {cfg.reward} reward: {cfg.steps} steps, "
+              f"{threads_line(threads, note)}", flush=True)
     ds = load_dataset(cfg.dataset)
     pairs = _labels(cfg, ds) if cfg.reward != "true" else None
     pcfg = default_config(cfg.algo, **cfg.policy)
+    remove_paths(stale)  # --overwrite: the old run goes whole, so no stage of it is mixed with the new one
     os.makedirs(cfg.out, exist_ok=True)
-    atomic_write_json(os.path.join(cfg.out, "config.json"), {**dataclasses.asdict(cfg), "git_revision": git_revision()})
+    atomic_write_json(os.path.join(cfg.out, "config.json"),
+                      {**dataclasses.asdict(cfg), "threads": threads, "git_revision": git_revision()})
     summary: dict[str, Any] = {
         "dataset": cfg.dataset,
         "dataset_name": ds.name,
@@ -165,7 +182,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
         pairs.save(os.path.join(cfg.out, "prefs"))
         rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
-        model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress)
+        model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
+                             overwrite=False)  # the folder is new: emptied above
         train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset})
         summary["prefs"] = pairs.stats()
         final = model.info.get("final", {})
@@ -188,6 +206,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         device=cfg.device,
         env_id=ds.env_id,
         progress=cfg.progress,
+        overwrite=False,  # the folder is new: emptied above
     )
     summary["policy"] = pol
     summary["wall_s"] = round(time.time() - t0, 1)
@@ -197,7 +216,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Sweep runner: a pipeline run from a grid config; returns what the tables read."""
-    cfg = PipelineConfig.from_dict({**config, "out": out_dir, "progress": False}, source="grid config")
+    import torch
+
+    # the sweep owns its run folders (it reruns a failed run in place) and has set the worker's threads
+    config = {"threads": torch.get_num_threads(), **config}
+    cfg = PipelineConfig.from_dict({**config, "out": out_dir, "progress": False, "overwrite": True},
+                                   source="grid config")
     s = run_pipeline(cfg)
     pol = s["policy"]
     curve = [[e["step"], e["eval/normalized_score"]] for e in pol.get("evaluations", []) if e.get("eval/normalized_score") is not None]

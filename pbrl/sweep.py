@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_json, git_revision, reuse_freed_heap
+from pbrl.utils import atomic_write_json, choose_threads, git_revision, reuse_freed_heap, threads_line
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,7 @@ def execute(spec: RunSpec, runner: str, out_dir: str, threads: int = 1) -> dict[
         "device_name": _device_name(spec.config.get("device", "cpu")),
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }
     try:
         record["result"] = _import(runner)(dict(spec.config), run_dir)
@@ -221,8 +222,12 @@ def run_sweep(
     use_ray: bool = False,
     only: str | None = None,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every run of `grid` that has no record yet; returns the new records (failed ones included)."""
+    """Run every run of `grid` that has no record yet; returns the new records (failed ones included).
+
+    threads: torch CPU threads of each local worker; default the free cores (`pbrl.utils.choose_threads`) shared
+    among the workers, at least 1 (Ray workers get 1, as each asks Ray for one CPU)."""
     check_grid_name(grid.name)
     runs = expand(grid)
     if only:
@@ -235,7 +240,12 @@ def run_sweep(
     if not todo:
         return []
     rev = git_revision()
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if threads is None:
+        free, note = choose_threads(None)
+        threads = max(1, free // max(1, workers))
+    else:
+        threads, note = choose_threads(threads)
+    log(f"sweep {grid.name}: {max(1, workers)} worker(s) x {threads_line(threads, note)}")
 
     def finish(rec: dict[str, Any]) -> dict[str, Any]:
         rec.update(sweep=grid.name, budget=grid.budget, git_revision=rev)

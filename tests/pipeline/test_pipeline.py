@@ -92,3 +92,29 @@ def test_pipeline_command_line_takes_the_flat_teacher_flags():
     cfg = parse(PipelineConfig, ["d", "--teacher", "mistake", "--epsilon", "0.2", "--tie-threshold", "10"],
                 "pbrl pipeline", "")
     assert cfg.teacher == TeacherConfig("mistake", tie_threshold=10.0, epsilon=0.2)
+
+
+def test_a_pipeline_into_an_existing_run_needs_overwrite(tmp_path, capsys, monkeypatch):
+    spec = _dataset(tmp_path)
+    out = tmp_path / "run"
+    args = ["pipeline", spec, "--algo", "bc", "--reward", "step", "--queries", "40", "--length", "10", "--ensemble",
+            "1", "--reward-epochs", "1", "--steps", "4", "--eval-episodes", "1", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["threads"] == 1  # 4 cores - load 3 -> 1 free
+    before = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    oracle = [a if a != "step" else "true" for a in args]
+    assert main(oracle) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pbrl: error: ") and "holds a run already" in err and len(err.splitlines()) == 1
+    assert (out / "summary.json").read_bytes() == before and (out / "reward" / "reward.pt").is_file()
+    assert main([*oracle, "--overwrite", "--threads", "2"]) == 0
+    # a fresh run: the learned-reward stages of the old run are gone, not mixed into the oracle run
+    assert not (out / "reward").exists() and not (out / "prefs").exists()
+    assert json.loads((out / "summary.json").read_text()).get("reward") is None
+    assert json.loads((out / "config.json").read_text())["threads"] == 2
+    rec = run_record({"dataset": spec, "algo": "bc", "reward": "true", "steps": 4, "eval_every": 0,
+                      "eval_episodes": 1, "policy": {"batch_size": 8}}, str(out))  # the sweep reruns in place
+    assert rec["dataset_transitions"] == 2000

@@ -129,3 +129,25 @@ def test_ray_task_reuses_freed_heap(monkeypatch):
     monkeypatch.setattr(sweep, "execute", lambda *a: calls.append(("execute", a)) or {"status": "ok"})
     assert sweep._execute_ray("spec", "m:f", "/out", 1) == {"status": "ok"}
     assert calls == ["heap", ("execute", ("spec", "m:f", "/out", 1))]
+
+
+def test_sweep_threads_per_worker_default_to_the_free_cores(tmp_path, monkeypatch):
+    import torch
+
+    (tmp_path / "threads_runner.py").write_text(
+        "import torch\n\ndef run(config, out_dir):\n    return {'threads': torch.get_num_threads()}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 2.2, 2.2))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    was = torch.get_num_threads()
+    lines: list[str] = []
+    try:
+        grid = Grid(name="t", runner="threads_runner:run", axes={"seed": [0]})
+        (rec,) = run_sweep(grid, str(tmp_path / "a"), log=lines.append)
+        assert rec["threads"] == 6 and rec["result"]["threads"] == 6  # round(8 - 2.2) free cores, one worker
+        assert "1 worker(s) x 6 threads" in "\n".join(lines)
+        (rec,) = run_sweep(grid, str(tmp_path / "b"), log=lines.append, threads=3)
+        assert rec["result"]["threads"] == 3
+    finally:
+        torch.set_num_threads(was)
