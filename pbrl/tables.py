@@ -17,16 +17,23 @@ from typing import Any
 import numpy as np
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_bytes, atomic_write_text, read_json_lines
+from pbrl.utils import atomic_write_text, read_json_lines
 
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_REPS = 2000
 
 
 def load_records(paths: list[str]) -> list[dict[str, Any]]:
-    """Successful run records from record files, folders of them (searched recursively) or jsonl files."""
+    """Successful run records from record files, folders of them (searched recursively) or jsonl files.
+    A run folder (config.json beside summary.json or metrics.jsonl, as train and pipeline write) holds no
+    records: it is refused with one line pointing to `pbrl plot`, which draws its curves."""
+    from pbrl.runs import is_run_folder
+
     files: list[str] = []
     for p in paths:
+        if os.path.isdir(p) and is_run_folder(p):
+            raise PbrlError(f"{p}: a run folder, not sweep records (pbrl table reads the records of pbrl sweep); "
+                            f"draw its curves with `pbrl plot {p}`")
         if os.path.isdir(p):
             files += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True))
         elif os.path.isfile(p):
@@ -180,6 +187,8 @@ def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return {}
+    from pbrl.plot import save_png
+
     out = {}
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(cols) / 2), 4))
     width = 0.8 / max(1, len(cols))
@@ -191,7 +200,7 @@ def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
     ax.set_ylabel("normalized score (last)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out["scores_png"] = _save_png(fig, os.path.join(out_dir, f"{name}_scores.png"))
+    out["scores_png"] = save_png(fig, os.path.join(out_dir, f"{name}_scores.png"))
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
@@ -212,13 +221,6 @@ def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
     axes[0, 0].set_ylabel("normalized score")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    out["curves_png"] = _save_png(fig, os.path.join(out_dir, f"{name}_curves.png"))
+    out["curves_png"] = save_png(fig, os.path.join(out_dir, f"{name}_curves.png"))
     plt.close(fig)
     return out
-
-
-def _save_png(fig, path: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same records, same bytes
-    atomic_write_bytes(path, buf.getvalue())
-    return path
