@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +14,27 @@ from pbrl.data.dataset import Episode, EpisodeDataset
 from pbrl.errors import PbrlError
 
 Policy = Callable[[np.ndarray], Any]
+
+_BAR: contextvars.ContextVar[Any] = contextvars.ContextVar("pbrl_collect_bar", default=None)
+
+
+@contextlib.contextmanager
+def step_progress(total: int, desc: str = "collecting", disable: bool | None = None) -> Iterator[Any]:
+    """A progress bar over collected transitions (unit `step`, with its rate) for everything collected inside.
+
+    Every `collect_episodes` call in the block (a recipe may roll out several policies one after another) advances
+    the one bar, so a build shows a single bar to its full size. `disable=None` shows it only on a terminal
+    (tqdm's rule), so logs and tests stay clean. Yields the bar.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", unit_scale=True, disable=disable, dynamic_ncols=True)
+    token = _BAR.set(bar)
+    try:
+        yield bar
+    finally:
+        _BAR.reset(token)
+        bar.close()
 
 
 def collect_episodes(
@@ -37,6 +60,7 @@ def collect_episodes(
     env.action_space.seed(seed)
     episodes: list[Episode] = []
     total = 0
+    bar = _BAR.get()  # the enclosing `step_progress` bar, if any
     obs, _ = env.reset(seed=seed)
     while True:
         o, a, r, te, tr = [obs], [], [], [], []
@@ -48,6 +72,8 @@ def collect_episodes(
             te.append(term)
             o.append(obs)
             total += 1
+            if bar is not None:
+                bar.update()  # 0.3 us measured (tqdm redraws at most 10 times a second); a Pendulum step ~20 us
             cut = num_transitions is not None and total >= num_transitions
             tr.append(bool(trunc) or (cut and not term))
             if term or trunc or cut:

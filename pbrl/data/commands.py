@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import tyro
@@ -13,16 +12,59 @@ import tyro
 from pbrl.data.teachers import TeacherConfig
 from pbrl.errors import PbrlError
 
+if TYPE_CHECKING:
+    from pbrl.data.dataset import EpisodeDataset
+
+
+def _summary(x: np.ndarray, keys: tuple[str, ...] = ("mean", "std", "min", "max")) -> dict[str, float]:
+    fns = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
+    return {k: float(fns[k](x)) for k in keys}
+
+
+def relabel_entry(ds: EpisodeDataset) -> dict | None:
+    """The provenance entry of the last relabel step when the dataset's rewards are learned ones, else None."""
+    steps = [p for p in ds.metadata.get("provenance") or [] if isinstance(p, dict) and p.get("step") == "relabel"]
+    return steps[-1] if steps else None
+
+
+def true_returns(ds: EpisodeDataset, entry: dict) -> tuple[np.ndarray, str] | None:
+    """Per-episode returns of the environment's reward for a relabeled dataset, and where they come from.
+
+    Kept in the relabel entry (`true_episode_returns`), or recomputed from the relabel's source dataset when it
+    is still readable and has the same episodes (relabeling changes only the rewards); None when neither holds.
+    """
+    from pbrl.data.registry import load_dataset
+
+    kept = entry.get("true_episode_returns")
+    if kept is not None and len(kept) == ds.num_episodes:
+        return np.asarray(kept, dtype=np.float64), "kept in the provenance"
+    source = entry.get("source")
+    if not isinstance(source, str) or source == ds.name:
+        return None
+    try:
+        src = load_dataset(source)
+    except PbrlError:
+        return None
+    if src.num_transitions != ds.num_transitions or not np.array_equal(src.episode_starts, ds.episode_starts):
+        return None
+    return src.episode_returns(), f"source dataset {source}"
+
 
 def describe_dataset(spec: str) -> dict:
-    """The facts `pbrl data info` prints, as a dict."""
+    """The facts `pbrl data info` prints, as a dict.
+
+    For a relabeled dataset (a `relabel` step in its provenance) the returns are sums of learned rewards, whose
+    scale the normalizer chose: they appear as `learned_return`, and `normalized_return` is the D4RL-normalized
+    return of the environment's reward when it is known (`true_return_source` says from where), else None.
+    """
     from pbrl.data.registry import load_dataset
     from pbrl.data.scores import normalized_score
 
     ds = load_dataset(spec)
     lengths = ds.episode_lengths
     returns = ds.episode_returns()
-    info = {
+    entry = relabel_entry(ds)
+    info: dict = {
         "spec": spec,
         "name": ds.name,
         "env_id": ds.env_id,
@@ -30,25 +72,28 @@ def describe_dataset(spec: str) -> dict:
         "episodes": ds.num_episodes,
         "observation_shape": list(ds.observations_all.shape[1:]),
         "action_space": str(ds.action_space),
-        "episode_length": {
-            "mean": float(lengths.mean()),
-            "min": int(lengths.min()),
-            "max": int(lengths.max()),
-        },
+        "episode_length": {"mean": float(lengths.mean()), "min": int(lengths.min()), "max": int(lengths.max())},
         "terminations": int(ds.terminations.sum()),
         "truncations": int(ds.truncations.sum()),
-        "return": {
-            k: float(f(returns))
-            for k, f in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max))
-        },
     }
-    try:
-        norm = normalized_score(ds, returns)
-        info["normalized_return"] = {
-            k: float(f(norm)) for k, f in (("mean", np.mean), ("min", np.min), ("max", np.max))
-        }
-    except PbrlError:
-        info["normalized_return"] = None
+    true = returns
+    if entry is not None:
+        model = f"{entry.get('reward_model', '?')} reward x{entry.get('ensemble', '?')}"
+        info["rewards"] = f"learned ({model}, {entry.get('normalizer', '?')} normalizer; see provenance)"
+        info["learned_return"] = _summary(returns)
+        found = true_returns(ds, entry)
+        true = None if found is None else found[0]
+        if found is not None:
+            info["return"] = _summary(found[0])
+        info["true_return_source"] = found[1] if found is not None else "not kept (the source dataset has it)"
+    else:
+        info["return"] = _summary(returns)
+    info["normalized_return"] = None
+    if true is not None:
+        try:
+            info["normalized_return"] = _summary(normalized_score(ds, true), ("mean", "min", "max"))
+        except PbrlError:
+            pass
     if ds.metadata.get("provenance"):
         info["provenance"] = ds.metadata["provenance"]
     return info
@@ -64,11 +109,13 @@ class DataInfo:
     """Print JSON instead of text."""
 
     def run(self) -> None:
+        from pbrl.utils import round_floats
+
         info = describe_dataset(self.spec)
         if self.json_:
-            print(json.dumps(info, indent=2))
+            print(json.dumps(info, indent=2))  # full precision for programs
             return
-        for k, v in info.items():
+        for k, v in round_floats(info).items():
             print(f"{k:18s} {json.dumps(v) if isinstance(v, dict | list) else v}")
 
 
@@ -113,11 +160,20 @@ class DataBuild:
     """Replace the dataset if it is already built."""
 
     def run(self) -> None:
-        from pbrl.data.recipes import build_recipe
+        from pbrl.data.recipes import build_recipe, existing_build, get_recipe
 
-        card = build_recipe(self.name, self.size, self.seed, self.overwrite)
-        n = card["normalized_return"]
-        score = f", normalized return {n['mean']:.1f} +- {n['std']:.1f}" if n else ""
+        recipe = get_recipe(self.name)
+        n = recipe.default_size if self.size is None else self.size
+        card = None if self.overwrite else existing_build(self.name, n, self.seed)
+        if card is None:
+            print(f"building {self.name} -> {recipe.dataset_id}: {n} transitions, seed {self.seed}", flush=True)
+            card = build_recipe(self.name, n, self.seed, self.overwrite)
+        if card.get("already_built"):
+            print(f"{card['dataset_id']} is already built from {self.name} ({card['transitions']} transitions, "
+                  f"seed {card['seed']}); nothing to do (--overwrite rebuilds it)")
+            return
+        m = card["normalized_return"]
+        score = f", normalized return {m['mean']:.4g} +- {m['std']:.4g}" if m else ""
         print(f"built {card['dataset_id']}: {card['transitions']} transitions, {card['episodes']} episodes"
               f"{score} ({card['build_s']} s)")
 
@@ -193,10 +249,10 @@ class PrefsLabel:
             written += pairs.to_uni_rlhf(self.out, env=env, kind="fake")
         s = pairs.stats()
         print(
-            f"labelled {len(pairs)} pairs of {self.length} steps ({self.teacher.name} teacher), tie rate {s['tie_rate']:.3f}"
+            f"labelled {len(pairs)} pairs of {self.length} steps ({self.teacher.name} teacher), tie rate {s['tie_rate']:.4g}"
         )
         for w in written:
-            print(f"wrote {os.path.relpath(w)}")
+            print(f"wrote {w}")  # as the user gave --out: an absolute path stays absolute
 
 
 @dataclass
@@ -222,8 +278,8 @@ class PrefsInfo:
             f"source     {pairs.meta.get('source', 'pbrl')} ({pairs.meta.get('labels', pairs.meta.get('teacher', ''))})"
         )
         lo, hi = (int(pairs.lengths.min()), int(pairs.lengths.max())) if len(pairs) else (pairs.length,) * 2
-        steps = f"{lo} steps" if lo == hi else f"{lo}-{hi} steps (mean {s['mean_length']:.1f})"
+        steps = f"{lo} steps" if lo == hi else f"{lo}-{hi} steps (mean {s['mean_length']:.4g})"
         print(f"pairs      {len(pairs)} of {steps}")
         print(f"ties       {int(s['ties'])} ({s['tie_rate']:.1%})")
         print(f"preferred  a: {int(s['a_preferred'])}  b: {int(s['b_preferred'])}  soft: {int(s['soft'])}")
-        print(f"balance    {s['balance']:.3f} (mean label among non-ties; 0.5 = balanced)")
+        print(f"balance    {s['balance']:.4g} (mean label among non-ties; 0.5 = balanced)")

@@ -66,18 +66,25 @@ def get_recipe(name: str) -> Recipe:
 
 
 def build_recipe(name: str, size: int | None = None, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
-    """Build recipe `name` into the Minari datasets folder; returns its card (also card.json/card.md there)."""
-    from pbrl.data.minari_io import dataset_exists
+    """Build recipe `name` into the Minari datasets folder; returns its card (also card.json/card.md there).
+
+    Re-running a build is safe: when the dataset exists and its card records the same recipe, size and seed (a
+    build is deterministic given them), nothing is rewritten and the existing card is returned with
+    `already_built: True`. A dataset built otherwise (another size or seed, or no card) is an error naming what
+    differs, unless `overwrite`. Collected transitions show a progress bar (on a terminal).
+    """
+    from pbrl.data.collect import step_progress
     from pbrl.utils import dumps_json
 
     recipe = get_recipe(name)
-    if dataset_exists(recipe.dataset_id) and not overwrite:
-        raise PbrlError(f"Minari dataset {recipe.dataset_id!r} already exists (pass --overwrite to rebuild it)")
     n = recipe.default_size if size is None else size
     if n < 1:
         raise PbrlError(f"--size must be a positive number of transitions, got {n}")
+    if not overwrite and (card := existing_build(name, n, seed)) is not None:
+        return card
     t0 = time.perf_counter()
-    ds = recipe.build(n, seed)
+    with step_progress(n, desc=f"building {name}"):
+        ds = recipe.build(n, seed)
     card = dataset_card(ds, name)
     card.update(dataset_id=recipe.dataset_id, seed=seed, size=n, build_s=round(time.perf_counter() - t0, 1),
                 description=recipe.description)
@@ -85,6 +92,33 @@ def build_recipe(name: str, size: int | None = None, seed: int = 0, overwrite: b
     files = {"card.json": dumps_json(card, indent=2) + "\n", "card.md": card_markdown(card)}
     ds.to_minari(recipe.dataset_id, overwrite=overwrite, description=recipe.description, extra_files=files)
     return card
+
+
+def existing_build(name: str, size: int | None = None, seed: int = 0) -> dict[str, Any] | None:
+    """The card of recipe `name`'s dataset built at (`size`, `seed`) with `already_built: True`; None when the
+    dataset is not built. A dataset built at another size or seed, or without a card, is a PbrlError naming what
+    differs (the same rebuild would replace it)."""
+    from pbrl.data.minari_io import dataset_exists
+
+    recipe = get_recipe(name)
+    if not dataset_exists(recipe.dataset_id):
+        return None
+    card = read_card(recipe.dataset_id)
+    _check_same_build(recipe, card, recipe.default_size if size is None else size, seed)
+    return {**card, "already_built": True}
+
+
+def _check_same_build(recipe: Recipe, card: dict[str, Any] | None, size: int, seed: int) -> None:
+    """PbrlError unless `card` records a build of `recipe` at (`size`, `seed`)."""
+    where = f"Minari dataset {recipe.dataset_id!r} already exists"
+    if card is None:
+        raise PbrlError(f"{where} without a dataset card (not built by this recipe); "
+                        "pass --overwrite to rebuild it")
+    asked = {"recipe": recipe.name, "size": size, "seed": seed}
+    have = {"recipe": card.get("name"), "size": card.get("size"), "seed": card.get("seed")}
+    diff = [f"{k} {have[k]} (asked {v})" for k, v in asked.items() if have[k] != v]
+    if diff:
+        raise PbrlError(f"{where} with another {', '.join(diff)}; pass --overwrite to rebuild it")
 
 
 def read_card(dataset_id: str) -> dict[str, Any] | None:

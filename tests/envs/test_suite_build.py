@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pbrl.cli import main
-from pbrl.data import load_dataset, normalized_score
+from pbrl.data import collect_episodes, load_dataset, normalized_score
 from pbrl.data.recipes import build_recipe as build
 from pbrl.data.recipes import dataset_card, get_recipe
+from pbrl.errors import PbrlError
 from pbrl_envs import suite
 
 SIZE = 450  # two full pendulum episodes and a cut one
@@ -106,13 +107,18 @@ def test_build_writes_minari_dataset_and_card():
 
 def test_cli_build_list_and_errors(capsys):
     assert main(["data", "build", "pendulum-random", "--size", "300", "--seed", "2"]) == 0
-    assert "built pbrl/pendulum/random-v0: 300 transitions" in capsys.readouterr().out
-    assert main(["data", "build", "pendulum-random", "--size", "300"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "building pendulum-random -> pbrl/pendulum/random-v0: 300 transitions, seed 2"
+    assert out[1].startswith("built pbrl/pendulum/random-v0: 300 transitions")
+    assert main(["data", "build", "pendulum-random", "--size", "300"]) == 2  # seed 0 differs from the build's 2
+    assert capsys.readouterr().err == ("pbrl: error: Minari dataset 'pbrl/pendulum/random-v0' already exists with "
+                                       "another seed 2 (asked 0); pass --overwrite to rebuild it\n")
     assert main(["data", "build", "pendulum-random", "--size", "250", "--overwrite"]) == 0
+    capsys.readouterr()
     assert main(["data", "build", "hopper-nonsense"]) == 2
     assert "unknown suite dataset" in capsys.readouterr().err
     assert main(["data", "build", "pendulum-random", "--size", "0", "--overwrite"]) == 2
+    capsys.readouterr()
     assert main(["data", "list", "--json-output"]) == 0
     listing = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in listing["suite"]}
@@ -120,6 +126,55 @@ def test_cli_build_list_and_errors(capsys):
     assert not rows["hopper-medium"]["built"]
     main(["data", "list"])
     assert "pendulum-random" in capsys.readouterr().out
+
+
+def _files_state(folder):
+    """(relative path, mtime_ns, size) of every file under `folder`: equal before and after = nothing rewritten."""
+    return sorted((os.path.relpath(os.path.join(d, f), folder), os.stat(os.path.join(d, f)).st_mtime_ns,
+                   os.stat(os.path.join(d, f)).st_size) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_rebuild_with_the_same_recipe_size_and_seed_is_a_no_op(capsys):
+    """quickstart's build (the library call, defaults) followed by the README's `pbrl data build NAME`."""
+    card = build("pendulum-random")  # default size, seed 0, as `pbrl quickstart` builds it
+    folder = os.path.join(os.environ["MINARI_DATASETS_PATH"], "pbrl/pendulum/random-v0")
+    before = _files_state(folder)
+    assert main(["data", "build", "pendulum-random"]) == 0
+    n = get_recipe("pendulum-random").default_size
+    assert capsys.readouterr().out == (f"pbrl/pendulum/random-v0 is already built from pendulum-random ({n} "
+                                       "transitions, seed 0); nothing to do (--overwrite rebuilds it)\n")
+    assert main(["data", "build", "pendulum-random", "--size", str(n), "--seed", "0"]) == 0  # explicit = default
+    again = build("pendulum-random", size=n, seed=0)
+    assert again == {**card, "already_built": True} and "already_built" not in card
+    assert _files_state(folder) == before  # nothing rewritten
+
+
+def test_rebuild_that_differs_or_has_no_card_is_an_error_naming_it(capsys):
+    build("pendulum-random", size=300, seed=1)
+    with pytest.raises(PbrlError, match=r"another size 300 \(asked 200\), seed 1 \(asked 0\); pass --overwrite"):
+        build("pendulum-random", size=200, seed=0)
+    assert main(["data", "build", "pendulum-random", "--size", "200", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("with another size 300 (asked 200); pass --overwrite to rebuild it\n") and "\n" not in err[:-1]
+    assert load_dataset("pbrl/pendulum/random-v0").num_transitions == 300  # untouched
+    # a dataset written under the recipe's id by something else (no card) is never taken for the recipe's
+    collect_episodes("Pendulum-v1", num_transitions=50, seed=0).to_minari("pbrl/pendulum/medium-v0")
+    assert main(["data", "build", "pendulum-medium", "--size", "50"]) == 2
+    assert "already exists without a dataset card" in capsys.readouterr().err
+    assert main(["data", "build", "pendulum-medium", "--size", "50", "--overwrite"]) == 0
+    assert "built pbrl/pendulum/medium-v0: 50 transitions" in capsys.readouterr().out
+
+
+def test_build_progress_counts_every_collected_step():
+    """One bar over the whole build (medium-replay rolls out several checkpoints), in transitions."""
+    from pbrl.data.collect import step_progress
+
+    with step_progress(SIZE, desc="t", disable=False) as bar:
+        get_recipe("pendulum-medium-replay").build(SIZE, 0)
+    assert bar.n == SIZE and bar.unit == "step"
+    with step_progress(10, disable=True) as off:  # a disabled bar (not a terminal) still runs the build
+        collect_episodes("Pendulum-v1", num_transitions=10, seed=0)
+    assert off.disable
 
 
 @pytest.mark.parametrize("family", ["hopper", "walker2d", "halfcheetah"])
