@@ -224,7 +224,7 @@ def train_policy(
         total = todo / rate
         if "eval_s" in estimate:
             total += n_evals * estimate["eval_s"]
-            extra = f" and {n_evals} evaluation{'s' if n_evals != 1 else ''} of {estimate['eval_s']:.0f} s"
+            extra = f" and {n_evals} evaluation{'s' if n_evals != 1 else ''} of {estimate['eval_s']:.2g} s"
         else:
             extra = ", evaluation not yet timed" if n_evals else ""
         line = estimate_line(total, f"{todo} steps", f"{rate:.3g} steps/s", extra, "pass fewer --steps")
