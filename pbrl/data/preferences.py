@@ -173,6 +173,17 @@ class PreferencePairs:
     def __len__(self) -> int:
         return len(self.label)
 
+    def __repr__(self) -> str:
+        """One line (pairs, segment lengths, tie rate, where the labels came from), never the arrays."""
+        m = len(self)
+        lo, hi = (int(self.lengths.min()), int(self.lengths.max())) if m else (self.length, self.length)
+        steps = f"{lo} steps" if lo == hi else f"{lo}-{hi} steps"
+        ties = f"{float(self.ties.mean()):.1%}" if m else "-"
+        source = self.meta.get("source", "pbrl")
+        labels = self.meta.get("labels") or self.meta.get("teacher")
+        return (f"PreferencePairs({m} pairs of {steps}, ties {ties}, source {source}"
+                + (f" ({labels})" if labels else "") + ")")
+
     def subset(self, idx: np.ndarray) -> PreferencePairs:
         return PreferencePairs(
             self.start_a[idx], self.start_b[idx], self.length, self.label[idx], dict(self.meta), self.lengths[idx]

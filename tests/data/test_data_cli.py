@@ -127,3 +127,47 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
               "sys.exit(main(['data', 'list']))")
     proc = subprocess.run([sys.executable, "-u", "-c", script], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_data_info_on_a_relabeled_dataset_labels_learned_returns(capsys):
+    """Returns of learned rewards are not called normalized returns; the true one comes from the source."""
+    import shutil
+
+    from pbrl.data.commands import describe_dataset
+    from pbrl.data.minari_io import datasets_root
+
+    src = collect_episodes("Pendulum-v1", num_transitions=450, seed=0)
+    src.to_minari("pbrl/test/src-v0", ref_min_score=-1200.0, ref_max_score=-150.0)
+    learned = np.arange(450, dtype=np.float32) / 7.0  # any rewards: what matters is that they are not the true ones
+    entry = {"step": "relabel", "reward_model": "step", "ensemble": 3, "normalizer": "member-zscore",
+             "source": "pbrl/test/src-v0"}
+    src.with_rewards(learned, provenance=entry).to_minari(
+        "pbrl/test/rel-v0", ref_min_score=-1200.0, ref_max_score=-150.0)
+    info = describe_dataset("pbrl/test/rel-v0")
+    true = src.episode_returns().astype(np.float64)
+    norm = 100.0 * (true + 1200.0) / 1050.0
+    assert info["rewards"].startswith("learned (step reward x3, member-zscore normalizer")
+    assert info["learned_return"]["max"] == pytest.approx(float(learned[200:400].sum()), rel=1e-6)
+    assert info["return"]["mean"] == pytest.approx(true.mean())
+    assert info["normalized_return"] == pytest.approx({"mean": norm.mean(), "min": norm.min(), "max": norm.max()})
+    assert info["true_return_source"] == "source dataset pbrl/test/src-v0"
+    # the text output rounds to 4 significant digits and names the rewards
+    assert main(["data", "info", "pbrl/test/rel-v0"]) == 0
+    out = capsys.readouterr().out
+    assert f'"mean": {float(f"{norm.mean():.4g}")}' in out and "rewards            learned (step" in out
+    # returns kept in the provenance win; with neither, the normalized return is absent and says why
+    kept = src.with_rewards(learned, provenance={**entry, "true_episode_returns": [1.0, 2.0, 3.0]})
+    kept.to_minari("pbrl/test/kept-v0", ref_min_score=0.0, ref_max_score=4.0)
+    info = describe_dataset("pbrl/test/kept-v0")
+    assert info["normalized_return"] == pytest.approx({"mean": 50.0, "min": 25.0, "max": 75.0})
+    assert info["true_return_source"] == "kept in the provenance"
+    shutil.rmtree(os.path.join(datasets_root(), "pbrl/test/src-v0"))
+    info = describe_dataset("pbrl/test/rel-v0")
+    assert info["normalized_return"] is None and "return" not in info
+    assert info["true_return_source"].startswith("not kept")
+    # a dataset with its environment's rewards is described as before
+    src.to_minari("pbrl/test/src-v0", ref_min_score=-1200.0, ref_max_score=-150.0)
+    plain = describe_dataset("pbrl/test/src-v0")
+    assert "rewards" not in plain and "learned_return" not in plain
+    assert plain["normalized_return"] == pytest.approx({"mean": norm.mean(), "min": norm.min(), "max": norm.max()})
+    assert plain["return"]["mean"] == pytest.approx(true.mean())

@@ -206,3 +206,14 @@ def _episode(n):
         terminations=np.zeros(n, bool),
         truncations=np.eye(1, n, n - 1, dtype=bool)[0],
     )
+
+
+def test_repr_is_one_line_summary_without_arrays():
+    pairs = PreferencePairs(np.arange(400), np.arange(400) + 1000, 25, np.r_[np.full(100, 0.5), np.ones(300)],
+                            {"source": "scripted", "teacher": "mistake"})
+    assert repr(pairs) == "PreferencePairs(400 pairs of 25 steps, ties 25.0%, source scripted (mistake))"
+    assert str(pairs) == repr(pairs)
+    mixed = PreferencePairs.of_lengths(np.arange(3), np.arange(3), np.array([2, 5, 4]), np.array([1.0, 0.0, 0.2]))
+    assert repr(mixed) == "PreferencePairs(3 pairs of 2-5 steps, ties 0.0%, source pbrl)"
+    empty = PreferencePairs(np.zeros(0, np.int64), np.zeros(0, np.int64), 3, np.zeros(0))
+    assert repr(empty) == "PreferencePairs(0 pairs of 3 steps, ties -, source pbrl)"
