@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, fields
 
@@ -18,7 +19,18 @@ class LlmDpo(DpoConfig):
     """Preference records: a JSONL file or an HF datasets folder ({prompt, chosen, rejected})."""
 
     def run(self) -> None:
-        result = train_dpo(DpoConfig(**{f.name: getattr(self, f.name) for f in fields(DpoConfig)}))
+        import os
+
+        from pbrl.utils import choose_threads, threads_line
+
+        # the free cores by default, shared by the processes of a data-parallel CPU launch on this machine
+        n, note = choose_threads(self.threads)
+        if self.threads is None:
+            n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
+        if self.data and int(os.environ.get("RANK") or 0) == 0:
+            print(f"pbrl llm dpo on {self.data}: {threads_line(n, note)}", flush=True)
+        cfg = DpoConfig(**{f.name: getattr(self, f.name) for f in fields(DpoConfig)})
+        result = train_dpo(dataclasses.replace(cfg, threads=n))
         if result["rank"] != 0:
             return
         final = result["final"]

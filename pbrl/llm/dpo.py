@@ -47,6 +47,7 @@ from pbrl.utils import (
     resolve_device,
     safe_torch_load,
     set_seed,
+    use_threads,
 )
 
 LossType = Literal["sigmoid", "ipo", "hinge"]
@@ -168,6 +169,9 @@ class DpoConfig:
     """cpu, cuda, or auto (cuda when available); with accelerate, each process takes its own device."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int | None = None
+    """Torch CPU threads, set once before any work (`pbrl llm dpo` default: the free cores, i.e. the cores minus
+    the 1-minute load average, see pbrl.utils.choose_threads; in the library, None leaves torch's setting)."""
 
 
 # ----------------------------------------------------------------------------------------------- trainer
@@ -238,7 +242,7 @@ def _device(cfg: DpoConfig) -> torch.device:
 # config fields that do not change the training trajectory: a resume may differ in them (max_steps and epochs
 # only move the end; the data and reference files are compared by their bytes instead of their paths)
 _NOT_FINGERPRINTED = ("data", "out", "resume", "progress", "device", "checkpoint_every", "max_steps", "epochs",
-                      "ref_logps")
+                      "ref_logps", "threads")
 
 
 def run_fingerprint(cfg: DpoConfig, pairs: list[TokenizedPair]) -> dict:
@@ -323,6 +327,8 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         raise PbrlError(f"batch_size ({cfg.batch_size}) must be a positive multiple of grad_accum ({cfg.grad_accum})")
     if cfg.beta <= 0:
         raise PbrlError(f"beta: expected > 0, got {cfg.beta}")
+    if cfg.threads is not None:  # once, before any tensor work (a bad count is refused here, nothing written)
+        use_threads(cfg.threads)
     accelerator = None
     try:
         from accelerate import Accelerator

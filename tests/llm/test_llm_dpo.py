@@ -167,6 +167,29 @@ def test_cli_synth_and_dpo(tmp_path, capsys):
     assert "no such preference file" in capsys.readouterr().err
 
 
+def test_cli_threads_are_set_once_recorded_and_not_fingerprinted(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    assert main(["llm", "synth", str(data), "--profile", "tldr", "--num", "16", "--scale", "0.05"]) == 0
+    out = tmp_path / "run"
+    args = ["llm", "dpo", str(data), "--out", str(out), "--batch-size", "8", "--model.hidden-size", "32",
+            "--no-progress"]
+    before = torch.get_num_threads()
+    try:
+        capsys.readouterr()
+        assert main([*args, "--threads", "0"]) == 2
+        assert "threads: expected a positive whole number" in capsys.readouterr().err and not out.exists()
+        assert main([*args, "--max-steps", "1", "--threads", "1"]) == 0
+        assert capsys.readouterr().out.splitlines()[0].startswith(f"pbrl llm dpo on {data}: 1 thread")
+        assert torch.get_num_threads() == 1
+        assert json.loads((out / "config.json").read_text())["config"]["threads"] == 1
+        # another thread count does not change the run: the resume continues from step 1
+        assert main([*args, "--max-steps", "2", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_two_process_data_parallel_matches_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo DDP through accelerate) reaches the single-process losses."""
