@@ -129,3 +129,20 @@ def test_table_on_a_run_folder_points_to_plot(tmp_path):
     run = _policy_run(tmp_path / "run")
     with pytest.raises(PbrlError, match=r"run: a run folder, not sweep records .*`pbrl plot .*run`"):
         load_records([str(run)])
+
+
+def test_command_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is in the stats and dev extras")
+    from pbrl import cli
+
+    # the row pbrl.cli lists for `pbrl plot`
+    monkeypatch.setitem(cli.COMMANDS, ("plot",), ("pbrl.plot:Plot", "learning and loss curves of runs as PNG"))
+    a, b = _policy_run(tmp_path / "a"), _policy_run(tmp_path / "b")
+    out = tmp_path / "c.png"
+    assert cli.main(["plot", str(a), str(b), "--out", str(out), "--keys", "iql/v_loss", "eval/return_mean"]) == 0
+    assert "2 panels (iql/v_loss, eval/return_mean) of 2 runs" in capsys.readouterr().out
+    assert _png_size(out.read_bytes()) == (840, 300)
+    assert cli.main(["plot", str(a), "--out", str(tmp_path / "d.png"), "--keys", "iql/nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pbrl: error: --keys: no run has a number for 'iql/nope'") and err.count("\n") == 1
+    assert not (tmp_path / "d.png").exists()
