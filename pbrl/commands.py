@@ -61,6 +61,7 @@ class Table:
     def run(self) -> None:
         from pbrl.tables import load_records, make_table
 
+        records = load_records(self.records)  # first: a run folder given by mistake is pointed to `pbrl plot`
         grid = None
         for p in self.records:
             g = os.path.join(p, "grid.json")
@@ -73,7 +74,7 @@ class Table:
         meta = (grid or {}).get("meta", {})
         cols = [c["name"] for c in (grid or {}).get("columns", [])] or None
         paths = make_table(
-            load_records(self.records),
+            records,
             self.out,
             name,
             columns=cols,

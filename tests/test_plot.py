@@ -129,6 +129,10 @@ def test_table_on_a_run_folder_points_to_plot(tmp_path):
     run = _policy_run(tmp_path / "run")
     with pytest.raises(PbrlError, match=r"run: a run folder, not sweep records .*`pbrl plot .*run`"):
         load_records([str(run)])
+    from pbrl.commands import Table
+
+    with pytest.raises(PbrlError, match="pbrl plot"):  # the command says so too, before asking for --name
+        Table([str(run)], out=str(tmp_path / "t")).run()
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
