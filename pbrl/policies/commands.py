@@ -60,6 +60,8 @@ class TrainCommand:
     """Config overrides key=value, e.g. --set expectile=0.9 hidden=[512,512] (see the algorithm's config)."""
     threads: int | None = None
     """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
+    tensorboard: bool = False
+    """Also log the metrics as TensorBoard scalars in OUT/tb (needs `pip install tensorboard`)."""
 
     def run(self) -> None:
         from pbrl.data import load_dataset
@@ -92,6 +94,7 @@ class TrainCommand:
             env_id=self.env_id,
             resume=self.resume,
             overwrite=self.overwrite,
+            tensorboard=self.tensorboard,
         )
         print(_summary_line(summary))
         print(f"outputs in {out}")

@@ -82,6 +82,7 @@ def train_policy(
     stop_at: int | None = None,
     progress: bool = True,
     overwrite: bool = True,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train `algo` on `dataset` for `steps` updates and return the summary dict (also written to summary.json).
 
@@ -90,6 +91,7 @@ def train_policy(
       no env id = never). env_id: the environment to evaluate in (default: the dataset's).
     resume: continue from out_dir/checkpoint.pt. stop_at: stop after this many updates (a later resume continues).
     checkpoint_every: default eval_every (or 10% of steps when that is 0).
+    tensorboard: also log every metrics row as TensorBoard scalars in out_dir/tb (needs `pip install tensorboard`).
     overwrite: without `resume`, whether an out_dir that holds a run may be replaced (its files are removed once
       the settings are checked); False refuses it with one line (the command line's default, `--overwrite`).
     progress: a bar over the updates (unit, rate, the first losses, and `load x/n cores` when the machine is
@@ -166,7 +168,8 @@ def train_policy(
         remove_paths(stale)  # --overwrite: the old run's checkpoint, policy and summary go before the new run writes
         # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
         # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
-        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device, extra=run_info)
+        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device, extra=run_info,
+                        tensorboard=tensorboard)
         if state is not None:
             try:
                 policy.load_training_state(state["state"])

@@ -139,3 +139,20 @@ def test_trainer_prints_a_time_estimate_and_says_when_it_is_long(pendulum, tmp_p
     assert len(lines) == 2, lines
     assert lines[0].endswith("evaluation not yet timed") and "for 8 steps at " in lines[0]
     assert "and 2 evaluations of " in lines[1]
+
+
+def test_tensorboard_logging_writes_the_metrics_as_scalars(pendulum, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional (pip install tensorboard)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pbrl.policies.trainer import train_policy
+
+    train_policy("bc", pendulum, small_config("bc"), steps=8, eval_every=0, eval_episodes=0, log_every=4,
+                 out_dir=tmp_path / "r", tensorboard=True, progress=False)
+    acc = EventAccumulator(str(tmp_path / "r" / "tb"))
+    acc.Reload()
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    key = next(k for k in rows[0] if k.startswith("bc/"))
+    events = acc.Scalars(key)
+    assert [e.step for e in events] == [r["step"] for r in rows if key in r]
+    assert [e.value for e in events] == pytest.approx([r[key] for r in rows if key in r], rel=1e-6)
