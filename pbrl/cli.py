@@ -17,10 +17,16 @@ import io
 import os
 import re
 import sys
+import textwrap
 from typing import Any
 
 from pbrl.errors import PbrlError
 from pbrl.utils import reuse_freed_heap
+
+ABOUT = ("pbrl is a library and command line for offline preference-based reinforcement learning: preferences "
+         "over trajectory segments -> a learned reward -> a relabeled dataset -> offline policies (IQL, CQL, "
+         "TD3+BC, DT, DTR) and LLM recommenders.")
+"""The first sentence of `pbrl --help`: what pbrl is."""
 
 # words -> ("module:Class", one-line help). A group's default command uses the group's words alone.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -62,7 +68,8 @@ def all_commands() -> dict[tuple[str, ...], tuple[str, str]]:
 def _usage(commands: dict[tuple[str, ...], tuple[str, str]]) -> str:
     width = max(len(" ".join(words)) for words in commands)
     rows = [f"  pbrl {' '.join(words):<{width}}  {help_}" for words, (_, help_) in commands.items()]
-    return "usage: pbrl COMMAND [ARGS] (pbrl COMMAND --help for its options)\n\ncommands:\n" + "\n".join(rows)
+    return (f"{textwrap.fill(ABOUT, 100)}\n\nusage: pbrl COMMAND [ARGS] (pbrl COMMAND --help for its options)\n\ncommands:\n"
+            + "\n".join(rows))
 
 
 def _resolve(argv: list[str], commands: dict) -> tuple[tuple[str, ...], list[str]]:
@@ -138,15 +145,25 @@ def one_line(rendered: str) -> str:
     return " ".join(" ".join(out).split())
 
 
+def _help_config() -> tuple[Any, ...]:
+    """tyro markers for every command: positionals are named by their field (`NAME`, `SPEC`, not `STR`), and an
+    optional option shows its type (`--size INT`, not `--size {None}|INT`): leaving it out keeps its None default,
+    so None is never typed on the command line."""
+    import tyro
+
+    return (tyro.conf.PositionalMetavarFromFieldName, tyro.conf.DisallowNone)
+
+
 def parse(cls: type, args: list[str], prog: str, description: str) -> Any:
     """`tyro.cli(cls, args)` whose argument errors raise PbrlError with one line; `--help` prints as tyro prints it."""
     import tyro
 
+    config = _help_config()
     buf = io.StringIO()
     error: str | None = None
     try:
         with _hook_context(), contextlib.redirect_stderr(buf):
-            cfg = tyro.cli(cls, args=args, prog=prog, description=description)
+            cfg = tyro.cli(cls, args=args, prog=prog, description=description, config=config)
     except _ArgumentError as e:
         error = str(e)
     except SystemExit as e:

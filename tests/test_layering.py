@@ -99,3 +99,28 @@ def test_register_command_rejects_a_second_target():
         assert "registered twice" in str(e)
     else:
         raise AssertionError("a second target for the same words was accepted")
+
+
+def test_pbrl_help_says_what_pbrl_is(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    first = out.split("\n\n")[0].replace("\n", " ")
+    assert first == cli.ABOUT and first.startswith("pbrl is a library") and first.count(". ") == 0
+
+
+def test_every_command_help_names_its_arguments(capsys):
+    """No `{None}|INT` in any command's help (optional options show their type) and no positional named `STR`."""
+    import re
+
+    for words in cli.all_commands():
+        try:
+            cli.main([*words, "--help"])
+        except SystemExit as e:
+            assert e.code == 0, words
+        text = capsys.readouterr()
+        help_ = text.out + text.err
+        usage = help_.split("\n\n")[0]
+        assert help_.startswith(f"usage: pbrl {' '.join(words)}"), words
+        assert "{None}" not in help_, (words, re.findall(r"--\S+ \{None\}\S*", help_))
+        positionals = re.sub(r"\[[^\]]*\]|--\S+ \S+", "", usage.split(" ", 2 + len(words))[-1])
+        assert "STR" not in positionals.split(), (words, usage)

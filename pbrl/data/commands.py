@@ -125,7 +125,7 @@ class DataCollect:
 
     env: tyro.conf.Positional[str]
     """Gymnasium environment id, e.g. Hopper-v5."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="MINARI_ID")]
     """Minari dataset id to write, e.g. pbrl/hopper/random-small-v0."""
     transitions: int = 10_000
     """Number of transitions (the last episode is cut and marked truncated)."""
@@ -218,7 +218,7 @@ class PrefsLabel:
 
     spec: tyro.conf.Positional[str]
     """Dataset: Minari id, d4rl:<path>, or a local path (its true rewards are the teacher's)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Output folder."""
     queries: int = 500
     """Number of labelled pairs."""
@@ -261,7 +261,7 @@ class PrefsInfo:
 
     path: tyro.conf.Positional[str]
     """prefs.npz, or a folder with pbrl, Uni-RLHF or Preference Transformer labels."""
-    dataset: str | None = None
+    dataset: Annotated[str | None, tyro.conf.arg(metavar="SPEC")] = None
     """Optional dataset spec: also check every segment lies inside it."""
 
     def run(self) -> None:

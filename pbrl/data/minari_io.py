@@ -83,7 +83,7 @@ def read_minari(id_or_dataset: Any, download: bool = False) -> EpisodeDataset:
             hint = ", ".join(local_dataset_ids()[:8]) or "none"
             raise PbrlError(
                 f"unknown local Minari dataset {dataset_id!r} under {datasets_root()} (local: {hint}); "
-                "build it (`pbrl data build`) or pass download=True / --download for a remote Minari dataset"
+                "`pbrl data list` shows the suite and what is built; `pbrl data build NAME` builds a suite dataset"
             )
         try:
             mds = minari.load_dataset(dataset_id, download=download)

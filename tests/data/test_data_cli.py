@@ -30,6 +30,8 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "info", "pbrl/none/missing-v0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pbrl: error: unknown local Minari dataset") and "Traceback" not in err
+    # it points at the commands that exist, not at a --download flag no command has
+    assert "`pbrl data list`" in err and "`pbrl data build NAME`" in err and "download" not in err
     assert main(["frobnicate"]) == 2
     path = tmp_path / "walker2d-random-v2.hdf5"
     rng = np.random.default_rng(0)
@@ -171,3 +173,17 @@ def test_data_info_on_a_relabeled_dataset_labels_learned_returns(capsys):
     assert "rewards" not in plain and "learned_return" not in plain
     assert plain["normalized_return"] == pytest.approx({"mean": norm.mean(), "min": norm.min(), "max": norm.max()})
     assert plain["return"]["mean"] == pytest.approx(true.mean())
+
+
+def test_data_commands_help_names_every_value(capsys):
+    """Positionals by their field name and options by what they take: no `STR`, no `{None}|...`."""
+    expected = {("data", "info"): ["SPEC "], ("data", "build"): ["NAME ", "--size INT "],
+                ("data", "collect"): ["ENV ", "--out MINARI_ID "], ("prefs", "info"): ["PATH ", "--dataset SPEC "],
+                ("prefs",): ["SPEC ", "--out DIR "]}
+    for words, usage in expected.items():
+        with pytest.raises(SystemExit) as e:
+            main([*words, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert all(u in text for u in usage) and "STR" not in text and "{None}" not in text, (words, text)
