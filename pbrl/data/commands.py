@@ -134,10 +134,16 @@ class DataCollect:
     """Replace an existing dataset of that id."""
 
     def run(self) -> None:
-        from pbrl.data.collect import collect_episodes
+        from pbrl.data.collect import collect_episodes, step_progress
+        from pbrl.data.minari_io import dataset_exists
         from pbrl.data.scores import reference_scores
 
-        ds = collect_episodes(self.env, num_transitions=self.transitions, seed=self.seed)
+        if dataset_exists(self.out) and not self.overwrite:  # before collecting, not after
+            raise PbrlError(f"Minari dataset {self.out!r} already exists (pass --overwrite to replace it)")
+        print(f"collecting {self.transitions} transitions of random actions in {self.env}, seed {self.seed}",
+              flush=True)
+        with step_progress(self.transitions, desc=f"collecting {self.env}"):
+            ds = collect_episodes(self.env, num_transitions=self.transitions, seed=self.seed)
         try:
             lo, hi = reference_scores(ds)
         except PbrlError:

@@ -187,3 +187,16 @@ def test_data_commands_help_names_every_value(capsys):
         out = capsys.readouterr()
         text = out.out + out.err
         assert all(u in text for u in usage) and "STR" not in text and "{None}" not in text, (words, text)
+
+
+def test_data_collect_says_what_it_collects_and_refuses_an_existing_id_first(capsys, monkeypatch):
+    assert main(["data", "collect", "Pendulum-v1", "--out", "pbrl/test/col-v0", "--transitions", "250"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "collecting 250 transitions of random actions in Pendulum-v1, seed 0"
+    assert out[1].startswith("wrote 250 transitions in 2 episodes to pbrl/test/col-v0")
+    import pbrl.data.collect as collect
+
+    monkeypatch.setattr(collect, "collect_episodes", lambda *a, **k: pytest.fail("collected before refusing"))
+    assert main(["data", "collect", "Pendulum-v1", "--out", "pbrl/test/col-v0", "--transitions", "250"]) == 2
+    assert capsys.readouterr().err == ("pbrl: error: Minari dataset 'pbrl/test/col-v0' already exists "
+                                       "(pass --overwrite to replace it)\n")
