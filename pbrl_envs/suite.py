@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from pbrl.data import EpisodeDataset, collect_episodes, register_reference_scores
+from pbrl.data.collect import progress_note
 from pbrl.data.recipes import RECIPES, Recipe, register_recipe
 from pbrl.errors import PbrlError
 from pbrl.utils import safe_torch_load
@@ -226,6 +227,7 @@ def _build(task: Task, kind: str, size: int, seed: int) -> EpisodeDataset:
 
     def rollout(step: int | None, n: int, part_seed: int) -> EpisodeDataset:
         policy = None if step is None else ActorPolicy(load_actor(task.family, step), part_seed)
+        progress_note("uniform random" if step is None else f"actor of step {step}")  # beside the build's bar
         return collect_episodes(task.env_id, policy, num_transitions=n, seed=part_seed)
 
     if kind == "random":

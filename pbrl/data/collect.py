@@ -37,6 +37,13 @@ def step_progress(total: int, desc: str = "collecting", disable: bool | None = N
         bar.close()
 
 
+def progress_note(text: str) -> None:
+    """Show `text` (e.g. which behaviour policy is rolling out) beside the enclosing `step_progress` bar, if any."""
+    bar = _BAR.get()
+    if bar is not None:
+        bar.set_postfix_str(text, refresh=False)
+
+
 def collect_episodes(
     env_or_id: str | gym.Env,
     policy: Policy | None = None,

@@ -172,6 +172,8 @@ def test_build_progress_counts_every_collected_step():
     with step_progress(SIZE, desc="t", disable=False) as bar:
         get_recipe("pendulum-medium-replay").build(SIZE, 0)
     assert bar.n == SIZE and bar.unit == "step"
+    last = suite.replay_schedule(suite.policy_card("pendulum"), SIZE)[-1][0]
+    assert bar.postfix == f"actor of step {last}"  # the policy rolling out is named beside the bar
     with step_progress(10, disable=True) as off:  # a disabled bar (not a terminal) still runs the build
         collect_episodes("Pendulum-v1", num_transitions=10, seed=0)
     assert off.disable
