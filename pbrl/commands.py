@@ -97,7 +97,7 @@ class Quickstart:
     out: str = "runs/quickstart"
     """Folder for both runs."""
     dataset: str = QUICKSTART_DATASET
-    """A suite dataset name (`pbrl data list`); built at its default size if missing."""
+    """A suite dataset name (`pbrl data list`); built at its default size if missing, reused if built so."""
     algo: str = "iql"
     """Offline algorithm for both runs (`pbrl train --help` lists them; a str keeps this module free of torch)."""
     steps: int = 5000
@@ -107,16 +107,14 @@ class Quickstart:
     length: int = 25
     """Segment length of the queries."""
     seed: int = 0
-    threads: int | None = 1
-    """Torch CPU threads (one is as fast for these small networks and robust to a busy machine; pass nothing
-    with `--threads None` for the free-core default)."""
+    threads: int = 1
+    """Torch CPU threads (one is as fast for these small networks and robust to a busy machine)."""
     overwrite: bool = False
     """Replace the two runs already in OUT (without it, an OUT that holds them is refused)."""
 
     def run(self) -> None:
         import time
 
-        from pbrl.data.minari_io import dataset_exists
         from pbrl.data.recipes import build_recipe, get_recipe
         from pbrl.pipeline import PIPELINE_FILES, PipelineConfig, run_pipeline
         from pbrl.utils import check_fresh_out, threads_line, use_threads
@@ -128,11 +126,12 @@ class Quickstart:
         print(f"pbrl quickstart: {self.algo} on {self.dataset}, {self.steps} updates per run, {threads_line(n, note)}",
               flush=True)
         recipe = get_recipe(self.dataset)  # registered by the installed tasks packages
-        if not dataset_exists(recipe.dataset_id):
-            t0 = time.time()
-            print(f"building {self.dataset} ({recipe.default_size} transitions) ...")
-            build_recipe(self.dataset)  # the same build as `pbrl data build`, dataset card included
-            print(f"built {recipe.dataset_id} in {time.time() - t0:.0f}s")
+        # the same build as `pbrl data build`: a no-op when this recipe's default build exists, an error when the
+        # dataset under its id was built at another size or seed (never silently used)
+        t0 = time.time()
+        print(f"dataset {recipe.dataset_id} ({recipe.default_size} transitions) ...", flush=True)
+        card = build_recipe(self.dataset)
+        print("already built: reusing it" if card.get("already_built") else f"built in {time.time() - t0:.0f}s")
         rows = []
         for reward in ("step", "true"):
             t0 = time.time()

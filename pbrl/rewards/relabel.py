@@ -82,6 +82,8 @@ def relabel(
         "normalizer": normalizer,
         "source": dataset.name,
         "reward_info": {k: model.info.get(k) for k in ("dataset", "pairs", "source", "git_revision")},
+        # the true returns stay with the data, so `pbrl data info` reports them without the source dataset
+        "true_episode_returns": dataset.episode_returns().tolist(),
     }
     entry.update(provenance or {})
     return dataset.with_rewards(rewards, provenance=entry)

@@ -76,6 +76,8 @@ def test_toy_learner_trains_relabels_reports_and_reloads(linear_task, tmp_path):
     assert (cos > 0.95).all()
     out = relabel(ds, model, "member-zscore")
     assert out.metadata["provenance"][-1]["reward_model"] == "toy-linear"
+    # the true returns travel with the relabeled data (`pbrl data info` reports them)
+    np.testing.assert_allclose(out.metadata["provenance"][-1]["true_episode_returns"], ds.episode_returns())
     assert np.corrcoef(out.rewards, ds.rewards)[0, 1] > 0.95
     rep = reward_report(ds, model, pairs)
     assert rep["model"] == "toy-linear" and rep["pairs/accuracy"] > 0.9 and rep["step/pearson"] > 0.95
