@@ -47,6 +47,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("quickstart",): ("pbrl.commands:Quickstart", "the embedded default task end to end, learned vs true reward"),
     ("sweep",): ("pbrl.commands:Sweep", "run a grid of runs locally or on Ray, skipping finished ones"),
     ("table",): ("pbrl.commands:Table", "results tables (markdown, csv, figures) from run records"),
+    ("plot",): ("pbrl.plot:Plot", "learning and loss curves of one or several run folders as PNG"),
     ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
     ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
 }
