@@ -17,7 +17,6 @@ Writes results/memory_soak.md (or --out).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -53,22 +52,11 @@ def rss_mb() -> float:
 
 
 def heap_in_use_mb() -> float | None:
-    """Bytes glibc's malloc has handed out and not had back (mallinfo2), MB; None off glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
+    """Live heap blocks in MB (`pbrl.utils.heap_in_use_bytes`); None off glibc."""
+    from pbrl.utils import heap_in_use_bytes
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (n, ctypes.c_size_t)
-            for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-        ]
-
-    libc = ctypes.CDLL("libc.so.6")
-    if not hasattr(libc, "mallinfo2"):
-        return None
-    libc.mallinfo2.restype = MallInfo2
-    info = libc.mallinfo2()
-    return (info.uordblks + info.hblkhd) / 2**20
+    n = heap_in_use_bytes()
+    return None if n is None else n / 2**20
 
 
 def checkpoints(steps: int) -> list[int]:

@@ -516,6 +516,30 @@ def reuse_freed_heap() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def heap_in_use_bytes() -> int | None:
+    """Bytes glibc's malloc has handed out and not had back (mallinfo2); None off glibc. Resident memory can grow
+    with fragmentation alone once freed blocks stay in the heap (`reuse_freed_heap`); this counts live blocks, so a
+    leak shows here first (the memory soak benchmark and its tests read it)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
 def adam(params: Any, lr: float, *, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:
     """Adam (or AdamW when `decoupled`) with torch's fused kernel where it has one (CPU and CUDA floating tensors).
 

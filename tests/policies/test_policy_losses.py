@@ -309,25 +309,9 @@ def test_transformer_bf16_autocast_matches_float32(pendulum):
 
 
 def _heap_in_use() -> int | None:
-    """Bytes glibc's malloc has handed out and not had back (mallinfo2; None off glibc)."""
-    import ctypes
-    import platform
+    from pbrl.utils import heap_in_use_bytes
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (n, ctypes.c_size_t)
-            for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-        ]
-
-    libc = ctypes.CDLL("libc.so.6")
-    if not hasattr(libc, "mallinfo2"):
-        return None
-    libc.mallinfo2.restype = MallInfo2
-    info = libc.mallinfo2()
-    return info.uordblks + info.hblkhd
+    return heap_in_use_bytes()
 
 
 @pytest.mark.parametrize("ema_bf16", ["off", "on"])
