@@ -35,6 +35,8 @@ class RewardTrain:
     """Replace the reward model already in OUT (without it, an OUT that holds one is refused)."""
     threads: int | None = None
     """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
+    tensorboard: bool = False
+    """Also log the epoch rows as TensorBoard scalars in OUT/tb (needs `pip install tensorboard`)."""
 
     def run(self) -> None:
         from pbrl.data import PreferencePairs, load_dataset
@@ -55,6 +57,7 @@ class RewardTrain:
             progress=not self.quiet,
             source={"dataset": self.spec, "prefs": self.prefs},
             overwrite=self.overwrite,
+            tensorboard=self.tensorboard,
         )
         summary = {"out": self.out, **model.info["final"], "epochs_run": model.info["epochs_run"]}
         print(json.dumps(round_floats(summary)))  # 4 significant digits; metrics.jsonl keeps them whole

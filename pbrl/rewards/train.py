@@ -209,9 +209,11 @@ def train_reward(
     progress: bool = True,
     source: dict[str, Any] | None = None,
     overwrite: bool = True,
+    tensorboard: bool = False,
 ) -> RewardModel:
     """Fit a reward learner on preference pairs over `dataset`'s segments (see the module docstring).
 
+    tensorboard: also log the epoch rows as TensorBoard scalars in out_dir/tb (needs `pip install tensorboard`).
     overwrite: whether an `out_dir` that holds a reward model may be replaced (its files are removed once the
     inputs are checked); False refuses it with one line (the command line's default, `--overwrite`).
     progress: a bar over the epochs (pairs/s, losses, `stopped early at epoch k`, `load x/n cores` when the
@@ -239,7 +241,8 @@ def train_reward(
     model.net.to(dev)
     remove_paths(stale)  # the inputs are checked: an old model is replaced, not mixed with the new one
     threads = torch.get_num_threads()
-    run = (RunFolder(out_dir, dataclasses.asdict(config), device=str(dev), extra={"threads": threads})
+    run = (RunFolder(out_dir, dataclasses.asdict(config), device=str(dev), extra={"threads": threads},
+                     tensorboard=tensorboard)
            if out_dir is not None else None)
     feats = model.features(dataset).to(dev)  # [N, D]
     signal = model.reference_signal(dataset)

@@ -234,3 +234,17 @@ def test_cli_train_relabel_report(tmp_path, capsys):
     assert "segment/spearman" in json.loads(capsys.readouterr().out)
     assert main(["relabel", "d4rl:" + path, "--reward", str(tmp_path / "nope"), "--out", "test/x-v0"]) == 2
     assert "not a reward model folder" in capsys.readouterr().err
+
+
+def test_tensorboard_logging_of_the_epoch_rows(pendulum, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional (pip install tensorboard)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ds, pairs = pendulum
+    train_reward(ds, pairs, RewardConfig(**TINY), out_dir=tmp_path, progress=False, tensorboard=True)
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    events = acc.Scalars("reward/loss")
+    assert [e.step for e in events] == [r["step"] for r in rows]
+    assert [e.value for e in events] == pytest.approx([r["reward/loss"] for r in rows], rel=1e-6)
