@@ -16,7 +16,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import tyro
@@ -55,7 +55,7 @@ class PipelineConfig:
     """Reward learner; `true` trains on the dataset's own rewards (the oracle baseline)."""
     normalize: NormalizerName = "member-zscore"
     """Normalizer of the learned rewards (member-zscore = DTR's ensemble normalization)."""
-    labels: str | None = None
+    labels: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
     """Human label folder or prefs.npz (Uni-RLHF, PT, pbrl); default: a scripted teacher on the true reward."""
     teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = dataclasses.field(default_factory=TeacherConfig)
     """Scripted teacher (B-Pref models) when no label folder is given: `--teacher NAME` and its parameters."""
@@ -77,9 +77,9 @@ class PipelineConfig:
     """Policy evaluation period in updates."""
     eval_episodes: int = 10
     """Episodes per evaluation (batched in a vector env)."""
-    device: str = "cpu"
+    device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
     """Torch device."""
-    out: str = "runs/pipeline"
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")] = "runs/pipeline"
     """Run folder."""
     policy: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Overrides of the algorithm's config fields, e.g. {"hidden": [64, 64]} (Python / grid files)."""

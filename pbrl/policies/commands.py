@@ -46,11 +46,11 @@ class TrainCommand:
     """Evaluate every this many updates (and after the last; 0 = only after the last)."""
     eval_episodes: int = 10
     """Episodes per evaluation, run side by side in a vector env (0 = no evaluation)."""
-    out: str | None = None
+    out: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
     """Output folder (default runs/ALGO-DATASET-sSEED)."""
-    device: str = "cpu"
+    device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
     """Torch device."""
-    env_id: str | None = None
+    env_id: Annotated[str | None, tyro.conf.arg(metavar="ENV_ID")] = None
     """Environment for evaluation (default: the dataset's)."""
     resume: bool = False
     """Continue from OUT/checkpoint.pt (same settings required)."""
@@ -110,9 +110,9 @@ class EvalCommand:
     """Episodes, run side by side in a vector env."""
     seed: int = 0
     """Seed of the first episode (episode i uses seed + i)."""
-    env_id: str | None = None
+    env_id: Annotated[str | None, tyro.conf.arg(metavar="ENV_ID")] = None
     """Environment (default: the one the policy was trained for)."""
-    device: str = "cpu"
+    device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
     """Torch device."""
     json_out: bool = False
     """Print one JSON object instead of a line of text."""

@@ -24,9 +24,9 @@ class RewardTrain:
 
     spec: tyro.conf.Positional[str]
     """Dataset: a Minari id, d4rl:<path>, or a local path."""
-    prefs: str
+    prefs: Annotated[str, tyro.conf.arg(metavar="PATH")]
     """Preference labels: a pbrl prefs.npz (or its folder), a Uni-RLHF or a Preference Transformer label folder."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Output folder of the reward model."""
     config: Annotated[RewardConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=RewardConfig)
     quiet: bool = False
@@ -69,15 +69,15 @@ class Relabel:
 
     spec: tyro.conf.Positional[str]
     """Dataset: a Minari id, d4rl:<path>, or a local path."""
-    reward: str
+    reward: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Reward model folder (written by `pbrl reward train`)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="MINARI_ID")]
     """Minari dataset id to write, e.g. pbrl/hopper/medium-replay-relabeled-v0."""
     normalize: NormalizerName = "member-zscore"
     """member-zscore (DTR), direct, location (SegmentRM), scale (x1000 / return range), none (ensemble mean)."""
     overwrite: bool = False
     """Replace an existing dataset of that id."""
-    device: str = "cpu"
+    device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
     """Torch device of the batched inference."""
     threads: int | None = None
     """Torch CPU threads (default: the free cores, i.e. the cores minus the 1-minute load average)."""
@@ -121,9 +121,9 @@ class RewardReport:
 
     spec: tyro.conf.Positional[str]
     """Dataset with true rewards: a Minari id, d4rl:<path>, or a local path."""
-    reward: str
+    reward: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Reward model folder."""
-    prefs: str | None = None
+    prefs: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
     """Held-out preference labels to score (optional)."""
     segments: int = 2000
     """Random windows for the segment-return correlation."""
