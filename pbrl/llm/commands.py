@@ -1,4 +1,4 @@
-"""`pbrl llm dpo` and `pbrl llm synth`."""
+"""`pbrl llm dpo`, `pbrl llm synth` and `pbrl llm pretrain`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 import tyro
 
 from pbrl.llm.dpo import DpoConfig, train_dpo
+from pbrl.llm.pretrain import PretrainConfig, pretrain
 
 
 @dataclass
@@ -64,3 +65,28 @@ class LlmSynth:
                                     scale=self.scale)
         save_preferences(records, self.out)
         print(f"wrote {len(records)} records ({self.profile}, scale {self.scale}) to {self.out}")
+
+
+@dataclass
+class LlmPretrain(PretrainConfig):
+    """Pre-train a tiny base LM (and a byte-level BPE tokenizer with a ChatML chat template) on a text corpus."""
+
+    corpus: tyro.conf.Positional[str] = ""
+    """Text corpus: a .txt file (one document per line) or a .jsonl file (objects with a `text` field)."""
+
+    def run(self) -> None:
+        from pbrl.utils import choose_threads, threads_line
+
+        n, note = choose_threads(self.threads)  # the free cores by default
+        print(f"pbrl llm pretrain on {self.corpus}: {threads_line(n, note)}", flush=True)
+        cfg = PretrainConfig(**{f.name: getattr(self, f.name) for f in fields(PretrainConfig)})
+        result = pretrain(dataclasses.replace(cfg, threads=n))
+        final = result["final"]
+        keys = ("step", "pretrain/loss", "perf/tokens_per_s")
+        print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
+                          **{k: final.get(k) for k in keys}}))
+        if result["done"]:
+            print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
+        else:
+            print(f"stopped at step {result['step']} of {result['total_steps']}; run again to resume "
+                  f"(wrote {self.out}/checkpoint.pt, {self.out}/metrics.jsonl)")
