@@ -14,8 +14,10 @@ Families (each a small generator from a ``numpy.random.Generator``; the rules ar
 ``sort``, ``filter``, ``count``, ``transform``, ``arithmetic``, ``format``, ``constrained``. The vocabulary is small
 (about forty words and the numbers 0-99) so that a tiny LM can learn it on a CPU.
 
-Splits: a task's key is (family, arguments); a key is held out when crc32(key) mod 5 == 0 (about 20 %), so the
-train and held-out splits never share a key whatever the seeds. The corpus is drawn from the train split only.
+Splits: a task's key is (family, prompt) (the prompt is a function of the family's arguments, so equal arguments
+mean equal keys; constrained writing's reference choices do not enter it, so one prompt is never in both splits);
+a key is held out when crc32(key) mod 5 == 0 (about 20 %), so the train and held-out splits never share a prompt or
+(family, arguments) whatever the seeds. The corpus is drawn from the train split only.
 
 Preference pairs: two responses per prompt at different corruption levels (``corrupt``), scored, and labelled by
 pbrl's scripted teachers (B-Pref noise models, ``pbrl.data.teachers.label_pairs``) with the two scores as the two
@@ -72,7 +74,12 @@ class ChatTask:
     seed: int
     """``make_task(seed)`` rebuilds this task."""
     args: Args = field(default=())
-    """The family generator's arguments; (family, args) is the split key."""
+    """The family generator's arguments (they determine the prompt and the reference answer)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(family, prompt): the split key; tasks with one key are duplicates for evaluation."""
+        return (self.family, self.prompt)
 
 
 @dataclass(frozen=True)
@@ -320,8 +327,8 @@ def _gen_constrained(rng: np.random.Generator) -> Args:
             out.append((kind, int(rng.integers(7, 10))))  # the longest reference has 6 words
         else:
             out.append((kind,))
-    # the reference's own choices (which color, animal, number) are part of the arguments: the answer is a
-    # function of the key, so the same key never carries two reference answers
+    # the reference's own choices (which color, animal, number) are arguments too, so the answer is a function
+    # of the arguments; they are not in the prompt, so one prompt can have several references (all score 1)
     fill = (str(rng.choice(COLORS)), str(rng.choice(ANIMALS)), str(rng.choice(VERBS)), int(rng.integers(0, 20)))
     return (tuple(out), fill)
 
@@ -422,12 +429,13 @@ FAMILIES: dict[str, _Family] = {
 """Instruction families: name -> generator, prompt, reference answer, parts and per-part credit."""
 
 HELDOUT_MODULUS = 5
-"""A key (family, args) is held out when crc32(repr(key)) % HELDOUT_MODULUS == 0."""
+"""A key (family, prompt) is held out when crc32 of its UTF-8 repr % HELDOUT_MODULUS == 0."""
 
 
-def split_of(family: str, args: Args) -> str:
-    """"heldout" or "train" for a task key; a pure function of the key (stable across processes and seeds)."""
-    return "heldout" if zlib.crc32(repr((family, args)).encode()) % HELDOUT_MODULUS == 0 else "train"
+def split_of(family: str, prompt: str) -> str:
+    """"heldout" or "train" for a task key (``ChatTask.key``); a pure function of the key (stable across processes
+    and seeds)."""
+    return "heldout" if zlib.crc32(repr((family, prompt)).encode()) % HELDOUT_MODULUS == 0 else "train"
 
 
 def _family(name: str) -> _Family:
@@ -458,8 +466,8 @@ def make_tasks(
 ) -> list[ChatTask]:
     """``n`` tasks of ``split`` ("train" | "heldout"), families in turn (round robin over ``families``, default all).
 
-    Task seeds are drawn from ``seed``; tasks whose key falls in the other split are skipped, so the splits never
-    share a (family, args) key. ``unique`` also skips keys already drawn.
+    Task seeds are drawn from ``seed``; tasks whose key (family, prompt) falls in the other split are skipped, so
+    the splits never share a prompt. ``unique`` also skips keys already drawn (no repeated prompt).
     """
     if split not in ("train", "heldout"):
         raise PbrlError(f"split: expected 'train' or 'heldout', got {split!r}")
@@ -470,7 +478,7 @@ def make_tasks(
         raise PbrlError("families: expected at least one family")
     rng = np.random.default_rng(seed)
     out: list[ChatTask] = []
-    seen: set[tuple[str, Args]] = set()
+    seen: set[tuple[str, str]] = set()
     tries = 0
     while len(out) < n:
         tries += 1
@@ -478,7 +486,7 @@ def make_tasks(
             raise PbrlError(f"make_tasks: only {len(out)} distinct {split} tasks of {names} found for n={n}")
         name = names[len(out) % len(names)]
         task = make_task(int(rng.integers(0, 2**31 - 1)), name)
-        key = (task.family, task.args)
+        key = task.key
         if split_of(*key) != split or (unique and key in seen):
             continue
         seen.add(key)
