@@ -561,19 +561,23 @@ def corrupt(task: ChatTask, rng: np.random.Generator, level: float) -> str:
 # pre-training corpus
 
 def _running_text(rng: np.random.Generator) -> str:
-    """A few sentences over the families' vocabulary (colors, animals, objects, verbs, numbers)."""
+    """A few sentences over the families' vocabulary (colors, animals, objects, verbs, numbers, and the chatter and
+    comma-separated numbers that ``corrupt`` writes, so a word-level vocabulary built on the corpus covers them)."""
     sents = []
     for _ in range(int(rng.integers(2, 5))):
-        kind = int(rng.integers(0, 3))
+        kind = int(rng.integers(0, 4))
         if kind == 0:
             sents.append(f"{rng.choice(STARTERS)} {rng.choice(COLORS)} {rng.choice(ANIMALS)} {rng.choice(VERBS)} "
                          f"the {rng.choice(OBJECTS)} {int(rng.integers(0, 20))}")
         elif kind == 1:
             a = int(rng.integers(0, 90))
             sents.append(" ".join(str(a + i) for i in range(int(rng.integers(3, 8)))))
-        else:
+        elif kind == 2:
             ws = list(rng.choice(LIST_WORDS, int(rng.integers(3, 6)), replace=False))
             sents.append(f"the {rng.choice(ANIMALS)} {rng.choice(VERBS)} " + " and ".join(str(w) for w in ws))
+        else:
+            ns = [str(int(x)) for x in rng.choice(MAX_LIST_NUMBER + 2, int(rng.integers(2, 5)), replace=False)]
+            sents.append(f"the answer is {', '.join(ns)} ok")
     return " .\n".join(sents) + " ."
 
 
