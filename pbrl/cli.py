@@ -48,6 +48,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("sweep",): ("pbrl.commands:Sweep", "run a grid of runs locally or on Ray, skipping finished ones"),
     ("table",): ("pbrl.commands:Table", "results tables (markdown, csv, figures) from run records"),
     ("plot",): ("pbrl.plot:Plot", "learning and loss curves of one or several run folders as PNG"),
+    ("llm", "pretrain"): ("pbrl.llm.commands:LlmPretrain", "pre-train a tiny base LM and its BPE + chat-template tokenizer on a text corpus"),
     ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
     ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
 }

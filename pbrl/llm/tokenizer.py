@@ -19,6 +19,7 @@ its ``<|im_end|>``). Without ``chat`` the vocabulary is the one earlier releases
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,6 +40,9 @@ CHAT_TEMPLATE = (
 
 def _specials(chat: bool) -> list[str]:
     return SPECIALS + (CHAT_SPECIALS if chat else [])
+
+
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 def _wrap(tok, chat: bool = False):
@@ -64,6 +68,8 @@ def word_tokenizer(texts: Iterable[str], max_vocab: int = 50_000, *, chat: bool 
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if chat:  # the template's role names are words of every chat, whether or not the texts hold them
+        texts = itertools.chain(texts, [" ".join(CHAT_ROLES)])
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=_specials(chat)))
     return _wrap(tok, chat)
 

@@ -119,3 +119,14 @@ def test_bad_messages_are_one_error():
         assistant_mask(tok, [{"role": "user", "content": "two"}, {"role": "assistant"}])
     with pytest.raises(PbrlError, match="vocab_size: a byte-level BPE needs at least 262"):
         bpe_tokenizer(WORDS, vocab_size=261, chat=True)
+
+
+def test_word_tokenizer_for_chat_knows_the_role_names():
+    from pbrl.llm.tokenizer import word_tokenizer
+
+    tok = word_tokenizer(["sort 3 1 2", "1 2 3"], chat=True)  # texts without any role name
+    msgs = [{"role": "system", "content": "sort"}, {"role": "user", "content": "sort 3 1 2"},
+            {"role": "assistant", "content": "1 2 3"}]
+    ids = tok.apply_chat_template(msgs, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) else ids
+    assert tok.unk_token_id not in ids
