@@ -8,6 +8,7 @@ import torch
 from scipy.stats import chi2
 
 from pbrl.errors import PbrlError
+from pbrl.llm import sampler as sampler_module
 from pbrl.llm.models import TinyLMConfig, build_model
 from pbrl.llm.sampler import (
     Generation,
@@ -115,7 +116,10 @@ def test_first_token_follows_softmax_of_logits_over_temperature(temperature):
     assert 0.5 * (counts / draws - p).abs().sum() < 0.03
 
 
-def test_top_p_removes_the_tail_and_renormalises_the_nucleus():
+@pytest.mark.parametrize("candidates", [2, 8, 128])
+def test_top_p_removes_the_tail_and_renormalises_the_nucleus(candidates, monkeypatch):
+    # 2 candidates hold less than top_p (the full-sort path), 8 hold the nucleus (the topk path)
+    monkeypatch.setattr(sampler_module, "NUCLEUS_CANDIDATES", candidates)
     vocab, draws, top_p = 32, 20000, 0.6
     model = tiny(vocab, sharpen=20.0)
     prompt = [3, 17, 9]
@@ -123,7 +127,7 @@ def test_top_p_removes_the_tail_and_renormalises_the_nucleus():
     order = p.argsort(descending=True)
     mass_before = p[order].cumsum(0) - p[order]
     nucleus = order[mass_before < top_p]  # smallest top set with mass >= top_p
-    assert 1 < len(nucleus) < vocab // 2  # a real tail to remove
+    assert 2 < len(nucleus) < 8  # a real tail to remove
     q = torch.zeros_like(p)
     q[nucleus] = p[nucleus] / p[nucleus].sum()
     counts = first_token_counts(model, prompt, SamplingConfig(n=draws, top_p=top_p, max_new_tokens=1), vocab)
