@@ -1,4 +1,4 @@
-"""Task commands contributed to `pbrl` through the `pbrl.tasks` entry point: `pbrl rec catalog`.
+"""Task commands contributed to `pbrl` through the `pbrl.commands` entry point: `pbrl rec catalog`, `pbrl llm chat-data`.
 
 `build` and `read_card` are the library's recipe build and card reader (`pbrl.data.recipes`), named here for the
 baseline scripts that import them from this module.
@@ -6,14 +6,18 @@ baseline scripts that import them from this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 
 import tyro
 
 from pbrl.data.recipes import build_recipe as build
 from pbrl.data.recipes import read_card
+from pbrl.data.teachers import TeacherConfig
 
-__all__ = ["RecCatalog", "build", "read_card"]
+__all__ = ["ChatData", "RecCatalog", "build", "read_card"]
 
 
 @dataclass
@@ -35,3 +39,59 @@ class RecCatalog:
         RecSimEnv(num_items=self.num_items, num_topics=self.num_topics, catalog_seed=self.catalog_seed
                   ).write_catalog(self.out)
         print(f"wrote {self.out}: {self.num_items} items")
+
+
+@dataclass
+class ChatData:
+    """Write the verifiable chat task's data into one folder: a pre-training corpus, SFT conversations, held-out
+    prompts and scripted preference pairs (pbrl_envs.chat)."""
+
+    out: tyro.conf.Positional[str]
+    """Output folder (corpus.jsonl, sft.jsonl, heldout.jsonl, prefs.jsonl, card.json); must not exist unless
+    --overwrite."""
+    corpus_docs: int = 20_000
+    """Pre-training documents ({"text": ...} per line; `pbrl llm pretrain OUT/corpus.jsonl`)."""
+    train_tasks: int = 4000
+    """Train-split tasks: SFT conversations with the reference answer, and one preference pair each."""
+    heldout_tasks: int = 500
+    """Held-out tasks ({"family", "seed", "prompt", "messages"}; `pbrl_envs.chat.make_task(seed, family)` rebuilds
+    one)."""
+    seed: int = 0
+    teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = field(default_factory=TeacherConfig)
+    """Scripted teacher of the pairs (B-Pref models; the scores run 0-1, so thresholds are in those units)."""
+    overwrite: bool = False
+    """Replace an existing OUT."""
+
+    def run(self) -> None:
+        from pbrl.errors import PbrlError
+        from pbrl.utils import atomic_write_json, atomic_write_text, dumps_json
+        from pbrl_envs.chat import corpus, make_tasks, write_pairs_jsonl
+
+        if os.path.exists(self.out) and not self.overwrite:
+            raise PbrlError(f"{self.out}: exists; pass --overwrite to replace it")
+        train = make_tasks(self.train_tasks, self.seed, "train")
+        heldout = make_tasks(self.heldout_tasks, self.seed + 1, "heldout")
+        parent = os.path.dirname(os.path.abspath(self.out))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-chat-", dir=parent)  # the folder appears whole or not at all
+        try:
+            lines = lambda rows: "".join(dumps_json(r) + "\n" for r in rows)  # noqa: E731
+            atomic_write_text(os.path.join(tmp, "corpus.jsonl"),
+                              lines({"text": d} for d in corpus(self.corpus_docs, self.seed)))
+            atomic_write_text(os.path.join(tmp, "sft.jsonl"), lines(
+                {"messages": [*t.messages, {"role": "assistant", "content": t.answer}], "family": t.family,
+                 "seed": t.seed} for t in train))
+            atomic_write_text(os.path.join(tmp, "heldout.jsonl"), lines(
+                {"family": t.family, "seed": t.seed, "prompt": t.prompt, "messages": t.messages} for t in heldout))
+            counts = write_pairs_jsonl(os.path.join(tmp, "prefs.jsonl"), train, self.seed, self.teacher)
+            card = {"seed": self.seed, "corpus_docs": self.corpus_docs, "train_tasks": len(train),
+                    "heldout_tasks": len(heldout), "teacher": self.teacher, **{f"prefs_{k}": v for k, v in
+                                                                                counts.items()}}
+            atomic_write_json(os.path.join(tmp, "card.json"), card)
+            if os.path.exists(self.out):
+                shutil.rmtree(self.out)
+            os.rename(tmp, self.out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"wrote {self.out}: {self.corpus_docs} corpus documents, {len(train)} SFT conversations, "
+              f"{len(heldout)} held-out prompts, {counts['pairs']} preference pairs ({counts['ties']} ties dropped)")
