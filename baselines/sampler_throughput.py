@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> None:
     for n in args.ns:
         config = SamplingConfig(n=n, temperature=1.0, top_p=0.95, max_new_tokens=args.new_tokens, seed=0)
 
-        def ours() -> None:
+        def ours(n: int = n, config: SamplingConfig = config) -> None:
             out = sampler.generate(prompts, config)
             assert out.num_tokens == len(prompts) * n * args.new_tokens
 
         @torch.inference_mode()
-        def hf() -> None:
+        def hf(n: int = n) -> None:
             out = model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=0.95, top_k=0,
                 num_return_sequences=n, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
