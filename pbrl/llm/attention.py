@@ -215,10 +215,26 @@ def _layout(kwargs) -> AttentionLayout | None:
     return layout
 
 
+def _plain_attention(layout, query, key, attention_mask) -> bool:
+    """No pbrl layout and either a padding mask or a query shorter than the keys (decoding with a KV cache): HF's
+    own sdpa path handles those (its mask carries the padding and the bottom-right causal alignment)."""
+    return layout is None and (attention_mask is not None or query.shape[2] != key.shape[2])
+
+
+def _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    kwargs.pop("pbrl_layout", None)
+    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+
+
 def sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Dense-mask reference. query [B, H, S, D], key/value [B, Hkv, S, D] -> ([B, S, H, D], None)."""
-    key, value = _expand_kv(module, key, value, query.shape[1])
     layout = _layout(kwargs)
+    if _plain_attention(layout, query, key, attention_mask):
+        return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    key, value = _expand_kv(module, key, value, query.shape[1])
     if layout is None:
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, dropout_p=dropout)
     else:
@@ -232,7 +248,7 @@ def varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scali
     """sdpa per document (see ``Documents``). Shapes as ``sdpa_forward``; positions outside every document get 0."""
     layout = _layout(kwargs)
     if layout is None:
-        return sdpa_forward(module, query, key, value, attention_mask, dropout, scaling)
+        return sdpa_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     B, H, S, D = query.shape
     docs = layout.documents()
     gqa = key.shape[1] != H
@@ -284,6 +300,8 @@ def flex_forward(module, query, key, value, attention_mask, dropout=0.0, scaling
     if dropout:
         raise PbrlError("pbrl_flex: attention dropout is not supported; set attention_dropout=0")
     layout = _layout(kwargs)
+    if _plain_attention(layout, query, key, attention_mask):
+        return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     if layout is None:
         B, _, S, _ = query.shape
         layout = AttentionLayout(
@@ -301,8 +319,10 @@ def triton_forward(module, query, key, value, attention_mask, dropout=0.0, scali
 
     if dropout:
         raise PbrlError("pbrl_triton: attention dropout is not supported; set attention_dropout=0")
-    key, value = _expand_kv(module, key, value, query.shape[1])
     layout = _layout(kwargs)
+    if _plain_attention(layout, query, key, attention_mask):
+        return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    key, value = _expand_kv(module, key, value, query.shape[1])
     B, H, S, D = query.shape
     if layout is None:
         zeros = torch.zeros(B, S, dtype=torch.int32, device=query.device)
@@ -315,11 +335,14 @@ def triton_forward(module, query, key, value, attention_mask, dropout=0.0, scali
 def register_backends() -> None:
     """Register ``pbrl_sdpa``, ``pbrl_varlen``, ``pbrl_flex`` and ``pbrl_triton`` with transformers (idempotent)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register("pbrl_sdpa", sdpa_forward)
-    AttentionInterface.register("pbrl_varlen", varlen_forward)
-    AttentionInterface.register("pbrl_flex", flex_forward)
-    AttentionInterface.register("pbrl_triton", triton_forward)
+    for name, fn in (("pbrl_sdpa", sdpa_forward), ("pbrl_varlen", varlen_forward), ("pbrl_flex", flex_forward),
+                     ("pbrl_triton", triton_forward)):
+        AttentionInterface.register(name, fn)
+        # HF builds no mask for an implementation it does not know: then left padding and KV-cache decoding lose
+        # their mask. sdpa's mask is None for unpadded causal rows (the layouts' case), so training pays nothing.
+        AttentionMaskInterface.register(name, sdpa_mask)
 
 
 def implementation_name(backend: str) -> str:

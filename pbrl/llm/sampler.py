@@ -29,9 +29,8 @@ seed, prompts and model give the same output.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Union
 
@@ -188,21 +187,6 @@ def sampling_logprobs(logits: torch.Tensor, config: SamplingConfig) -> torch.Ten
     return torch.log_softmax(z, dim=-1)
 
 
-@contextlib.contextmanager
-def _hf_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Run with HF's own attention: pbrl's DPO backends (``pbrl_*``) do plain causal attention without a padding
-    mask and align a 1-token query with the first key, which is wrong for left-padded cached decoding."""
-    impl = str(getattr(model.config, "_attn_implementation", ""))
-    if not impl.startswith("pbrl_"):
-        yield
-        return
-    model.set_attn_implementation("sdpa")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(impl)
-
-
 class HFSampler:
     """``Sampler`` for a HF causal LM (``transformers`` ``DynamicCache``): one left-padded prefill per prompt batch,
     the cache shared by the n samples, step-by-step decoding of the rows still running."""
@@ -247,53 +231,52 @@ class HFSampler:
         history: list[list[int]] | None = [[] for _ in range(R)] if callable(allowed) else None
         nodes: list[int] | None = [0] * R if isinstance(allowed, TokenTrie) else None
 
-        with _hf_attention(model):
-            cache = DynamicCache()
-            kv = {self._cache_kw: cache}
+        cache = DynamicCache()
+        kv = {self._cache_kw: cache}
+        logits = model(
+            input_ids=ids, attention_mask=attn[:, :L], position_ids=pos, use_cache=True, logits_to_keep=1, **kv
+        ).logits[:, -1]
+        if n > 1:  # the n samples of a prompt share its prefill: copy the cache rows, not recompute them
+            cache.batch_repeat_interleave(n)
+            logits = logits.repeat_interleave(n, dim=0)
+            attn = attn.repeat_interleave(n, dim=0)
+        next_pos = pos[:, -1:].repeat_interleave(n, dim=0) + 1  # [R', 1]
+        for t in range(T):
+            logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+            if allowed is not None:
+                logits = self._constrain(logits, rows, allowed, config, history, nodes)
+            tok, lp = _draw(logits, config, gen)
+            out_tok[rows, t] = tok
+            out_lp[rows, t] = lp.to(torch.float64)
+            if history is not None or nodes is not None:
+                host = tok.tolist()
+                for r, v in zip(rows.tolist(), host):
+                    if history is not None:
+                        history[r].append(v)
+                    if nodes is not None:
+                        nodes[r] = allowed.step(nodes[r], v)  # type: ignore[union-attr]
+            if t == T - 1:
+                break
+            if config.eos_token_id is not None:
+                done = tok == config.eos_token_id
+                if bool(done.any()):
+                    hit_eos[rows[done]] = True
+                    length[rows[done]] = t + 1
+                    keep = (~done).nonzero().squeeze(-1)
+                    if keep.numel() == 0:
+                        break
+                    # finished rows leave the batch: later steps compute only the rows still running
+                    cache.batch_select_indices(keep)
+                    rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+            attn[:, L + t] = 1
             logits = model(
-                input_ids=ids, attention_mask=attn[:, :L], position_ids=pos, use_cache=True, logits_to_keep=1, **kv
+                input_ids=tok[:, None], attention_mask=attn[:, : L + t + 1], position_ids=next_pos,
+                use_cache=True, logits_to_keep=1, **kv,
             ).logits[:, -1]
-            if n > 1:  # the n samples of a prompt share its prefill: copy the cache rows, not recompute them
-                cache.batch_repeat_interleave(n)
-                logits = logits.repeat_interleave(n, dim=0)
-                attn = attn.repeat_interleave(n, dim=0)
-            next_pos = pos[:, -1:].repeat_interleave(n, dim=0) + 1  # [R', 1]
-            for t in range(T):
-                logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-                if allowed is not None:
-                    logits = self._constrain(logits, rows, allowed, config, history, nodes)
-                tok, lp = _draw(logits, config, gen)
-                out_tok[rows, t] = tok
-                out_lp[rows, t] = lp.to(torch.float64)
-                if history is not None or nodes is not None:
-                    host = tok.tolist()
-                    for r, v in zip(rows.tolist(), host):
-                        if history is not None:
-                            history[r].append(v)
-                        if nodes is not None:
-                            nodes[r] = allowed.step(nodes[r], v)  # type: ignore[union-attr]
-                if t == T - 1:
-                    break
-                if config.eos_token_id is not None:
-                    done = tok == config.eos_token_id
-                    if bool(done.any()):
-                        hit_eos[rows[done]] = True
-                        length[rows[done]] = t + 1
-                        keep = (~done).nonzero().squeeze(-1)
-                        if keep.numel() == 0:
-                            break
-                        # finished rows leave the batch: later steps compute only the rows still running
-                        cache.batch_select_indices(keep)
-                        rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
-                attn[:, L + t] = 1
-                logits = model(
-                    input_ids=tok[:, None], attention_mask=attn[:, : L + t + 1], position_ids=next_pos,
-                    use_cache=True, logits_to_keep=1, **kv,
-                ).logits[:, -1]
-                next_pos = next_pos + 1
-            if config.eos_token_id is not None:  # an EOS drawn at the last step
-                last = out_tok[:, T - 1] == config.eos_token_id
-                hit_eos |= last & (length == T)
+            next_pos = next_pos + 1
+        if config.eos_token_id is not None:  # an EOS drawn at the last step
+            last = out_tok[:, T - 1] == config.eos_token_id
+            hit_eos |= last & (length == T)
 
         tok_l, lp_l, len_l, eos_l = out_tok.tolist(), out_lp.tolist(), length.tolist(), hit_eos.tolist()
         tokens = [[tok_l[p * n + s][: len_l[p * n + s]] for s in range(n)] for p in range(P)]

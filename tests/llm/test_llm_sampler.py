@@ -69,11 +69,10 @@ def test_greedy_with_cache_equals_no_cache_left_padded():
         assert alone.tokens[0][0] == expected
 
 
-def test_pbrl_backend_model_is_decoded_with_hf_attention_and_restored():
-    model = tiny()  # build_model's default backend is pbrl_sdpa (no padding mask, wrong for cached decoding)
+def test_a_model_on_a_pbrl_backend_decodes_as_with_hf_attention():
+    model = tiny()  # build_model's default backend is pbrl_sdpa
     assert model.config._attn_implementation == "pbrl_sdpa"
     gen = HFSampler(model).generate(PROMPTS, SamplingConfig(temperature=0, max_new_tokens=5))
-    assert model.config._attn_implementation == "pbrl_sdpa"
     model.set_attn_implementation("sdpa")
     assert [g[0] for g in gen.tokens] == greedy_no_cache(model, PROMPTS, 5)
 
