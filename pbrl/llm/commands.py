@@ -1,4 +1,4 @@
-"""`pbrl llm dpo`, `pbrl llm synth` and `pbrl llm pretrain`."""
+"""`pbrl llm dpo`, `pbrl llm synth`, `pbrl llm pretrain` and `pbrl llm sft`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import tyro
 
 from pbrl.llm.dpo import DpoConfig, train_dpo
 from pbrl.llm.pretrain import PretrainConfig, pretrain
+from pbrl.llm.sft import SftConfig, train_sft
 
 
 @dataclass
@@ -83,6 +84,35 @@ class LlmPretrain(PretrainConfig):
         result = pretrain(dataclasses.replace(cfg, threads=n))
         final = result["final"]
         keys = ("step", "pretrain/loss", "perf/tokens_per_s")
+        print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
+                          **{k: final.get(k) for k in keys}}))
+        if result["done"]:
+            print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
+        else:
+            print(f"stopped at step {result['step']} of {result['total_steps']}; run again to resume "
+                  f"(wrote {self.out}/checkpoint.pt, {self.out}/metrics.jsonl)")
+
+
+@dataclass
+class LlmSft(SftConfig):
+    """SFT on chat JSONL with assistant-only loss, best-fit-decreasing packing and document-masked attention."""
+
+    data: tyro.conf.Positional[str] = ""
+    """Chat data: a JSONL file of {messages} or {prompt, completion} objects (e.g. the sft.jsonl of chat-data)."""
+
+    def run(self) -> None:
+        from pbrl.utils import choose_threads, threads_line
+
+        n, note = choose_threads(self.threads)  # the free cores by default
+        print(f"pbrl llm sft on {self.data}: {threads_line(n, note)}", flush=True)
+        cfg = SftConfig(**{f.name: getattr(self, f.name) for f in fields(SftConfig)})
+        result = train_sft(dataclasses.replace(cfg, threads=n))
+        d = result["data"]
+        print(f"data: {d['read']} conversations, {d['kept']} kept; {d['dropped_masked']} dropped as over "
+              f"{self.max_masked_fraction:.0%} masked, {d['dropped_overlong']} dropped and {d['truncated']} "
+              f"truncated as over max_length {self.max_length}")
+        final = result["final"]
+        keys = ("step", "sft/loss", "sft/padding_fraction", "perf/tokens_per_s")
         print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
                           **{k: final.get(k) for k in keys}}))
         if result["done"]:
