@@ -49,6 +49,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("table",): ("pbrl.commands:Table", "results tables (markdown, csv, figures) from run records"),
     ("plot",): ("pbrl.plot:Plot", "learning and loss curves of one or several run folders as PNG"),
     ("llm", "pretrain"): ("pbrl.llm.commands:LlmPretrain", "pre-train a tiny base LM and its BPE + chat-template tokenizer on a text corpus"),
+    ("llm", "sft"): ("pbrl.llm.commands:LlmSft", "SFT on chat JSONL: assistant-only loss, best-fit-decreasing packing with document masking"),
     ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
     ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
 }
