@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
 
 from pbrl.errors import PbrlError
 from pbrl.llm.dpo import DpoConfig
@@ -333,6 +334,7 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
 
     from pbrl.llm.dpo import train_dpo
 
+    run.rewind(0)  # metrics.jsonl holds exactly the rounds, in order (skipped completed rounds are logged again)
     history: list[dict[str, Any]] = []
     model_path: str | Path = cfg.model_path
     for k in range(1, cfg.rounds + 1):
@@ -340,6 +342,7 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
         done = rdir / "round.json"
         if cfg.resume and done.is_file():
             history.append(dict(next(read_json_lines(done, whole=True))[1]))
+            run.log(history[-1])
             model_path = rdir / "model"
             continue
         idx = _round_rows(rows, cfg, k)
@@ -401,10 +404,8 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
         }
         atomic_write_json(str(done), row)
         history.append(row)
-        model_path = rdir / "model"
-    run.rewind(0)  # metrics.jsonl holds exactly the rounds, in order, however often the run was resumed
-    for row in history:
         run.log(row)
+        model_path = rdir / "model"
     summary: dict[str, Any] = {"rounds": history, "model": str(model_path), "judge": judge_name}
     if cfg.final_eval:
         first = [rows[i] for i in _round_rows(rows, cfg, 1)]
@@ -422,6 +423,9 @@ class LlmOdpo(OdpoConfig):
     """Online DPO: n samples per prompt from the current model, scored by a judge (``--judge module:function``,
     e.g. ``pbrl_envs.chat:judge`` for the verifiable chat task's held-out prompts), best vs worst, a DPO round;
     several rounds, each starting from the last one's model."""
+
+    prompts: tyro.conf.Positional[str] = ""
+    """Prompts JSONL: one object per line with ``messages`` or ``prompt``; other fields are passed to the judge."""
 
     def run(self) -> None:
         import json

@@ -28,6 +28,14 @@ def count_red(_row, response: str) -> float:
     return float(response.split().count("red"))
 
 
+def no_judge_call(_row, _response: str) -> float:
+    """Stands in for count_red on a resume (same name in the run's fingerprint) and must not be called."""
+    raise AssertionError("judged again")
+
+
+no_judge_call.__qualname__ = "count_red"
+
+
 def test_make_pairs_picks_best_and_worst_and_drops_identical_and_tied_groups():
     prompts = ["p0", "p1", "p2", "p3", "p4"]
     gens = [
@@ -138,3 +146,64 @@ def test_user_errors(tmp_path):
     with pytest.raises(PbrlError, match="judge: expected module:function"):
         online_dpo(cfg)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_two_rounds_raise_the_mean_judged_score(tmp_path):
+    # measured with these settings for seeds 0-7 (round-1 samples, round-2 samples, final model): the ordering
+    # held for all eight, the narrowest margins 0.45 -> 0.59 (round 1 -> 2) and 0.59 -> 1.53 (round 2 -> final);
+    # seed 0 gives 0.39 -> 0.52 -> 3.09, with a mean DPO reward accuracy of 0.91 and 0.84 per round
+    torch.set_num_threads(1)
+    cfg = _cfg(tmp_path, rounds=2, num_prompts=16, seed=0,
+               dpo=DpoConfig(batch_size=8, epochs=8, lr=5e-3, beta=0.1, progress=False, device="cpu"))
+    cfg.n, cfg.max_new_tokens = 8, 8
+    s = online_dpo(cfg, count_red)
+    r1, r2 = s["rounds"]
+    assert r2["odpo/mean_score"] > r1["odpo/mean_score"]  # round 2 samples the model round 1 trained
+    assert s["final_mean_score"] > r2["odpo/mean_score"]
+    assert r1["dpo/mean_reward_accuracy"] > 0.5 and r2["dpo/mean_reward_accuracy"] > 0.5
+
+
+def test_command_resolves_a_module_function_judge_and_nested_dpo_flags(tmp_path, monkeypatch, capsys):
+    from pbrl.cli import parse
+    from pbrl.llm.odpo import LlmOdpo
+
+    (tmp_path / "toy_judge_mod.py").write_text(
+        "def judge(row, response):\n    return float(response.split().count('red'))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _cfg(tmp_path)
+    argv = [cfg.prompts, "--model-path", cfg.model_path, "--out", cfg.out, "--n", "4",
+            "--temperature", "1.0", "--max-new-tokens", "6", "--judge", "toy_judge_mod:judge",
+            "--dpo.batch-size", "8", "--dpo.lr", "1e-3", "--dpo.no-progress", "--dpo.device", "cpu",
+            "--no-final-eval"]
+    cmd = parse(LlmOdpo, argv, "pbrl llm odpo", "online DPO")
+    assert cmd.dpo.lr == 1e-3 and cmd.judge == "toy_judge_mod:judge"
+    cmd.run()
+    lines = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(lines[-2])
+    assert row["step"] == 1 and row["odpo/pairs"] >= 1
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["config"]["judge"] == "toy_judge_mod:judge"
+    assert "final_mean_score" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def test_an_interrupted_round_resumes_on_its_saved_samples(tmp_path, monkeypatch):
+    import pbrl.llm.dpo as dpo_mod
+
+    torch.set_num_threads(1)
+    cfg = _cfg(tmp_path, final_eval=False)
+    real = dpo_mod.train_dpo
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpo_mod, "train_dpo", killed)
+    with pytest.raises(KeyboardInterrupt):
+        online_dpo(cfg, count_red)
+    samples = (tmp_path / "out" / "round_1" / "samples.jsonl").read_text()
+    assert not (tmp_path / "out" / "round_1" / "round.json").exists()
+    monkeypatch.setattr(dpo_mod, "train_dpo", real)
+    (row,) = online_dpo(cfg, no_judge_call)["rounds"]  # the saved scores are used: nothing judged again
+    assert (tmp_path / "out" / "round_1" / "samples.jsonl").read_text() == samples
+    saved = [json.loads(x) for x in samples.splitlines()]
+    flat = [v for s in saved for v in s["scores"]]
+    assert row["odpo/mean_score"] == pytest.approx(sum(flat) / len(flat))
