@@ -676,7 +676,17 @@ def write_pairs_jsonl(
     return counts
 
 
+def judge(row: dict[str, Any], response: str) -> float:
+    """The task's scorer as an online-DPO judge (`pbrl llm odpo PROMPTS --judge pbrl_envs.chat:judge`): `row` is a
+    prompt row written by `pbrl llm chat-data` (it carries the task's `family` and `seed`)."""
+    try:
+        task = make_task(int(row["seed"]), str(row["family"]))
+    except (KeyError, TypeError, ValueError):
+        raise PbrlError("chat judge: a prompt row needs the task's 'family' and 'seed' (from pbrl llm chat-data)") from None
+    return score(task, response)
+
+
 __all__ = [
-    "FAMILIES", "LEVELS", "ChatTask", "build_task", "corpus", "corrupt", "make_task", "make_tasks", "part_credits",
+    "FAMILIES", "LEVELS", "ChatTask", "build_task", "corpus", "corrupt", "judge", "make_task", "make_tasks", "part_credits",
     "preference_pairs", "score", "split_of", "write_pairs_jsonl",
 ]

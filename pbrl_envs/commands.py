@@ -47,8 +47,9 @@ class ChatData:
     prompts and scripted preference pairs (pbrl_envs.chat)."""
 
     out: tyro.conf.Positional[str]
-    """Output folder (corpus.jsonl, sft.jsonl, heldout.jsonl, prefs.jsonl, card.json); must not exist unless
-    --overwrite."""
+    """Output folder (corpus.jsonl, sft.jsonl, prompts.jsonl, heldout.jsonl, prefs.jsonl, card.json); must not
+    exist unless --overwrite. prompts.jsonl holds the train prompts for `pbrl llm odpo ... --judge
+    pbrl_envs.chat:judge`; heldout.jsonl the held-out ones for evaluation."""
     corpus_docs: int = 20_000
     """Pre-training documents ({"text": ...} per line; `pbrl llm pretrain OUT/corpus.jsonl`)."""
     train_tasks: int = 4000
@@ -81,6 +82,8 @@ class ChatData:
             atomic_write_text(os.path.join(tmp, "sft.jsonl"), lines(
                 {"messages": [*t.messages, {"role": "assistant", "content": t.answer}], "family": t.family,
                  "seed": t.seed} for t in train))
+            atomic_write_text(os.path.join(tmp, "prompts.jsonl"), lines(  # train prompts for online DPO
+                {"family": t.family, "seed": t.seed, "prompt": t.prompt, "messages": t.messages} for t in train))
             atomic_write_text(os.path.join(tmp, "heldout.jsonl"), lines(
                 {"family": t.family, "seed": t.seed, "prompt": t.prompt, "messages": t.messages} for t in heldout))
             counts = write_pairs_jsonl(os.path.join(tmp, "prefs.jsonl"), train, self.seed, self.teacher)

@@ -210,13 +210,18 @@ def test_chat_data_command_writes_every_file_and_refuses_an_existing_folder(tmp_
     assert main(["llm", "chat-data", str(out), "--corpus-docs", "50", "--train-tasks", "40",
                  "--heldout-tasks", "10"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "corpus.jsonl", "heldout.jsonl", "prefs.jsonl",
-                                                     "sft.jsonl"]
+                                                     "prompts.jsonl", "sft.jsonl"]
     read = lambda name: [json.loads(x) for x in (out / name).read_text().splitlines()]  # noqa: E731
     assert len(read("corpus.jsonl")) == 50 and all(r["text"] for r in read("corpus.jsonl"))
     for row in read("sft.jsonl"):  # the assistant turn is the reference answer: full marks
         assert score(make_task(row["seed"], row["family"]), row["messages"][-1]["content"]) == 1.0
     for row in read("heldout.jsonl"):  # a held-out prompt is rebuilt from its seed
         assert make_task(row["seed"], row["family"]).prompt == row["prompt"]
+    from pbrl_envs.chat import judge
+
+    sft = read("sft.jsonl")
+    for row, conv in zip(read("prompts.jsonl"), sft):  # the online-DPO judge scores a train prompt's response
+        assert judge(row, conv["messages"][-1]["content"]) == 1.0 and judge(row, "") < 1.0
     card = json.loads((out / "card.json").read_text())
     assert card["prefs_pairs"] == len(read("prefs.jsonl")) and card["train_tasks"] == 40
     assert main(["llm", "chat-data", str(out)]) == 2  # no silent overwrite
