@@ -1,0 +1,296 @@
+"""The LIONs stages (Yu et al. 2024, arXiv 2407.06542) end to end on the verifiable chat task, at a CPU budget.
+
+    PYTHONPATH=. python baselines/lions_stages.py [--seeds 0 1 2] [--budget tiny|small] [--out results/lions_stages.md]
+
+One data folder (`pbrl llm chat-data`, data seed 0) is shared by all seeds. Per seed s (model init, data order and
+sampling seeds = s), the chain is
+
+    pretrain (corpus.jsonl) -> SFT (sft.jsonl) -> +DPO (prefs.jsonl, offline, reference = the SFT model)
+                            -> +ODPO (prompts.jsonl, one online round: n samples at T = 0.8 judged by
+                               pbrl_envs.chat:judge, best vs worst, DPO with reference = the +DPO model)
+
+and every stage's model (SFT, +DPO, +ODPO) is evaluated on the first `eval_prompts` rows of heldout.jsonl with
+greedy decoding (`HFSampler`, T = 0) stopped at the chat end-of-turn token:
+
+    mean score   = (1 / N) sum_i score(task_i, y_i)                          (pbrl_envs.chat.score, in [0, 1])
+    win rate     = (1 / N) sum_i ([s_i > s_i^SFT] + 0.5 [s_i = s_i^SFT])     (ties count half; SFT vs itself = 0.5)
+
+reported as mean +- std (sample std, ddof = 1) over seeds beside the paper's stage table. The run folders go under
+runs/lions_stages-<budget>/ (re-created on each run); the raw per-seed rows under results/records/lions_stages/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from baselines.record import recorded
+from pbrl.errors import PbrlError
+from pbrl.llm.dpo import DpoConfig, train_dpo
+from pbrl.llm.models import TinyLMConfig, load_model
+from pbrl.llm.odpo import OdpoConfig, load_prompts, online_dpo, prompt_ids
+from pbrl.llm.pretrain import PretrainConfig, pretrain
+from pbrl.llm.sampler import HFSampler, SamplingConfig
+from pbrl.llm.sft import SftConfig, train_sft
+from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
+from pbrl.utils import atomic_write_text, dumps_json, use_threads
+from pbrl_envs.chat import make_task, score
+from pbrl_envs.commands import ChatData
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Sizes of one budget (every stage's settings; the file header prints them all)."""
+
+    corpus_docs: int
+    train_tasks: int
+    heldout_tasks: int
+    eval_prompts: int
+    model: TinyLMConfig
+    vocab_size: int
+    pretrain_steps: int
+    pretrain_batch: int
+    seq_length: int
+    sft_steps: int
+    sft_batch: int
+    dpo_epochs: int
+    dpo_batch: int
+    dpo_lr: float
+    dpo_beta: float
+    odpo_prompts: int
+    odpo_n: int
+    odpo_epochs: int
+    max_new_tokens: int
+
+
+BUDGETS = {
+    "tiny": Budget(corpus_docs=6000, train_tasks=3000, heldout_tasks=500, eval_prompts=500,
+                   model=TinyLMConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                                      intermediate_size=256, max_position=512),
+                   vocab_size=512, pretrain_steps=800, pretrain_batch=16, seq_length=128, sft_steps=300,
+                   sft_batch=16, dpo_epochs=1, dpo_batch=16, dpo_lr=1e-4, dpo_beta=0.1, odpo_prompts=400, odpo_n=5,
+                   odpo_epochs=1, max_new_tokens=32),
+    "small": Budget(corpus_docs=20000, train_tasks=4000, heldout_tasks=500, eval_prompts=500,
+                    model=TinyLMConfig(hidden_size=256, num_layers=6, num_heads=8, num_kv_heads=4,
+                                       intermediate_size=640, max_position=512),
+                    vocab_size=1024, pretrain_steps=2000, pretrain_batch=32, seq_length=128, sft_steps=600,
+                    sft_batch=32, dpo_epochs=1, dpo_batch=32, dpo_lr=1e-4, dpo_beta=0.1, odpo_prompts=400, odpo_n=5,
+                    odpo_epochs=1, max_new_tokens=48),
+}
+
+# the paper's stage table (../papers facts: LIONs Table, Arena-Hard / AlpacaEval-2 / MT-Bench)
+PAPER = [
+    ("LION-Gemma-2b", (2.4, 4.6, 5.0), (7.79, 8.75, 9.57), (6.37, 6.58, 6.75)),
+    ("LION-Llama-3-8b", (11.3, 19.1, 22.0), (17.9, 21.8, 26.8), (7.58, 8.12, 8.19)),
+]
+STAGES = ("SFT", "+DPO", "+ODPO")
+
+
+def greedy_eval(model_dir: Path, rows: list[dict[str, Any]], max_new_tokens: int, batch: int = 32
+                ) -> tuple[list[str], list[float]]:
+    """Greedy responses of the model in `model_dir` to `rows` (stopped at the end-of-turn token) and their scores."""
+    tok = load_tokenizer(model_dir)
+    model = load_model(model_dir).eval()
+    eot = end_of_turn_id(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eot
+    sampler = HFSampler(model)
+    prompts = [prompt_ids(tok, r) for r in rows]
+    texts: list[str] = []
+    for b in range(0, len(prompts), batch):
+        sc = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens, eos_token_id=eot, pad_token_id=pad)
+        gen = sampler.generate(prompts[b : b + batch], sc)
+        texts += [tok.decode(g[0], skip_special_tokens=True) for g in gen.tokens]
+    scores = [score(make_task(int(r["seed"]), str(r["family"])), t) for r, t in zip(rows, texts)]
+    return texts, scores
+
+
+def win_rate(scores: list[float], base: list[float]) -> float:
+    """Share of prompts where `scores` beats `base`, ties counting half."""
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, base)) / len(scores)
+
+
+def run_seed(seed: int, data: Path, work: Path, b: Budget, eval_rows: list[dict[str, Any]], log) -> dict[str, Any]:
+    """The chain for one seed; returns its row (per stage: mean score, win rate vs SFT, seconds, training stats)."""
+    root = work / f"seed_{seed}"
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    pre = pretrain(PretrainConfig(corpus=str(data / "corpus.jsonl"), out=str(root / "pretrain"), vocab_size=b.vocab_size,
+                                  model=b.model, seq_length=b.seq_length, batch_size=b.pretrain_batch,
+                                  steps=b.pretrain_steps, seed=seed, device="cpu", progress=False, resume=False))
+    times["pretrain"] = time.perf_counter() - t
+    log(f"seed {seed}: pretrain {pre['step']} steps, final loss {pre['final'].get('pretrain/loss', float('nan')):.3f}, "
+        f"{times['pretrain']:.0f} s", first_stage=times["pretrain"])
+    t = time.perf_counter()
+    sft = train_sft(SftConfig(data=str(data / "sft.jsonl"), out=str(root / "sft"), model_path=str(root / "pretrain/model"),
+                              max_length=b.seq_length, batch_size=b.sft_batch, steps=b.sft_steps, seed=seed,
+                              device="cpu", progress=False, resume=False))
+    times["sft"] = time.perf_counter() - t
+    log(f"seed {seed}: SFT {sft['step']} steps, final loss {sft['final'].get('sft/loss', float('nan')):.3f}, "
+        f"{times['sft']:.0f} s")
+    t = time.perf_counter()
+    dpo_common = dict(beta=b.dpo_beta, lr=b.dpo_lr, batch_size=b.dpo_batch, device="cpu", progress=False)
+    dpo = train_dpo(DpoConfig(data=str(data / "prefs.jsonl"), out=str(root / "dpo"), model_path=str(root / "sft/model"),
+                              tokenizer_path=str(root / "sft/model"), epochs=b.dpo_epochs, seed=seed, resume=False,
+                              **dpo_common))
+    times["dpo"] = time.perf_counter() - t
+    log(f"seed {seed}: +DPO {len(dpo['history'])} steps, final loss {dpo['final'].get('dpo/loss', float('nan')):.3f}, "
+        f"{times['dpo']:.0f} s")
+    t = time.perf_counter()
+    odpo = online_dpo(OdpoConfig(prompts=str(data / "prompts.jsonl"), model_path=str(root / "dpo/model"),
+                                 out=str(root / "odpo"), judge="pbrl_envs.chat:judge", n=b.odpo_n, temperature=0.8,
+                                 max_new_tokens=b.max_new_tokens, rounds=1, prompts_per_round=b.odpo_prompts,
+                                 final_eval=False, seed=seed, resume=False,
+                                 dpo=DpoConfig(epochs=b.odpo_epochs, **dpo_common)))
+    times["odpo"] = time.perf_counter() - t
+    r1 = odpo["rounds"][0]
+    log(f"seed {seed}: +ODPO {r1['odpo/pairs']} pairs from {r1['odpo/prompts']} prompts (sampled mean score "
+        f"{r1['odpo/mean_score']:.3f}), {r1['dpo/steps']} DPO steps, {times['odpo']:.0f} s")
+    t = time.perf_counter()
+    stages: dict[str, dict[str, Any]] = {}
+    for name, folder in zip(STAGES, ("sft/model", "dpo/model", "odpo/round_1/model")):
+        texts, scores = greedy_eval(root / folder, eval_rows, b.max_new_tokens)
+        stages[name] = {"mean_score": sum(scores) / len(scores), "scores": scores, "responses": texts}
+    for name in STAGES:
+        stages[name]["win_rate_vs_sft"] = win_rate(stages[name]["scores"], stages["SFT"]["scores"])
+    times["eval"] = time.perf_counter() - t
+    log(f"seed {seed}: eval " + ", ".join(f"{n} {stages[n]['mean_score']:.3f} (win {stages[n]['win_rate_vs_sft']:.3f})"
+                                          for n in STAGES) + f", {times['eval']:.0f} s")
+    return {"seed": seed, "num_parameters": pre["num_parameters"], "seconds": times,
+            "pretrain_final_loss": pre["final"].get("pretrain/loss"), "sft_final_loss": sft["final"].get("sft/loss"),
+            "dpo_steps": len(dpo["history"]), "dpo_final": dpo["final"], "odpo_round": r1, "stages": stages}
+
+
+def _ms(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{xs[0]:.3f}" if xs else "-"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def report(rows: list[dict[str, Any]], seeds_asked: list[int]) -> None:
+    """The stage table, the paper's table, and a plain verdict on the ordering."""
+    done = [r["seed"] for r in rows]
+    print(f"\n## Results ({len(rows)} of {len(seeds_asked)} seeds: {done})\n")
+    if len(rows) < len(seeds_asked):
+        print(f"Seeds {sorted(set(seeds_asked) - set(done))} did not finish; the table covers the finished ones.\n")
+    if not rows:
+        return
+    n = len(rows[0]["stages"]["SFT"]["scores"])
+    print(f"Held-out prompts: {n}, greedy decoding. Mean ± std over seeds (sample std).\n")
+    print("| stage | mean graded score | win rate vs SFT (ties half) |")
+    print("|---|---|---|")
+    means: dict[str, list[float]] = {}
+    for name in STAGES:
+        means[name] = [r["stages"][name]["mean_score"] for r in rows]
+        wins = [r["stages"][name]["win_rate_vs_sft"] for r in rows]
+        print(f"| {name} | {_ms(means[name])} | {_ms(wins)} |")
+    print("\nPer seed (mean score SFT / +DPO / +ODPO):\n")
+    for r in rows:
+        print(f"- seed {r['seed']}: " + " / ".join(f"{r['stages'][s]['mean_score']:.3f}" for s in STAGES))
+    print("\nThe paper's stage table (Arena-Hard / AlpacaEval-2 / MT-Bench; 2B-8B models on GPUs, a different scale "
+          "and different benchmarks, so only the ordering is comparable):\n")
+    print("| model | Arena-Hard SFT / +DPO / +ODPO | AlpacaEval-2 | MT-Bench |")
+    print("|---|---|---|---|")
+    for model, *cols in PAPER:
+        print(f"| {model} | " + " | ".join(" / ".join(str(v) for v in c) for c in cols) + " |")
+    mean_of = {s: statistics.mean(means[s]) for s in STAGES}
+    per_seed = [r["stages"]["SFT"]["mean_score"] < r["stages"]["+DPO"]["mean_score"] < r["stages"]["+ODPO"]["mean_score"]
+                for r in rows]
+    holds = mean_of["SFT"] < mean_of["+DPO"] < mean_of["+ODPO"]
+    print(f"\n**Ordering SFT < +DPO < +ODPO on the mean over seeds: {'holds' if holds else 'does not hold'}** "
+          f"({mean_of['SFT']:.3f} / {mean_of['+DPO']:.3f} / {mean_of['+ODPO']:.3f}); strictly within "
+          f"{sum(per_seed)} of {len(rows)} seeds. " + _gaps(means))
+
+
+def _gaps(means: dict[str, list[float]]) -> str:
+    """Each step's mean gain against its seed-to-seed spread (a gain under one std of the per-seed differences is
+    not distinguishable from noise at this number of seeds)."""
+    out = []
+    for a, b in (("SFT", "+DPO"), ("+DPO", "+ODPO")):
+        d = [y - x for x, y in zip(means[a], means[b])]
+        sd = statistics.stdev(d) if len(d) > 1 else float("nan")
+        out.append(f"{a} -> {b}: {statistics.mean(d):+.3f} (std of the per-seed differences "
+                   f"{'n/a' if math.isnan(sd) else f'{sd:.3f}'})")
+    return "Per-seed gains: " + "; ".join(out) + "."
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
+    p.add_argument("--out", default="results/lions_stages.md", help="the markdown report (none: print only)")
+    p.add_argument("--records", default="results/records/lions_stages", help="folder of the per-seed JSON rows")
+    p.add_argument("--work", default=None, help="run folders (default runs/lions_stages-<budget>)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the free cores)")
+    args = p.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise PbrlError(f"--seeds: repeated seeds in {args.seeds}")
+    b = BUDGETS[args.budget]
+    work = Path(args.work or f"runs/lions_stages-{args.budget}")
+    threads, note = use_threads(args.threads)
+    out = None if args.out in ("", "none") else args.out
+    records = Path(args.records) / args.budget
+    with recorded(out, f"LIONs stages on the chat task ({args.budget} budget)", threads=threads):
+        t_all = time.perf_counter()
+        shutil.rmtree(work, ignore_errors=True)
+        data = work / "data"
+        ChatData(out=str(data), corpus_docs=b.corpus_docs, train_tasks=b.train_tasks, heldout_tasks=b.heldout_tasks,
+                 seed=0, overwrite=True).run()
+        eval_rows = load_prompts(data / "heldout.jsonl")[: b.eval_prompts]
+        prefs = sum(1 for _ in open(data / "prefs.jsonl"))
+        print(f"\nBudget `{args.budget}` (device cpu, {threads} torch threads{f', {note}' if note else ''}): "
+              f"model {({k: v for k, v in dataclasses.asdict(b.model).items() if k != 'vocab_size'})}, BPE vocab "
+              f"{b.vocab_size} (the model's vocab follows it); data: {b.corpus_docs} corpus docs, "
+              f"{b.train_tasks} SFT conversations, {prefs} offline preference pairs, {len(eval_rows)} held-out "
+              f"eval prompts (data seed 0, shared by all seeds; one pre-trained base per seed). Steps: pretrain "
+              f"{b.pretrain_steps} x {b.pretrain_batch} rows of {b.seq_length} tokens; SFT {b.sft_steps} x "
+              f"{b.sft_batch} conversations (packed, assistant-only loss); +DPO {b.dpo_epochs} epoch, batch "
+              f"{b.dpo_batch}, lr {b.dpo_lr}, beta {b.dpo_beta}, sigmoid loss, reference = SFT model; +ODPO 1 round "
+              f"on {b.odpo_prompts} train prompts, n = {b.odpo_n} at T = 0.8, judge pbrl_envs.chat:judge, best vs "
+              f"worst, {b.odpo_epochs} DPO epoch (same settings), reference = +DPO model. Eval: greedy, at most "
+              f"{b.max_new_tokens} new tokens, stopped at <|im_end|>. Seeds {args.seeds}.\n")
+        estimated = False
+
+        def log(msg: str, first_stage: float | None = None) -> None:
+            nonlocal estimated
+            print(f"[{time.perf_counter() - t_all:6.0f} s] {msg}", flush=True)
+            if first_stage is not None and not estimated:
+                estimated = True
+                # ratio measured on a 2-core probe (tiny sizes, 300 pretrain steps): a whole seed took 66 s, 1.6x
+                # its 41 s of pre-training; approximate at other sizes, so it is revised after the first seed
+                est = first_stage * 1.6 * len(args.seeds)
+                print(f"estimate: ~{est / 60:.1f} min for {len(args.seeds)} seeds (measured pretrain "
+                      f"{first_stage:.0f} s x ~1.6 per seed; revised after the first seed)", flush=True)
+
+        rows: list[dict[str, Any]] = []
+        try:
+            for i, seed in enumerate(args.seeds):
+                t = time.perf_counter()
+                row = run_seed(seed, data, work, b, eval_rows, log)
+                row["budget"] = {"name": args.budget, **dataclasses.asdict(b), "threads": threads, "device": "cpu"}
+                rows.append(row)
+                atomic_write_text(str(records / f"seed_{seed}.json"), dumps_json(row, indent=1) + "\n")
+                left = len(args.seeds) - i - 1
+                if left:
+                    log(f"seed {seed} took {time.perf_counter() - t:.0f} s; estimate for the remaining {left}: "
+                        f"~{(time.perf_counter() - t) * left / 60:.1f} min")
+        except KeyboardInterrupt:
+            print("\ninterrupted: reporting the finished seeds", flush=True)
+        if rows:
+            print(f"\nModel: {rows[0]['num_parameters']:,} parameters. Raw per-seed rows (scores and responses per "
+                  f"prompt): {records}/seed_<s>.json. Wall time {time.perf_counter() - t_all:.0f} s.")
+        report(rows, args.seeds)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except PbrlError as e:
+        print(f"pbrl: error: {e}", file=sys.stderr)
+        sys.exit(2)
