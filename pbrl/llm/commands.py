@@ -13,6 +13,28 @@ from pbrl.llm.pretrain import PretrainConfig, pretrain
 from pbrl.llm.sft import SftConfig, train_sft
 
 
+def _config(cmd, cls, name: str, source: str):
+    """The command's config as its library dataclass, with the threads chosen (the free cores by default) and the
+    command's first line printed."""
+    from pbrl.utils import choose_threads, threads_line
+
+    n, note = choose_threads(cmd.threads)
+    print(f"pbrl llm {name} on {source}: {threads_line(n, note)}", flush=True)
+    return dataclasses.replace(cls(**{f.name: getattr(cmd, f.name) for f in fields(cls)}), threads=n)
+
+
+def _report(result: dict, keys: tuple[str, ...], out: str) -> None:
+    """The final metrics line and where the run's files are (or how to resume a stopped run)."""
+    final = result["final"]
+    print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
+                      **{k: final.get(k) for k in keys}}))
+    if result["done"]:
+        print(f"wrote {out}/model, {out}/metrics.jsonl")
+    else:
+        print(f"stopped at step {result['step']} of {result['total_steps']}; run again to resume "
+              f"(wrote {out}/checkpoint.pt, {out}/metrics.jsonl)")
+
+
 @dataclass
 class LlmDpo(DpoConfig):
     """DPO on preference records (JSONL or datasets folder) with prefix sharing, packing and a chosen backend."""
@@ -76,21 +98,8 @@ class LlmPretrain(PretrainConfig):
     """Text corpus: a .txt file (one document per line) or a .jsonl file (objects with a `text` field)."""
 
     def run(self) -> None:
-        from pbrl.utils import choose_threads, threads_line
-
-        n, note = choose_threads(self.threads)  # the free cores by default
-        print(f"pbrl llm pretrain on {self.corpus}: {threads_line(n, note)}", flush=True)
-        cfg = PretrainConfig(**{f.name: getattr(self, f.name) for f in fields(PretrainConfig)})
-        result = pretrain(dataclasses.replace(cfg, threads=n))
-        final = result["final"]
-        keys = ("step", "pretrain/loss", "perf/tokens_per_s")
-        print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
-                          **{k: final.get(k) for k in keys}}))
-        if result["done"]:
-            print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
-        else:
-            print(f"stopped at step {result['step']} of {result['total_steps']}; run again to resume "
-                  f"(wrote {self.out}/checkpoint.pt, {self.out}/metrics.jsonl)")
+        result = pretrain(_config(self, PretrainConfig, "pretrain", self.corpus))
+        _report(result, ("step", "pretrain/loss", "perf/tokens_per_s"), self.out)
 
 
 @dataclass
@@ -101,22 +110,9 @@ class LlmSft(SftConfig):
     """Chat data: a JSONL file of {messages} or {prompt, completion} objects (e.g. the sft.jsonl of chat-data)."""
 
     def run(self) -> None:
-        from pbrl.utils import choose_threads, threads_line
-
-        n, note = choose_threads(self.threads)  # the free cores by default
-        print(f"pbrl llm sft on {self.data}: {threads_line(n, note)}", flush=True)
-        cfg = SftConfig(**{f.name: getattr(self, f.name) for f in fields(SftConfig)})
-        result = train_sft(dataclasses.replace(cfg, threads=n))
+        result = train_sft(_config(self, SftConfig, "sft", self.data))
         d = result["data"]
         print(f"data: {d['read']} conversations, {d['kept']} kept; {d['dropped_masked']} dropped as over "
               f"{self.max_masked_fraction:.0%} masked, {d['dropped_overlong']} dropped and {d['truncated']} "
               f"truncated as over max_length {self.max_length}")
-        final = result["final"]
-        keys = ("step", "sft/loss", "sft/padding_fraction", "perf/tokens_per_s")
-        print(json.dumps({"num_parameters": result["num_parameters"], "done": result["done"],
-                          **{k: final.get(k) for k in keys}}))
-        if result["done"]:
-            print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
-        else:
-            print(f"stopped at step {result['step']} of {result['total_steps']}; run again to resume "
-                  f"(wrote {self.out}/checkpoint.pt, {self.out}/metrics.jsonl)")
+        _report(result, ("step", "sft/loss", "sft/padding_fraction", "perf/tokens_per_s"), self.out)
