@@ -294,12 +294,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
     return {**summary, "history": history}
 
 
-def _load_checkpoint(run: RunFolder, model, optimizer) -> int:
-    """Weights, optimizer state and step from checkpoint.pt (safe loader; one PbrlError when it does not fit)."""
+def _load_checkpoint(run: RunFolder, model, optimizer, what: str = "pretrain") -> int:
+    """Weights, optimizer state and step from checkpoint.pt (safe loader; one PbrlError when it does not fit);
+    `what` names the trainer in the messages (the SFT trainer reads the same layout)."""
     path = run.path / "checkpoint.pt"
-    state = run.load("checkpoint.pt", what="pretrain checkpoint")
+    state = run.load("checkpoint.pt", what=f"{what} checkpoint")
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-        raise PbrlError(f"{path}: expected a pretrain checkpoint (model, optimizer, step)")
+        raise PbrlError(f"{path}: expected a {what} checkpoint (model, optimizer, step)")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -382,7 +382,7 @@ def train_sft(cfg: SftConfig) -> dict:
     optimizer = adam(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)
     step = 0
     if cfg.resume and probe.has("checkpoint.pt"):
-        step = _load_checkpoint(probe, model, optimizer)
+        step = _load_checkpoint(probe, model, optimizer, what="sft")
     run = RunFolder(out, dataclasses.asdict(cfg), fingerprint=fingerprint, resume=cfg.resume, device=str(device),
                     extra={"num_parameters": num_parameters(model), "data": counts, "backend": backend})
     if not cfg.resume:  # a restarted run must not later resume from the previous run's checkpoint
