@@ -5,12 +5,15 @@ writes to sft.jsonl) or ``{"prompt", "completion"}`` (strings, or lists of messa
 turn and a string completion one assistant turn). Each conversation is rendered with the tokenizer's chat template
 (ChatML) and tokenized with ``pbrl.llm.tokenizer.assistant_mask``: the loss trains the content of every assistant
 turn and the ``<|im_end|>`` that closes it (so the model learns to stop); headers, user and system turns are masked
-(labels -100, as in the LIONs recipe, Yu et al. 2024, and TRL's ``assistant_only_loss``).
+(labels -100, as in the LIONs recipe, Yu et al. 2024, and TRL's ``assistant_only_loss``). ``loss_on="all"``
+trains every token of the conversation instead (headers, system and user turns too; still never padding, and
+packed documents still never attend to one another): the "loss masking off" side of the ablation.
 
 Filters (counted and reported in summary.json): a conversation longer than ``max_length`` tokens is truncated
 (its first ``max_length`` tokens kept), dropped or refused (``overlong``); then one whose labels are more than
 ``max_masked_fraction`` (0.9) masked is dropped. LIONs applies that 90% filter to packed 8192-token chunks; here it
-is applied per conversation, before packing, so an example is kept or dropped whatever it is packed with.
+is applied per conversation, before packing, so an example is kept or dropped whatever it is packed with. It
+applies to assistant masking only: with ``loss_on="all"`` nothing is masked and no conversation is dropped by it.
 
 Loss: the token mean over every trained token of an optimizer step (all its micro-batches),
 
@@ -77,8 +80,12 @@ class SftConfig:
     """Longest conversation in tokens (see overlong)."""
     overlong: Literal["truncate", "drop", "refuse"] = "truncate"
     """A conversation over max_length: keep its first max_length tokens, drop it, or stop with an error."""
+    loss_on: Literal["assistant", "all"] = "assistant"
+    """Tokens the loss trains: assistant (each assistant turn's content and its end-of-turn token) or all (every
+    token of the conversation; never padding): the loss-masking on/off ablation."""
     max_masked_fraction: float = 0.9
-    """Drop a conversation whose labels are more than this fraction masked (the LIONs filter)."""
+    """Drop a conversation whose labels are more than this fraction masked (the LIONs filter; assistant masking
+    only: with loss_on=all nothing is masked)."""
     layout: Literal["packed", "padded"] = "packed"
     """packed: best-fit-decreasing rows of pack_length tokens with document masking; padded: a row per chat."""
     backend: str = "auto"
@@ -191,16 +198,20 @@ def encode_chats(
     max_length: int,
     overlong: str = "truncate",
     max_masked_fraction: float = 0.9,
+    loss_on: str = "assistant",
     where: str = "data",
 ) -> tuple[list[SftExample], dict[str, int]]:
     """Tokenize and filter conversations -> (examples, counts). Counts: read, truncated, dropped_overlong,
-    dropped_masked (labels more than ``max_masked_fraction`` masked, counted after truncation), kept."""
+    dropped_masked (labels more than ``max_masked_fraction`` masked, counted after truncation; assistant masking
+    only), kept. ``loss_on="all"``: every token's mask is 1."""
     from pbrl.llm.tokenizer import assistant_mask
 
     counts = {"read": len(chats), "truncated": 0, "dropped_overlong": 0, "dropped_masked": 0, "kept": 0}
     out = []
     for n, msgs in chats:
         ids, mask = assistant_mask(tokenizer, msgs)
+        if loss_on == "all":
+            mask = [1] * len(ids)
         if len(ids) > max_length:
             if overlong == "refuse":
                 raise PbrlError(f"{where}:{n}: {len(ids)} tokens, over max_length {max_length} (overlong=refuse; "
@@ -304,6 +315,8 @@ def _check(cfg: SftConfig) -> None:
         raise PbrlError(f"overlong: expected truncate, drop or refuse, got {cfg.overlong!r}")
     if cfg.layout not in ("packed", "padded"):
         raise PbrlError(f"layout: expected packed or padded, got {cfg.layout!r}")
+    if cfg.loss_on not in ("assistant", "all"):
+        raise PbrlError(f"loss_on: expected assistant or all, got {cfg.loss_on!r}")
     if not 0 <= cfg.max_masked_fraction <= 1:
         raise PbrlError(f"max_masked_fraction: expected a value in [0, 1], got {cfg.max_masked_fraction}")
     if not cfg.lr > 0 or not 0 <= cfg.min_lr_ratio <= 1 or cfg.warmup_steps < 0:
@@ -345,7 +358,8 @@ def train_sft(cfg: SftConfig) -> dict:
     tokenizer = _tokenizer(cfg)
     chats = read_chats(cfg.data)
     examples, counts = encode_chats(tokenizer, chats, max_length=cfg.max_length, overlong=cfg.overlong,
-                                    max_masked_fraction=cfg.max_masked_fraction, where=cfg.data)
+                                    max_masked_fraction=cfg.max_masked_fraction, loss_on=cfg.loss_on,
+                                    where=cfg.data)
     if len(examples) < cfg.batch_size:
         raise PbrlError(f"batch_size: {cfg.batch_size} conversations per step, but {cfg.data} leaves only "
                         f"{len(examples)} after the filters ({counts['dropped_masked']} over "

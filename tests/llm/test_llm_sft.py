@@ -3,8 +3,10 @@ best-fit decreasing by hand, the filters' counts, resume == uninterrupted, bad i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,6 +175,39 @@ def test_filters_are_counted(tmp_path):
         encode_chats(tok, chats, max_length=24, overlong="refuse", where="data.jsonl")
 
 
+def test_loss_on_all_trains_every_token_against_a_per_token_reference(tmp_path, setup):
+    tok = word_tokenizer([" ".join(WORDS)], chat=True)
+    # 19 of 21 tokens masked under assistant masking (dropped there); with loss_on=all nothing is masked or dropped
+    masked = [{"role": "user", "content": " ".join(["a"] * 13)}, {"role": "assistant", "content": "b"}]
+    ex, counts = encode_chats(tok, [(1, masked)], max_length=24, loss_on="all")
+    assert counts["dropped_masked"] == 0 and ex[0].mask == [1] * 21 and ex[0].num_trained == 20
+    assert encode_chats(tok, [(1, masked)], max_length=24)[1]["dropped_masked"] == 1
+
+    # the trainer's first step (before any update) against a naive per-token reference on the same initial model
+    cfg = _cfg(setup, tmp_path / "all", loss_on="all", steps=1, dtype="float64", grad_accum=2, backend="varlen")
+    res = train_sft(cfg)
+    chats = read_chats(cfg.data)
+    examples, _ = encode_chats(tok, chats, max_length=cfg.max_length, loss_on="all")
+    idx = np.random.default_rng(cfg.seed).permutation(len(examples))[: cfg.batch_size]  # the trainer's step-0 draw
+    step = [examples[i] for i in idx]
+    assert res["history"][0]["sft/trained_tokens"] == sum(len(e.ids) - 1 for e in step)
+    model = build_model(dataclasses.replace(SMALL, vocab_size=len(tok)), backend="hf_sdpa", dtype=torch.float64,
+                        seed=cfg.seed)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in step:
+            logits = model(input_ids=torch.tensor(e.ids)[None]).logits[0]
+            for t in range(len(e.ids) - 1):  # every next token, one at a time
+                total -= float(torch.log_softmax(logits[t], -1)[e.ids[t + 1]])
+                count += 1
+    assert res["history"][0]["sft/loss"] == pytest.approx(total / count, abs=1e-12)
+    with pytest.raises(PbrlError, match="loss_on: expected assistant or all"):
+        train_sft(_cfg(setup, tmp_path / "bad", loss_on="none"))
+    # the switch is part of the fingerprint: an assistant-masked run cannot resume the loss_on=all folder
+    with pytest.raises(PbrlError, match="cannot resume"):
+        train_sft(_cfg(setup, tmp_path / "all", steps=1, dtype="float64", grad_accum=2, backend="varlen"))
+
+
 # ----------------------------------------------------------------------------------------------- trainer
 def test_packed_and_padded_runs_agree_and_model_saved(tmp_path, setup):
     runs = {}
@@ -276,8 +311,9 @@ def test_command_runs_and_reports_the_counts(tmp_path, setup, capsys):
     data, tok = setup
     args = [str(data), "--out", str(tmp_path / "cli"), "--tokenizer-path", str(tok), "--steps", "2",
             "--batch-size", "4", "--max-length", "32", "--no-progress", "--model.hidden-size", "32",
-            "--model.intermediate-size", "64"]
+            "--model.intermediate-size", "64", "--loss-on", "all"]
     tyro.cli(LlmSft, args=args).run()
     out = capsys.readouterr().out
     assert "data: 24 conversations, 24 kept; 0 dropped as over 90% masked" in out
     assert '"done": true' in out and (tmp_path / "cli" / "model").is_dir()
+    assert '"loss_on": "all"' in (tmp_path / "cli" / "config.json").read_text()
