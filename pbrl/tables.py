@@ -160,7 +160,7 @@ def make_table(
         for r, vals in reference.items():
             md.append(f"| {r} | " + " | ".join(f"{vals[c]:.1f}" if c in vals else "—" for c in ref_cols) + " |")
     elif reference_note:
-        md += ["", f"Paper: {reference_note}"]
+        md += ["", f"Note: {reference_note}"]
     paths = {"md": os.path.join(out_dir, f"{name}.md"), "csv": os.path.join(out_dir, f"{name}.csv")}
     atomic_write_text(paths["md"], "\n".join(md) + "\n")
 

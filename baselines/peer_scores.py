@@ -1,0 +1,234 @@
+"""Peer score check: pbrl's IQL and TD3+BC beside d3rlpy's on the same suite dataset, budget and evaluation episodes.
+
+    PYTHONPATH=. PBRL_D3RLPY_PYTHON=PY python baselines/peer_scores.py --budget peer   # 100k updates, 3 seeds
+    PYTHONPATH=. PBRL_D3RLPY_PYTHON=PY python baselines/peer_scores.py --budget ci     # minutes: 2k updates, 1 seed
+
+PY is an interpreter with d3rlpy 2.8.1 that also sees pbrl's packages (d3rlpy pins gymnasium 1.0, so it stays out of
+pbrl's environment; the set-up is in `baselines/policy_throughput.py`'s docstring). The d3rlpy runs read the same
+dataset through `pbrl.data.load_dataset` and are evaluated by the same `pbrl.policies.evaluation.evaluate`, with the
+same episode seeds as pbrl's trainer (seed + 10000, seed + 10001, ...), so only the training differs.
+
+Each library runs at its own published settings for D4RL locomotion, which is what its users would run:
+- pbrl: `pbrl train iql|td3bc` defaults (observations z-scored, actions in [-1, 1]; IQL's actor lr cosine-decayed).
+- d3rlpy: its reproduction scripts (`reproductions/offline/iql.py`, `td3_plus_bc.py`): IQL with
+  `ReturnBasedRewardScaler(multiplier=1000)` and a cosine actor lr over the run, TD3+BC with
+  `StandardObservationScaler`. Both: lr 3e-4, batch 256, 256x256 MLPs, tau 0.005, gamma 0.99.
+
+Runs go through the resumable sweep (finished runs are skipped; records under runs/sweeps/peer_scores-<budget>/, copied
+to results/records/ to commit) and the table is written from the records: results/peer_scores-<budget>.md, mean ±
+std over seeds per column (`pbrl table results/records/peer_scores-<budget>` regenerates it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D3RLPY_ENV = "PBRL_D3RLPY_PYTHON"
+EVAL_SEED_OFFSET = 10_000  # pbrl's trainer evaluates with seed + 10000 (pbrl.policies.trainer)
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "ci": {"datasets": ["hopper-medium"], "seeds": [0], "steps": 2_000, "eval_every": 1_000, "eval_episodes": 3},
+    "peer": {"datasets": ["hopper-medium"], "seeds": [0, 1, 2], "steps": 100_000, "eval_every": 10_000,
+             "eval_episodes": 10},
+}
+COLUMNS = [
+    {"name": "pbrl-IQL", "lib": "pbrl", "algo": "iql"},
+    {"name": "d3rlpy-IQL", "lib": "d3rlpy", "algo": "iql"},
+    {"name": "pbrl-TD3BC", "lib": "pbrl", "algo": "td3bc"},
+    {"name": "d3rlpy-TD3BC", "lib": "d3rlpy", "algo": "td3bc"},
+]
+
+
+def d3rlpy_arrays(ds) -> dict[str, np.ndarray]:
+    """The flat arrays d3rlpy's MDPDataset takes: every episode's last transition is marked as its end (a
+    termination, else a timeout), since d3rlpy splits episodes on terminals | timeouts."""
+    n = ds.num_transitions
+    terminals = ds.terminations.astype(np.float32)
+    timeouts = ds.truncations.astype(np.float32)
+    ends = ds.episode_starts[1:] - 1  # [E] the last transition of each episode
+    timeouts[ends] = np.where(terminals[ends] > 0, 0.0, 1.0)
+    return {
+        "observations": ds.observations.reshape(n, -1).astype(np.float32),
+        "actions": ds.actions.reshape(n, -1).astype(np.float32),
+        "rewards": ds.rewards.astype(np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
+
+
+class D3rlpyPolicy:
+    """What `pbrl.policies.evaluation.evaluate` calls (spec, reset, act) around a d3rlpy algorithm: its greedy
+    action, clipped to the action space's bounds."""
+
+    def __init__(self, algo: Any, spec: Any) -> None:
+        self.algo, self.spec = algo, spec
+        self.low, self.high = np.asarray(spec.action_low), np.asarray(spec.action_high)
+
+    def reset(self, n: int) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        a = self.algo.predict(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))  # [n, A]
+        return np.clip(a, self.low, self.high)
+
+
+def _d3rlpy_train(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """One d3rlpy run (called inside the d3rlpy interpreter): train, evaluate every eval_every updates."""
+    import d3rlpy
+    import torch
+
+    from pbrl.data import load_dataset
+    from pbrl.policies.base import PolicySpec
+    from pbrl.policies.evaluation import evaluate, normalize_returns
+
+    torch.set_num_threads(int(config.get("threads", 1)))
+    ds = load_dataset(config["dataset"])
+    spec = PolicySpec.from_dataset(ds)
+    mdp = d3rlpy.dataset.MDPDataset(**d3rlpy_arrays(ds))
+    d3rlpy.seed(int(config["seed"]))
+    steps, every = int(config["steps"]), int(config["eval_every"])
+    common = dict(actor_learning_rate=3e-4, critic_learning_rate=3e-4, batch_size=256)
+    if config["algo"] == "iql":
+        cosine = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=steps)
+        algo = d3rlpy.algos.IQLConfig(
+            **common, weight_temp=3.0, max_weight=100.0, expectile=0.7,
+            reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
+            actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=cosine),
+        ).create(device="cpu")
+    elif config["algo"] == "td3bc":
+        algo = d3rlpy.algos.TD3PlusBCConfig(
+            **common, target_smoothing_sigma=0.2, target_smoothing_clip=0.5, alpha=2.5, update_actor_interval=2,
+            observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+        ).create(device="cpu")
+    else:
+        raise ValueError(f"algo: expected iql or td3bc, got {config['algo']!r}")
+    policy = D3rlpyPolicy(algo, spec)
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    train_s = 0.0
+    fitter = algo.fitter(mdp, n_steps=steps, n_steps_per_epoch=every, show_progress=False, save_interval=10**9,
+                         logger_adapter=d3rlpy.logging.NoopAdapterFactory(), with_timestamp=False)
+    t_epoch = time.perf_counter()
+    for epoch, _metrics in fitter:
+        train_s += time.perf_counter() - t_epoch
+        returns = evaluate(policy, spec.env_id or ds.env_id, int(config["eval_episodes"]),
+                           seed=int(config["seed"]) + EVAL_SEED_OFFSET)
+        scores = normalize_returns(policy, returns)
+        history.append({"step": epoch * every, "return_mean": float(returns.mean()),
+                        "score": None if scores is None else float(scores.mean())})
+        print(f"d3rlpy {config['algo']} seed {config['seed']}: step {epoch * every}, score {history[-1]['score']}",
+              flush=True)
+        t_epoch = time.perf_counter()
+    last = history[-1]
+    return {
+        "dataset_name": ds.name,
+        "dataset_transitions": ds.num_transitions,
+        "last_score": last["score"],
+        "best_score": max(h["score"] for h in history) if last["score"] is not None else None,
+        "last_return_mean": last["return_mean"],
+        "curve": [[h["step"], h["score"]] for h in history],
+        "steps_per_s": steps / train_s,
+        "wall_s": time.perf_counter() - t0,
+        "library": f"d3rlpy {d3rlpy.__version__}",
+    }
+
+
+def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Sweep runner: one run of either library; returns what the tables read."""
+    import torch
+
+    config = {"threads": torch.get_num_threads(), **config}
+    if config["lib"] == "d3rlpy":
+        py = os.environ.get(D3RLPY_ENV)
+        if not py:
+            raise RuntimeError(f"set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see this script's docstring)")
+        result_file = os.path.join(out_dir, "result.json")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([py, "-m", "baselines.peer_scores", "--d3rlpy-worker", json.dumps(config), out_dir],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"d3rlpy worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        with open(result_file, encoding="utf-8") as f:
+            return json.load(f)
+
+    from pbrl.data import load_dataset
+    from pbrl.policies.trainer import train_policy
+
+    ds = load_dataset(config["dataset"])
+    s = train_policy(config["algo"], ds, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
+                     eval_every=int(config["eval_every"]), eval_episodes=int(config["eval_episodes"]),
+                     progress=False, overwrite=True)
+    curve = [[e["step"], e["eval/normalized_score"]] for e in s.get("evaluations", [])]
+    import pbrl
+
+    return {
+        "dataset_name": ds.name,
+        "dataset_transitions": ds.num_transitions,
+        "last_score": s.get("last_score"),
+        "best_score": s.get("best_score"),
+        "last_return_mean": s.get("last_return_mean"),
+        "curve": curve,
+        "steps_per_s": s.get("perf/steps_per_s"),
+        "library": f"pbrl {pbrl.__version__}",
+    }
+
+
+def main() -> None:
+    from baselines.dtr_table1 import dataset_id, ensure_built
+    from pbrl.sweep import Grid, sweep_and_table
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", default="runs/sweeps", help="sweep folder (its records/ are committed under "
+                    "results/records/)")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--d3rlpy-worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.d3rlpy_worker:
+        config, out = json.loads(args.d3rlpy_worker[0]), args.d3rlpy_worker[1]
+        os.makedirs(out, exist_ok=True)
+        result = _d3rlpy_train(config, out)
+        tmp = os.path.join(out, "result.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+        os.replace(tmp, os.path.join(out, "result.json"))
+        return
+    if not os.environ.get(D3RLPY_ENV):
+        sys.exit(f"pbrl: error: set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help)")
+    b = BUDGETS[args.budget]
+    ensure_built(b["datasets"])
+    runs = len(b["datasets"]) * len(b["seeds"]) * len(COLUMNS)
+    print(f"peer_scores-{args.budget}: {runs} runs of {b['steps']} updates; at about 100 (pbrl) and 70 (d3rlpy) "
+          f"updates/s on one thread this takes hours — it resumes where it stopped", flush=True)
+    grid = Grid(
+        name=f"peer_scores-{args.budget}",
+        runner="baselines.peer_scores:run_record",
+        budget=args.budget,
+        base={k: b[k] for k in ("steps", "eval_every", "eval_episodes")},
+        axes={"dataset": [dataset_id(n) for n in b["datasets"]], "seed": b["seeds"]},
+        columns=COLUMNS,
+        meta={
+            "title": f"Peer score check: pbrl vs d3rlpy 2.8.1 — budget {args.budget}",
+            "reference_note": "Both libraries at their published D4RL-locomotion settings on pbrl's hopper-medium "
+            "(built locally on gymnasium v5), the same evaluation episodes and seeds; "
+            f"{b['steps']} updates, batch 256, {b['eval_episodes']} evaluation episodes every {b['eval_every']} "
+            "updates, CPU, 1 thread per run.",
+        },
+    )
+    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers).values():
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

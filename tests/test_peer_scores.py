@@ -1,0 +1,55 @@
+"""The peer score check's adapters: d3rlpy's flat arrays mark every episode's end; the evaluation wrapper clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from baselines.peer_scores import COLUMNS, D3rlpyPolicy, d3rlpy_arrays, run_record
+from pbrl.data import EpisodeDataset
+from pbrl.data.dataset import Episode
+
+
+def _episode(t: int, terminated: bool, truncated: bool) -> Episode:
+    obs = np.arange((t + 1) * 2, dtype=np.float32).reshape(t + 1, 2)
+    term = np.zeros(t, dtype=bool)
+    trunc = np.zeros(t, dtype=bool)
+    term[-1], trunc[-1] = terminated, truncated
+    return Episode(obs, np.zeros((t, 1), np.float32), np.ones(t, np.float32), term, trunc)
+
+
+def test_every_episode_end_is_a_terminal_or_a_timeout():
+    # three episodes: terminated, truncated, and cut without either flag (a dataset's last, unfinished episode)
+    ds = EpisodeDataset.from_episodes([_episode(3, True, False), _episode(2, False, True), _episode(4, False, False)])
+    a = d3rlpy_arrays(ds)
+    assert a["observations"].shape == (9, 2) and a["actions"].shape == (9, 1)
+    np.testing.assert_array_equal(a["terminals"], [0, 0, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(a["timeouts"], [0, 0, 0, 0, 1, 0, 0, 0, 1])
+    # the flat observations are each transition's own (not the episodes' final ones)
+    np.testing.assert_array_equal(a["observations"][3], [0, 1])
+
+
+class _Algo:
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([x[:, 0], -x[:, 0]], axis=1)
+
+
+class _Spec:
+    action_low, action_high = [-1.0, -0.5], [1.0, 0.5]
+
+
+def test_policy_wrapper_clips_to_the_action_bounds():
+    p = D3rlpyPolicy(_Algo(), _Spec())
+    out = p.act(np.array([[2.0, 0.0], [0.25, 1.0]]))
+    np.testing.assert_allclose(out, [[1.0, -0.5], [0.25, -0.25]])
+
+
+def test_columns_pair_each_algorithm_across_libraries():
+    pairs = {(c["lib"], c["algo"]) for c in COLUMNS}
+    assert pairs == {(lib, algo) for lib in ("pbrl", "d3rlpy") for algo in ("iql", "td3bc")}
+
+
+def test_d3rlpy_run_without_an_interpreter_says_how_to_set_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("PBRL_D3RLPY_PYTHON", raising=False)
+    with pytest.raises(RuntimeError, match="PBRL_D3RLPY_PYTHON"):
+        run_record({"lib": "d3rlpy", "algo": "iql", "dataset": "x", "seed": 0}, str(tmp_path))
