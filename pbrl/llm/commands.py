@@ -15,11 +15,16 @@ from pbrl.llm.sft import SftConfig, train_sft
 
 def _config(cmd, cls, name: str, source: str):
     """The command's config as its library dataclass, with the threads chosen (the free cores by default) and the
-    command's first line printed."""
+    command's first line printed (by the first process of a data-parallel launch)."""
+    import os
+
     from pbrl.utils import choose_threads, threads_line
 
     n, note = choose_threads(cmd.threads)
-    print(f"pbrl llm {name} on {source}: {threads_line(n, note)}", flush=True)
+    if cmd.threads is None:  # the free cores are shared by the processes of a data-parallel launch on this machine
+        n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
+    if int(os.environ.get("RANK") or 0) == 0:
+        print(f"pbrl llm {name} on {source}: {threads_line(n, note)}", flush=True)
     return dataclasses.replace(cls(**{f.name: getattr(cmd, f.name) for f in fields(cls)}), threads=n)
 
 
@@ -111,6 +116,8 @@ class LlmSft(SftConfig):
 
     def run(self) -> None:
         result = train_sft(_config(self, SftConfig, "sft", self.data))
+        if result["rank"] != 0:  # the first process reports for a data-parallel run
+            return
         d = result["data"]
         print(f"data: {d['read']} conversations, {d['kept']} kept; {d['dropped_masked']} dropped as over "
               f"{self.max_masked_fraction:.0%} masked, {d['dropped_overlong']} dropped and {d['truncated']} "
