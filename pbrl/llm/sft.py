@@ -34,10 +34,21 @@ Optimizer: AdamW with linear warmup and cosine decay (``pbrl.llm.pretrain.lr_at`
 learning rate depend on the step only, so a resumed run reaches the same weights as an uninterrupted one. The run
 folder (``pbrl.runs.RunFolder``): config.json (with the fingerprint a resume must match), metrics.jsonl,
 checkpoint.pt, summary.json and model/ (``save_pretrained`` of the model and the tokenizer).
+
+Data parallel (launched by ``torchrun`` or ``accelerate launch``; one process per device, gloo on CPU), as the DPO
+trainer does: every process reads the whole data set and draws the same step order; process r of W takes the
+step's conversations ``r, r + W, ...`` and lays out (packs) its own share, micro-batch by micro-batch; DDP
+all-reduces the gradients of the last micro-batch (the others under ``no_sync``) and averages them. The rule that
+makes the gradient the single-process one: every process divides its token sum by the *global* count N_step of
+the step's trained tokens (known to all, no communication) and multiplies by W, so DDP's average
+(1/W) sum_r W g_r / N_step is the gradient of L above, whatever each process's share of N_step and however its
+share is packed. ``batch_size`` must divide by W x grad_accum. Rank 0 alone writes the run folder; a run may
+resume with another process count (the trajectory is the same up to float rounding).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -53,7 +64,7 @@ import torch
 
 from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
-from pbrl.llm.dpo import resolve_backend
+from pbrl.llm.dpo import BranchLogps, resolve_backend
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
 from pbrl.llm.prefix_sharing import IGNORE, PROMPT, DpoBatch
 from pbrl.llm.pretrain import _load_checkpoint, _save_pretrained, lr_at
@@ -343,16 +354,37 @@ def _tokens_sha256(examples: Sequence[SftExample]) -> str:
     return h.hexdigest()
 
 
+def _accelerator(device: str):
+    """An ``accelerate.Accelerator`` when this process is one of several (launched by torchrun or ``accelerate
+    launch``), else None (a single process, or accelerate not installed)."""
+    try:
+        from accelerate import Accelerator
+        from accelerate.state import PartialState
+    except ImportError:
+        return None
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu) if PartialState(cpu=cpu).num_processes > 1 else None
+
+
 @denormals_flushed()
 def train_sft(cfg: SftConfig) -> dict:
     """Fine-tune a causal LM on ``cfg.data`` (see the module docstring). Returns the summary (steps, the data
-    counts, the final row) and the per-step history (of this and earlier, resumed-from runs). Every input is
-    checked before the output folder is written."""
+    counts, the final row), the per-step history (of this and earlier, resumed-from runs) and this process's rank.
+    Every input is checked before the output folder is written."""
     _check(cfg)
-    if cfg.threads is not None:  # once, before any tensor work
+    accelerator = _accelerator(cfg.device)
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    if cfg.threads is not None:  # once, before any tensor work (after accelerate, which may set its own count)
         use_threads(cfg.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" \
-        else resolve_device(cfg.device)
+    if accelerator is not None:
+        device = accelerator.device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" \
+            else resolve_device(cfg.device)
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise PbrlError(f"batch_size ({cfg.batch_size}) must divide by processes x grad_accum "
+                        f"({world} x {cfg.grad_accum})")
     if not cfg.data:
         raise PbrlError("data: expected a JSONL file of {messages} or {prompt, completion} objects")
     tokenizer = _tokenizer(cfg)
@@ -398,18 +430,22 @@ def train_sft(cfg: SftConfig) -> dict:
     if cfg.resume and probe.has("checkpoint.pt"):
         step = _load_checkpoint(probe, model, optimizer, what="sft")
     run = RunFolder(out, dataclasses.asdict(cfg), fingerprint=fingerprint, resume=cfg.resume, device=str(device),
-                    extra={"num_parameters": num_parameters(model), "data": counts, "backend": backend})
-    if not cfg.resume:  # a restarted run must not later resume from the previous run's checkpoint
+                    write=rank == 0, extra={"num_parameters": num_parameters(model), "data": counts,
+                                            "backend": backend, "processes": world})
+    if not cfg.resume and rank == 0:  # a restarted run must not later resume from the previous run's checkpoint
         (out / "checkpoint.pt").unlink(missing_ok=True)
     history = run.rewind(step)  # rows a killed run logged after its last checkpoint come again: drop them
+    wrapped = BranchLogps(model)  # one forward module, so DDP sees the whole computation
+    if accelerator is not None:
+        wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
 
     end = total if cfg.stop_after is None else min(total, step + cfg.stop_after)
     bar = None
-    if cfg.progress:
+    if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=step, desc="sft", unit="step")
-    micro = cfg.batch_size // cfg.grad_accum
+    micro = cfg.batch_size // (world * cfg.grad_accum)  # this process's conversations per micro-batch
     pad_id = tokenizer.pad_token_id
     model.train()
     try:
@@ -417,7 +453,9 @@ def train_sft(cfg: SftConfig) -> dict:
             epoch, k = divmod(step, steps_per_epoch)
             order = np.random.default_rng(cfg.seed + epoch).permutation(len(examples))  # depends on the step only
             idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist()
-            n_trained = sum(examples[i].num_trained for i in idx)  # the step's normaliser, over all micro-batches
+            # the step's normaliser, over all its micro-batches and processes (every process knows it)
+            n_trained = sum(examples[i].num_trained for i in idx)
+            share = idx[rank::world]  # this process's conversations of the step
             lr = lr_at(step, cfg, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -425,20 +463,29 @@ def train_sft(cfg: SftConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             nll, tokens, slots = 0.0, 0, 0
             for m in range(cfg.grad_accum):
-                part = [examples[i] for i in idx[m * micro : (m + 1) * micro]]
+                part = [examples[i] for i in share[m * micro : (m + 1) * micro]]
                 batch = sft_batch(part, cfg.layout, pack_length=pack_length, pad_to_multiple=cfg.pad_to_multiple,
                                   pad_id=pad_id).to(device)
-                loss = example_nll(model, batch).sum() / n_trained
-                loss.backward()
+                sync = accelerator is None or m == cfg.grad_accum - 1  # DDP all-reduces on the last one only
+                with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped):
+                    loss = -wrapped(batch)[:, 0].sum() / n_trained  # [N] per-example NLL sums -> this share's part
+                    # DDP averages over the W processes: x W makes the average the whole step's loss gradient
+                    (loss * world if world > 1 else loss).backward()
                 nll += float(loss.detach()) * n_trained  # synchronizes a GPU, so dt covers the step
                 tokens += batch.num_tokens
                 slots += batch.input_ids.numel()
             grad_norm = 0.0
             if cfg.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                if accelerator is not None:
+                    grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.max_grad_norm))
+                else:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
             optimizer.step()
             dt = time.perf_counter() - t0
             step += 1
+            if accelerator is not None:  # the step's sums over all processes
+                t = torch.tensor([nll, tokens, slots], dtype=torch.float64, device=device)
+                nll, tokens, slots = accelerator.reduce(t, reduction="sum").tolist()
             value = nll / n_trained
             if not math.isfinite(value):
                 raise PbrlError(f"step {step}: the loss is not finite ({value}); lower lr")
@@ -450,16 +497,19 @@ def train_sft(cfg: SftConfig) -> dict:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['perf/tokens_per_s']:.0f}")
-            if step % cfg.checkpoint_every == 0 or step == end:
-                run.save("checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == end):
+                opt = optimizer.optimizer if accelerator is not None else optimizer  # the plain AdamW's state
+                run.save("checkpoint.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                            "step": step})
     finally:
         if bar is not None:
             bar.close()
     done = step >= total
     summary = {"step": step, "total_steps": total, "done": done, "num_parameters": num_parameters(model),
-               "data": counts, "final": history[-1] if history else {}}
-    if done:
+               "data": counts, "processes": world, "final": history[-1] if history else {}}
+    if done and rank == 0:
         _save_pretrained(out / "model", model, tokenizer)
     run.write_summary(summary)
-    return {**summary, "history": history}
+    if accelerator is not None:  # every process returns once the run folder is complete
+        accelerator.wait_for_everyone()
+    return {**summary, "history": history, "rank": rank}
