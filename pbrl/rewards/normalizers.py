@@ -67,12 +67,14 @@ def huber_fit(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[floa
 
 
 def location_fit(
-    values: np.ndarray, position: np.ndarray, bins: int = 20, epsilon: float = 1.35
+    values: np.ndarray, position: np.ndarray, bins: int | None = 20, epsilon: float = 1.35
 ) -> tuple[float, float, float, float]:
     """Fit mu(p) and sigma(p) against ln p; returns (a_mu, b_mu, a_sigma, b_sigma).
 
     values [S], position [S] in (0, 1]. Positions are grouped by value when there are at most `bins` distinct ones,
-    else into `bins` equal-width bins; each group's mean and population std is one point at its mean ln p.
+    else into `bins` equal-width bins; `bins=None` groups by the key f"{p:.3f}" (SegmentRM's code, which keys each
+    segment by k/K to three decimals). Each group's mean and population std is one point at its mean ln p.
+    With a single position (the bandit model: K = 1) the fit is the scalar normalizer: slopes 0, mean and std.
     """
     v, p = np.asarray(values, np.float64), np.asarray(position, np.float64)
     if v.shape != p.shape or v.ndim != 1:
@@ -81,10 +83,13 @@ def location_fit(
         )
     if np.any((p <= 0) | (p > 1)):
         raise PbrlError("location normalizer: relative positions must lie in (0, 1]")
-    uniq = np.unique(p)
-    group = (
-        np.searchsorted(uniq, p) if len(uniq) <= bins else np.minimum((p * bins).astype(np.int64), bins - 1)
-    )
+    if bins is None:
+        group = np.round(p * 1000).astype(np.int64)  # the key f"{k/K:.3f}"
+    else:
+        uniq = np.unique(p)
+        group = (
+            np.searchsorted(uniq, p) if len(uniq) <= bins else np.minimum((p * bins).astype(np.int64), bins - 1)
+        )
     xs, mus, sds = [], [], []
     for g in np.unique(group):
         sel = group == g
@@ -100,13 +105,21 @@ def location_fit(
     return a_mu, b_mu, a_sd, b_sd
 
 
-def location(values: np.ndarray, position: np.ndarray, bins: int = 20, epsilon: float = 1.35) -> np.ndarray:
+def location_apply(
+    values: np.ndarray, position: np.ndarray, fit: tuple[float, float, float, float], sigma_floor: float = _EPS
+) -> np.ndarray:
+    """[S], [S] -> [S]: r~ = (v - mu(p)) / max(sigma(p), sigma_floor) for a `location_fit` result (a fit stored with
+    a model applies to units it never saw; the floor keeps sigma(p) > 0 where the fitted line crosses 0)."""
+    a_mu, b_mu, a_sd, b_sd = fit
+    lnp = np.log(np.asarray(position, np.float64))
+    sigma = np.maximum(a_sd * lnp + b_sd, max(sigma_floor, _EPS))
+    return (np.asarray(values, np.float64) - (a_mu * lnp + b_mu)) / sigma
+
+
+def location(values: np.ndarray, position: np.ndarray, bins: int | None = 20, epsilon: float = 1.35) -> np.ndarray:
     """[M, S], [S] -> [S]: location-aware normalization of the ensemble mean."""
     v = np.asarray(values, np.float64).mean(0)
-    a_mu, b_mu, a_sd, b_sd = location_fit(v, position, bins, epsilon)
-    lnp = np.log(np.asarray(position, np.float64))
-    sigma = np.maximum(a_sd * lnp + b_sd, _EPS)
-    return (v - (a_mu * lnp + b_mu)) / sigma
+    return location_apply(v, position, location_fit(v, position, bins, epsilon))
 
 
 def scale(
