@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # The one list of built-in learner names: `RewardConfig.model` and `pbrl reward train --model` read it, and
 # LEARNERS below must hold exactly these (checked at import).
-LearnerName = Literal["step", "segment", "pt"]
+LearnerName = Literal["step", "segment", "pt", "lm"]
 
 CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "reward.pt", "metrics.jsonl"
 FORMAT_VERSION = 1
@@ -211,6 +211,7 @@ LEARNERS: dict[str, type[RewardModel] | str] = {
     "step": "pbrl.rewards.nets:StepLearner",
     "segment": "pbrl.rewards.segment:SegmentLearner",
     "pt": "pbrl.rewards.pt:PTLearner",
+    "lm": "pbrl.rewards.lm:LMRewardLearner",
 }
 
 assert set(LEARNERS) == set(get_args(LearnerName)), "LearnerName and LEARNERS name the same learners"
