@@ -35,6 +35,7 @@ from torch import nn
 from pbrl.data import EpisodeDataset, PreferencePairs
 from pbrl.errors import PbrlError
 from pbrl.rewards.features import FeatureSpec, windows
+from pbrl.rewards.lm import LMRewardConfig
 from pbrl.rewards.learner import (
     CONFIG_NAME,
     METRICS_NAME,
@@ -74,7 +75,8 @@ class RewardConfig:
     """Reward learner and training settings (defaults: Uni-RLHF / DTR MLP ensemble)."""
 
     model: LearnerName = "step"
-    """step: per-step MLP ensemble; segment: causal transformer scored at segment ends; pt: Preference Transformer."""
+    """step: per-step MLP ensemble; segment: causal transformer scored at segment ends; pt: Preference Transformer;
+    lm: a causal LM with a value head on {prompt, chosen, rejected} pairs (see `lm`)."""
     ensemble: int = 3
     """Ensemble members (batched in one module)."""
     hidden: tuple[int, ...] = (256, 256, 256)
@@ -100,7 +102,9 @@ class RewardConfig:
     mask_ties: bool = False
     """Drop tied pairs (label 0.5) from the loss instead of using the soft target [0.5, 0.5]."""
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    """How queries are cut into segments (segment model only)."""
+    """How queries are cut into segments (segment and lm models; lm: entropy, step = token-level, query = bandit)."""
+    lm: LMRewardConfig = field(default_factory=LMRewardConfig)
+    """The LM learner's backbone, tokenizer and entropy reference (lm model only)."""
     bc_steps: int = 2000
     """Behaviour-cloning steps of the Gaussian policy behind the entropy segmenter."""
     seed: int = 0
@@ -118,6 +122,7 @@ class RewardConfig:
         raw = dict(raw)
         raw["segmenter"] = SegmenterConfig(**raw["segmenter"])
         raw["hidden"] = tuple(raw["hidden"])
+        raw["lm"] = LMRewardConfig.from_dict(raw.get("lm", {}))  # absent in folders written before the lm learner
         return cls(**raw)
 
 
@@ -151,6 +156,9 @@ def load_reward_model(path: str | os.PathLike, device: str = "cpu") -> RewardMod
         raise PbrlError(f"{folder}: not a reward model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
         cfg = json.loads(cfg_path.read_text())
+        learner = get_learner(str(cfg.get("model", "step")))
+        if hasattr(learner, "load"):  # a learner that rebuilds itself (the LM one: backbone config, tokenizer)
+            return learner.load(folder, cfg, device)
         config = RewardConfig.from_dict(cfg["config"])
         spec = FeatureSpec(**cfg["spec"])
         length = int(cfg["length"])
@@ -224,6 +232,8 @@ def train_reward(
     stale = check_fresh_out(str(out_dir), REWARD_FILES, overwrite, "pass --overwrite to replace it") if out_dir else []
     config = config or RewardConfig()
     learner = get_learner(config.model)
+    if hasattr(learner, "fit"):  # a learner on its own data: the LM one takes {prompt, chosen, rejected} records
+        return learner.fit(dataset, config, out_dir, progress, source, overwrite, tensorboard)
     pairs.validate(dataset, "preferences")
     if config.batch_size < 1 or config.epochs < 0:
         raise PbrlError(f"batch_size must be >= 1 and epochs >= 0; got {config.batch_size}, {config.epochs}")
