@@ -1,0 +1,697 @@
+"""PPO for language models on per-token rewards (dense from a token/segment reward model, or a bandit score).
+
+The recipe of Yin et al. 2025 (arXiv 2501.02790, "Segmenting Text and Learning Their Rewards for Improved RLHF",
+built on OpenRLHF), per step k:
+
+    rollout    y_{p,1..n} ~ pi_k( . | x_p) for the step's prompts      (``HFSampler``; a turn ends at the chat
+               template's end-of-turn token)
+    scoring    s_t = R(x, y)_t, one reward per response token            (``RewardFn``: a token / segment reward
+               model's dense rewards, or a judge's score at the last token: the bandit setting)
+    forward    log pi_old(y_t), log pi_ref(y_t) (the frozen initial model), V_old(s_t) (the critic)
+    shaping    r_t = clamp(s_t, -c, c) - beta (log pi_old(y_t) - log pi_ref(y_t)) - e [y has no EOS]
+               (the k1 KL estimator in the reward, beta 0.01; e the per-token penalty of a response that ends
+               without EOS, 0.05 in the paper's Llama-3.1 run; c = 10)
+    GAE        delta_t = r_t + gamma V(s_{t+1}) - V(s_t),  A_t = sum_l (gamma lam)^l delta_{t+l},  R_t = A_t + V(s_t)
+               (gamma 1, lam 0.95; V = 0 after the last token), advantages whitened over the whole rollout
+    update     ppo_epochs passes over shuffled minibatches of responses:
+               actor   L_pi = mean_t -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t),  rho_t = pi/pi_old, eps 0.2
+               critic  L_V  = mean_t 1/2 max((V - R_t)^2, (V_old + clip(V - V_old, -d, d) - R_t)^2)
+               (d = 0.25 for dense rewards, 0.2 for the bandit; means over the minibatch's response tokens)
+
+The critic is the initial policy's transformer with a fresh linear value head (the paper does not start it from
+the reward model); V(s_t) is read at the position whose hidden state predicts y_t, i.e. the state x, y_<t. The
+log-probs in the loss are the policy's own (temperature 1, no nucleus), recomputed after the rollout, so the PPO
+ratio starts at exactly 1 whatever the sampling temperature.
+
+Rewards: ``RewardFn = (prompt_ids, response_ids) -> [rewards of each response, one per token]``. ``JudgeReward``
+makes one from a judge (``row, text -> score``, as for online DPO, e.g. ``pbrl_envs.chat:judge``); a learned LM
+reward model (``pbrl.rewards.lm``) gives dense ones (``ModelReward``).
+
+Layout of ``out``: config.json, metrics.jsonl (one row per step, with tokens/s of every stage), checkpoint.pt
+(policy, critic, both optimizers and the step, written as one file), model/ (the final policy and its tokenizer),
+critic.pt, summary.json. Resume: from checkpoint.pt; a resumed run reaches the same weights as an uninterrupted
+one (the prompts, sampling seeds and minibatch order of a step depend on the seed and the step only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import tyro
+
+from pbrl.errors import PbrlError
+from pbrl.llm.odpo import Judge, judge_all, load_prompts, prompt_ids, resolve_judge
+from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.utils import adam, atomic_torch_save, denormals_flushed, resolve_device, safe_torch_load, set_seed
+
+RewardFn = Callable[[list[list[int]], list[list[int]]], list[torch.Tensor]]
+"""``reward(prompt_ids, response_ids) -> rewards``: for B responses (token ids, EOS included when emitted) of
+their prompts, B float tensors, the i-th of shape [len(response_ids[i])]: the reward of every response token,
+before the KL term."""
+
+
+# ----------------------------------------------------------------------------------------------- pure functions
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) on right-padded responses.
+
+    rewards, values, mask [B, T] (mask 1 on the response's tokens, a prefix of each row) -> advantages, returns
+    [B, T], 0 on padding:
+
+        delta_t = r_t + gamma V_{t+1} - V_t      (V_{t+1} = 0 after the last token: the episode ends there)
+        A_t     = delta_t + gamma lam A_{t+1}
+        R_t     = A_t + V_t
+    """
+    m = mask.to(rewards.dtype)
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)
+    next_v = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    next_a = torch.zeros_like(next_v)
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        a = (delta + gamma * lam * next_a) * m[:, t]
+        adv[:, t] = a
+        next_v, next_a = values[:, t] * m[:, t], a
+    return adv, (adv + values) * m
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (population variance, floored at eps), 0 elsewhere. [B, T]."""
+    m = mask.to(x.dtype)
+    n = m.sum().clamp_min(1.0)
+    mean = (x * m).sum() / n
+    var = ((x - mean) ** 2 * m).sum() / n
+    return (x - mean) * var.clamp_min(eps).rsqrt() * m
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the masked entries (a scalar)."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) as a loss, and the fraction of clipped tokens.
+
+    logp, old_logp, advantages, mask [B, T] -> (mean_t -min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t), clipfrac),
+    rho_t = exp(logp_t - old_logp_t), means over the masked tokens.
+    """
+    ratio = torch.exp(logp - old_logp)
+    surr = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    clipped = ((ratio - 1).abs() > clip).to(logp.dtype)
+    return masked_mean(-surr, mask), masked_mean(clipped, mask).detach()
+
+
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float | None
+) -> torch.Tensor:
+    """Clipped value loss: mean_t 1/2 max((V - R)^2, (V_old + clip(V - V_old, -d, d) - R)^2); d = None: unclipped.
+    values, old_values, returns, mask [B, T] -> scalar."""
+    err = (values - returns) ** 2
+    if clip is not None:
+        v_clip = old_values + (values - old_values).clamp(-clip, clip)
+        err = torch.maximum(err, (v_clip - returns) ** 2)
+    return 0.5 * masked_mean(err, mask)
+
+
+def shape_rewards(
+    scores: torch.Tensor,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    has_eos: torch.Tensor,
+    *,
+    beta: float = 0.01,
+    no_eos_penalty: float = 0.0,
+    clamp: float = 10.0,
+) -> torch.Tensor:
+    """Per-token PPO rewards: r_t = clamp(s_t, -c, c) - beta (logp_t - ref_logp_t) - e [no EOS], 0 on padding.
+
+    scores, logp, ref_logp, mask [B, T]; has_eos [B] bool (the response ended with EOS) -> [B, T].
+    """
+    m = mask.to(scores.dtype)
+    r = scores.clamp(-clamp, clamp) - beta * (logp - ref_logp)
+    r = r - no_eos_penalty * (~has_eos).to(scores.dtype)[:, None]
+    return r * m
+
+
+# ----------------------------------------------------------------------------------------------- rewards
+class JudgeReward:
+    """A judge ``(row, text) -> score`` as a ``RewardFn``: the score at the response's last token, 0 elsewhere
+    (the bandit setting). The row of a prompt is found by its token ids (``rows`` and their ``prompts`` ids)."""
+
+    dense = False
+
+    def __init__(self, judge: Judge, tokenizer, rows: Sequence[Any], prompts: Sequence[Sequence[int]]):
+        self.judge, self.tokenizer = judge, tokenizer
+        self.by_prompt: dict[tuple[int, ...], Any] = {}
+        for row, p in zip(rows, prompts):
+            self.by_prompt.setdefault(tuple(p), row)
+
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> list[torch.Tensor]:
+        try:
+            rows = [self.by_prompt[tuple(p)] for p in prompts]
+        except KeyError:
+            raise PbrlError("judge reward: a prompt that is not one of the run's prompts") from None
+        texts = [[self.tokenizer.decode(r, skip_special_tokens=True)] for r in responses]
+        scores = judge_all(rows, texts, self.judge)
+        out = []
+        for r, (s,) in zip(responses, scores):
+            t = torch.zeros(len(r), dtype=torch.float32)
+            if len(r):
+                t[-1] = s
+            out.append(t)
+        return out
+
+
+class ModelReward:
+    """A learned LM reward model as a ``RewardFn`` (dense per-token rewards, ``pbrl.rewards.lm.token_rewards``)."""
+
+    dense = True
+
+    def __init__(self, path: str | Path):
+        try:
+            from pbrl.rewards.lm import load_lm_reward, token_rewards
+        except ImportError as e:
+            raise PbrlError(f"reward: the LM reward model (pbrl.rewards.lm) cannot be imported ({e})") from None
+        self.model = load_lm_reward(path)
+        self._token_rewards = token_rewards
+
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return self._token_rewards(self.model, prompts, responses)
+
+
+def check_rewards(rewards: Sequence[Any], responses: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """The reward function's output checked: one finite 1-D tensor per response, of the response's length."""
+    if not isinstance(rewards, (list, tuple)) or len(rewards) != len(responses):
+        raise PbrlError(f"reward: expected a list of {len(responses)} tensors (one per response), "
+                        f"got {type(rewards).__name__} of {len(rewards) if hasattr(rewards, '__len__') else '?'}")
+    out = []
+    for i, (r, y) in enumerate(zip(rewards, responses)):
+        if not isinstance(r, torch.Tensor) or r.dim() != 1 or r.shape[0] != len(y):
+            shape = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
+            raise PbrlError(f"reward: response {i}: expected a tensor of shape [{len(y)}] (one reward per token), "
+                            f"got {shape}")
+        r = r.detach().float().cpu()
+        if not torch.isfinite(r).all():
+            raise PbrlError(f"reward: response {i}: found non-finite rewards")
+        out.append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- models
+class ValueModel(torch.nn.Module):
+    """The critic: a causal LM's transformer (``lm.base_model``, without its output head) and a fresh linear value
+    head. forward(ids [B, L], attention_mask [B, L]) -> values [B, L] (the value of the state ending at each
+    position)."""
+
+    def __init__(self, lm: torch.nn.Module, seed: int = 0):
+        super().__init__()
+        self.backbone = lm.base_model
+        hidden = int(lm.config.hidden_size)
+        self.head = torch.nn.Linear(hidden, 1, dtype=next(self.backbone.parameters()).dtype)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # small random weights, zero bias: values start near 0
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) / (hidden + 1))
+            self.head.bias.zero_()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(h).squeeze(-1).float()
+
+
+@dataclass
+class Batch:
+    """Prompt + response rows, right-padded: ``ids``/``attn`` [B, L]; ``pos`` [B, T] the position whose output
+    predicts response token t (len(prompt) - 1 + t), ``tokens`` [B, T] the response ids, ``mask`` [B, T]."""
+
+    ids: torch.Tensor
+    attn: torch.Tensor
+    pos: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    def rows(self, idx: torch.Tensor | list[int]) -> Batch:
+        """A minibatch of rows, trimmed to its longest row and response."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        attn = self.attn[idx]
+        L = int(attn.sum(-1).max())
+        mask = self.mask[idx]
+        T = int(mask.sum(-1).max())
+        return Batch(self.ids[idx, :L], attn[:, :L], self.pos[idx, :T], self.tokens[idx, :T], mask[:, :T])
+
+
+def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    """The rows [prompt, response] right-padded with ``pad_id`` (see ``Batch``); every response needs a token."""
+    B = len(prompts)
+    L = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    T = max(len(r) for r in responses)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attn = torch.zeros(B, L, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    tokens = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        n, k = len(p), len(r)
+        ids[i, : n + k] = torch.tensor(list(p) + list(r), dtype=torch.long)
+        attn[i, : n + k] = 1
+        pos[i, :k] = torch.arange(n - 1, n - 1 + k)
+        tokens[i, :k] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, :k] = True
+    return Batch(ids, attn, pos, tokens, mask)
+
+
+def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) of every response token [B, T] (float32, 0 on padding)."""
+    logits = model(input_ids=batch.ids, attention_mask=batch.attn).logits  # [B, L, V]
+    picked = logits.gather(1, batch.pos[..., None].expand(-1, -1, logits.shape[-1])).float()  # [B, T, V]
+    lp = picked.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
+    return lp * batch.mask
+
+
+def token_values(critic: ValueModel, batch: Batch) -> torch.Tensor:
+    """V(x, y_<t) of every response token [B, T] (0 on padding)."""
+    return critic(batch.ids, batch.attn).gather(1, batch.pos) * batch.mask
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class PpoConfig:
+    """PPO run: ``steps`` x (rollout, scoring, forward, ``ppo_epochs`` of minibatch updates)."""
+
+    prompts: str = ""
+    """Prompts JSONL: one object per line with ``messages`` or ``prompt`` (other fields go to the judge)."""
+    model_path: str = ""
+    """The local HF model folder of the initial policy (the SFT model); also the reference and the critic's start."""
+    tokenizer_path: str | None = None
+    """A local tokenizer folder (default: the model folder)."""
+    out: str = "runs/ppo"
+    """Output folder (see the module docstring)."""
+    judge: str | None = None
+    """Bandit reward: a judge ``module:function`` (row, response text) -> score, given at the last token."""
+    reward: str | None = None
+    """Dense reward: a saved LM reward model (``pbrl.rewards.lm.load_lm_reward``); exactly one of judge / reward."""
+    steps: int = 10
+    """PPO iterations (rollout + update)."""
+    prompts_per_step: int = 8
+    """Prompts of each rollout (the k-th block of a seeded permutation of the prompts, wrapping)."""
+    n: int = 4
+    """Samples per prompt."""
+    temperature: float = 1.0
+    """Sampling temperature (paper: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus mass of the sampler (paper: 1.0)."""
+    max_new_tokens: int = 64
+    """Longest response; a turn ends earlier at the end-of-turn token."""
+    sample_batch: int = 16
+    """Prompts per sampler call (their n samples decode together)."""
+    ppo_epochs: int = 1
+    """Passes over each rollout."""
+    minibatch_size: int = 8
+    """Responses per actor/critic update."""
+    actor_lr: float = 5e-7
+    """AdamW learning rate of the policy (paper, 8B models: 5e-7; tiny models need far more)."""
+    critic_lr: float = 9e-6
+    """AdamW learning rate of the critic (paper: 9e-6)."""
+    clip: float = 0.2
+    """PPO ratio clip eps."""
+    value_clip: float | None = None
+    """Value clip d; None = 0.25 for a dense reward (--reward), 0.2 for the bandit (--judge), as in the paper."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    kl_beta: float = 0.01
+    """beta of the KL penalty in the reward (k1 estimator, log pi - log pi_ref per token)."""
+    no_eos_penalty: float = 0.05
+    """Subtracted from every token's reward of a response that ends without EOS (paper: 0.05)."""
+    reward_clamp: float = 10.0
+    """Rewards are clamped to [-c, c] before the KL term."""
+    whiten_advantages: bool = True
+    """Whiten the advantages over each rollout."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping of actor and critic (0 = off)."""
+    checkpoint_every: int = 5
+    """Write checkpoint.pt every this many steps (and at the end)."""
+    resume: bool = True
+    """Resume from out/checkpoint.pt when it exists."""
+    seed: int = 0
+    """Seed of the critic head, the prompt order, sampling and minibatch order."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter dtype (log-probs, values and losses are computed in float32)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    progress: bool = True
+    """Show a progress bar."""
+    threads: int | None = None
+    """Torch CPU threads, set once before any work (the command's default: the free cores)."""
+
+    def check(self) -> None:
+        """One PbrlError naming the field for a setting out of range."""
+        if not self.prompts:
+            raise PbrlError("prompts: expected a JSONL file of prompts (rows with messages or prompt)")
+        if not self.model_path:
+            raise PbrlError("model_path: expected a local HF model folder of the initial (SFT) policy")
+        if (self.judge is None) == (self.reward is None):
+            raise PbrlError("reward: expected exactly one of --judge module:function (bandit) or --reward PATH "
+                            f"(a saved LM reward model), got {'both' if self.judge else 'neither'}")
+        for name, lo in (("steps", 1), ("prompts_per_step", 1), ("n", 1), ("max_new_tokens", 1),
+                         ("sample_batch", 1), ("ppo_epochs", 1), ("minibatch_size", 1), ("checkpoint_every", 1)):
+            if getattr(self, name) < lo:
+                raise PbrlError(f"{name}: expected >= {lo}, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise PbrlError(f"temperature: expected > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise PbrlError(f"top_p: expected in (0, 1], got {self.top_p}")
+        for name in ("actor_lr", "critic_lr", "clip", "reward_clamp"):
+            if not getattr(self, name) > 0:
+                raise PbrlError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.value_clip is not None and not self.value_clip > 0:
+            raise PbrlError(f"value_clip: expected > 0 or None, got {self.value_clip}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise PbrlError(f"gamma, lam: expected in [0, 1], got {self.gamma}, {self.lam}")
+        for name in ("kl_beta", "no_eos_penalty", "max_grad_norm"):
+            if not getattr(self, name) >= 0:
+                raise PbrlError(f"{name}: expected >= 0, got {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+_NOT_FINGERPRINTED = ("out", "resume", "steps", "progress", "device", "checkpoint_every", "threads")
+
+
+def _device(cfg: PpoConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(cfg.device)
+
+
+def _step_rows(n_rows: int, cfg: PpoConfig, k: int) -> list[int]:
+    """Indices of step k's prompts (0-based step): the k-th block of a seeded permutation, wrapping."""
+    order = np.random.default_rng(cfg.seed).permutation(n_rows)
+    m = cfg.prompts_per_step
+    return [int(order[(k * m + i) % n_rows]) for i in range(m)]
+
+
+def _refuse_data_parallel(cfg: PpoConfig) -> None:
+    try:
+        from accelerate.state import PartialState
+
+        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+        world = PartialState(cpu=cpu).num_processes
+    except ImportError:
+        return
+    if world > 1:
+        raise PbrlError(f"pbrl llm ppo runs in one process (data parallel is not supported yet), launched with "
+                        f"{world}; run it without accelerate launch / torchrun")
+
+
+def _context_length(model_path: str) -> int:
+    """The model's context (``max_position_embeddings`` of its config.json; 0 when it does not say)."""
+    import json
+
+    path = Path(model_path) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PbrlError(f"{model_path}: expected a local HF model folder with config.json") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PbrlError(f"{path}: unreadable model config ({type(e).__name__})") from None
+    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _clip_step(params, optimizer, max_norm: float) -> float:
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if max_norm > 0 else 0.0
+    optimizer.step()
+    return norm
+
+
+@denormals_flushed()
+def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | None = None) -> dict[str, Any]:
+    """Run PPO (module docstring). The reward is ``reward_fn`` when given, else ``judge`` (or ``cfg.judge``
+    resolved) at the last token, else the LM reward model at ``cfg.reward``. Returns the summary written to
+    ``out/summary.json`` (per-step rows under "history")."""
+    from pbrl.llm.models import load_model, num_parameters
+    from pbrl.llm.sampler import HFSampler, SamplingConfig
+    from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
+
+    if reward_fn is None and judge is not None and cfg.judge is None:
+        cfg = dataclasses.replace(cfg, judge=f"{getattr(judge, '__module__', '?')}:"
+                                             f"{getattr(judge, '__qualname__', type(judge).__name__)}")
+    if reward_fn is not None and cfg.judge is None and cfg.reward is None:
+        cfg = dataclasses.replace(cfg, judge=f"{getattr(reward_fn, '__module__', '?')}:"
+                                             f"{getattr(reward_fn, '__qualname__', type(reward_fn).__name__)}")
+    cfg.check()
+    if cfg.threads is not None:  # once, before any tensor work
+        from pbrl.utils import use_threads
+
+        use_threads(cfg.threads)
+    _refuse_data_parallel(cfg)
+    rows = load_prompts(cfg.prompts)
+    tokenizer = load_tokenizer(cfg.tokenizer_path or cfg.model_path)
+    device = _device(cfg)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    prompts = [prompt_ids(tokenizer, r) for r in rows]
+    context = _context_length(cfg.model_path)
+    for i, p in enumerate(prompts):
+        if context and len(p) + cfg.max_new_tokens > context:
+            raise PbrlError(f"{cfg.prompts}:{i + 1}: the prompt's {len(p)} tokens + max_new_tokens "
+                            f"{cfg.max_new_tokens} exceed the model's context of {context}")
+    if reward_fn is None:
+        if cfg.reward is not None:
+            reward_fn = ModelReward(cfg.reward)
+        else:
+            reward_fn = JudgeReward(judge or resolve_judge(cfg.judge), tokenizer, rows, prompts)
+    dense = bool(getattr(reward_fn, "dense", cfg.reward is not None))
+    vclip = cfg.value_clip if cfg.value_clip is not None else (0.25 if dense else 0.2)
+
+    out = Path(cfg.out)
+    config = dataclasses.asdict(cfg)
+    fp = {k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}
+    fp["prompts_sha256"] = fingerprint_file(cfg.prompts)
+    if cfg.reward and Path(cfg.reward).is_file():
+        fp["reward_sha256"] = fingerprint_file(cfg.reward)
+    # a resume of a folder holding another run is refused before anything is read from it or written to it
+    RunFolder(out, config, fingerprint=fp, resume=cfg.resume, write=False)
+
+    set_seed(cfg.seed)
+    policy = load_model(cfg.model_path, dtype=dtype)
+    reference = load_model(cfg.model_path, dtype=dtype).to(device).eval().requires_grad_(False)
+    critic = ValueModel(load_model(cfg.model_path, dtype=dtype), seed=cfg.seed)
+    policy.to(device)
+    critic.to(device)
+    actor_opt = adam(policy.parameters(), cfg.actor_lr, decoupled=True)
+    critic_opt = adam(critic.parameters(), cfg.critic_lr, decoupled=True)
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if cfg.resume and ckpt.is_file():
+        state = safe_torch_load(ckpt, what="PPO checkpoint")
+        try:
+            policy.load_state_dict(state["policy"])
+            critic.load_state_dict(state["critic"])
+            actor_opt.load_state_dict(state["actor_opt"])
+            critic_opt.load_state_dict(state["critic_opt"])
+            step = int(state["step"])
+        except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as e:
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise PbrlError(f"{ckpt}: does not fit the models ({type(e).__name__}: {msg})") from None
+    run = RunFolder(out, config, fingerprint=fp, resume=cfg.resume, device=str(device),
+                    extra={"num_parameters": num_parameters(policy), "value_clip": vclip, "dense_reward": dense})
+    history = run.rewind(step)  # rows a killed run logged after its checkpoint come again
+
+    eot = end_of_turn_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
+    sampler = HFSampler(policy)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="ppo", unit="step")
+
+    def sync() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    try:
+        while step < cfg.steps:
+            idx = _step_rows(len(rows), cfg, step)
+            # ---- rollout
+            t0 = sync()
+            policy.eval()
+            step_prompts, responses, has_eos = [], [], []
+            for b in range(0, len(idx), cfg.sample_batch):
+                part = [prompts[i] for i in idx[b : b + cfg.sample_batch]]
+                sc = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=cfg.max_new_tokens, eos_token_id=eot, pad_token_id=pad,
+                                    seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b)
+                gen = sampler.generate(part, sc)
+                for p, group, reasons in zip(part, gen.tokens, gen.finish_reasons):
+                    for y, why in zip(group, reasons):
+                        step_prompts.append(p)
+                        responses.append(y)
+                        has_eos.append(why == "eos")
+            n_tok = sum(len(y) for y in responses)
+            # ---- scoring
+            t1 = sync()
+            scores_l = check_rewards(reward_fn(step_prompts, responses), responses)
+            # ---- forward: old log-probs, reference log-probs, old values
+            t2 = sync()
+            batch = build_batch(step_prompts, responses, pad).to(device)
+            B = len(responses)
+            mb = cfg.minibatch_size
+            with torch.no_grad():
+                old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, mb)
+                ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, mb)
+                old_v = _chunked(lambda x: token_values(critic, x), batch, mb)
+                T = batch.mask.shape[1]
+                scores = torch.zeros(B, T, device=device)
+                for i, s in enumerate(scores_l):
+                    scores[i, : len(s)] = s.to(device)
+                eos_t = torch.tensor(has_eos, dtype=torch.bool, device=device)
+                rewards = shape_rewards(scores, old_lp, ref_lp, batch.mask, eos_t, beta=cfg.kl_beta,
+                                        no_eos_penalty=cfg.no_eos_penalty, clamp=cfg.reward_clamp)
+                adv, returns = gae(rewards, old_v, batch.mask, cfg.gamma, cfg.lam)
+                if cfg.whiten_advantages:
+                    adv = masked_whiten(adv, batch.mask)
+            # ---- update
+            t3 = sync()
+            policy.train()
+            critic.train()
+            sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0, "actor_grad_norm": 0.0,
+                    "critic_grad_norm": 0.0}
+            updates = 0
+            for epoch in range(cfg.ppo_epochs):
+                order = np.random.default_rng([cfg.seed, step, epoch]).permutation(B)
+                for i in range(0, B, mb):
+                    part = torch.as_tensor(order[i : i + mb], dtype=torch.long)
+                    sub = batch.rows(part)
+                    T_ = sub.mask.shape[1]
+                    dpart = part.to(device)
+                    o_lp, a, o_v, ret = (x[dpart, :T_] for x in (old_lp, adv, old_v, returns))
+                    actor_opt.zero_grad(set_to_none=True)
+                    lp = token_logprobs(policy, sub)
+                    pl, cf = policy_loss(lp, o_lp, a, sub.mask, cfg.clip)
+                    pl.backward()
+                    sums["actor_grad_norm"] += _clip_step(policy.parameters(), actor_opt, cfg.max_grad_norm)
+                    critic_opt.zero_grad(set_to_none=True)
+                    vl = value_loss(token_values(critic, sub), o_v, ret, sub.mask, vclip)
+                    vl.backward()
+                    sums["critic_grad_norm"] += _clip_step(critic.parameters(), critic_opt, cfg.max_grad_norm)
+                    with torch.no_grad():
+                        sums["approx_kl"] += float(masked_mean(o_lp - lp, sub.mask))
+                    sums["policy_loss"] += float(pl.detach())
+                    sums["value_loss"] += float(vl.detach())
+                    sums["clipfrac"] += float(cf)
+                    updates += 1
+            t4 = sync()
+            step += 1
+            m = batch.mask.float()
+            lengths = m.sum(-1)
+            row = {
+                "step": step,
+                "ppo/score": float((scores * m).sum(-1).mean()),
+                "ppo/kl": float(((old_lp - ref_lp) * m).sum(-1).mean()),
+                "ppo/reward": float((rewards * m).sum(-1).mean()),
+                "ppo/response_tokens": float(lengths.mean()),
+                "ppo/eos_fraction": float(eos_t.float().mean()),
+                **{f"ppo/{k}": v / max(1, updates) for k, v in sums.items()},
+                "ppo/value_clip": vclip,
+                "perf/generated_tokens": n_tok,
+                "perf/rollout_s": t1 - t0,
+                "perf/scoring_s": t2 - t1,
+                "perf/forward_s": t3 - t2,
+                "perf/update_s": t4 - t3,
+                "perf/rollout_tokens_per_s": n_tok / max(t1 - t0, 1e-9),
+                "perf/scoring_tokens_per_s": n_tok / max(t2 - t1, 1e-9),
+                "perf/forward_tokens_per_s": n_tok / max(t3 - t2, 1e-9),
+                "perf/update_tokens_per_s": n_tok / max(t4 - t3, 1e-9),
+                "perf/tokens_per_s": n_tok / max(t4 - t0, 1e-9),
+            }
+            if not (math.isfinite(row["ppo/policy_loss"]) and math.isfinite(row["ppo/value_loss"])):
+                raise PbrlError(f"step {step}: a loss is not finite; lower actor_lr / critic_lr or check the reward")
+            history.append(row)
+            run.log(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(score=f"{row['ppo/score']:.3f}", kl=f"{row['ppo/kl']:.3f}",
+                                tok_s=f"{row['perf/tokens_per_s']:.0f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                atomic_torch_save({"policy": policy.state_dict(), "critic": critic.state_dict(),
+                                   "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                                   "step": step}, str(ckpt))
+    finally:
+        if bar is not None:
+            bar.close()
+    import shutil
+
+    final, tmp = out / "model", out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic_torch_save(critic.state_dict(), str(out / "critic.pt"))
+    summary = {"history": history, "model": str(final), "value_clip": vclip, "dense_reward": dense,
+               "final": history[-1] if history else {}}
+    run.write_summary(summary)
+    return summary
+
+
+def _chunked(fn: Callable[[Batch], torch.Tensor], batch: Batch, size: int) -> torch.Tensor:
+    """fn over row chunks of ``batch``, padded back to the batch's T: [B, T]."""
+    B, T = batch.mask.shape
+    out = torch.zeros(B, T, device=batch.mask.device)
+    for i in range(0, B, size):
+        sub = batch.rows(list(range(i, min(B, i + size))))
+        v = fn(sub)
+        out[i : i + v.shape[0], : v.shape[1]] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- command
+@dataclass
+class LlmPpo(PpoConfig):
+    """PPO on per-token rewards: rollouts from the policy, a reward (``--judge module:function`` at the last token,
+    e.g. ``pbrl_envs.chat:judge``, or ``--reward PATH`` a saved LM reward model's dense rewards), GAE, clipped
+    actor and critic updates, the KL to the initial model in the reward."""
+
+    prompts: tyro.conf.Positional[str] = ""
+    """Prompts JSONL: one object per line with ``messages`` or ``prompt``; other fields are passed to the judge."""
+
+    def run(self) -> None:
+        import json
+
+        from pbrl.utils import choose_threads, threads_line
+
+        n, note = choose_threads(self.threads)
+        rows = self.steps * self.prompts_per_step * self.n
+        print(f"pbrl llm ppo on {self.prompts}: {threads_line(n, note)}; {self.steps} steps of "
+              f"{self.prompts_per_step} prompts x {self.n} samples ({rows} responses of at most "
+              f"{self.max_new_tokens} tokens in all)", flush=True)
+        cfg = PpoConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PpoConfig)})
+        summary = train_ppo(dataclasses.replace(cfg, threads=n))
+        keys = ("step", "ppo/score", "ppo/kl", "ppo/response_tokens", "ppo/eos_fraction", "perf/tokens_per_s")
+        for row in summary["history"][-1:]:
+            print(json.dumps({k: row.get(k) for k in keys}))
+        print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
+
+
+__all__ = ["Batch", "JudgeReward", "LlmPpo", "ModelReward", "PpoConfig", "RewardFn", "ValueModel", "build_batch",
+           "check_rewards", "gae", "masked_mean", "masked_whiten", "policy_loss", "shape_rewards", "token_logprobs",
+           "token_values", "train_ppo", "value_loss"]
