@@ -176,17 +176,28 @@ class JudgeReward:
 
 
 class ModelReward:
-    """A learned LM reward model as a ``RewardFn`` (dense per-token rewards, ``pbrl.rewards.lm.token_rewards``)."""
+    """A learned LM reward model (a folder of ``pbrl reward train --model lm``) as a ``RewardFn``: its dense
+    per-token rewards (``pbrl.rewards.lm.token_rewards``: location-normalized segment rewards spread over their
+    segments, 0 on the stop token, clamped; no KL term). Its tokenizer must be the policy's (the token ids are
+    shared)."""
 
     dense = True
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tokenizer=None, device: str = "cpu"):
         try:
             from pbrl.rewards.lm import load_lm_reward, token_rewards
         except ImportError as e:
             raise PbrlError(f"reward: the LM reward model (pbrl.rewards.lm) cannot be imported ({e})") from None
-        self.model = load_lm_reward(path)
+        self.model = load_lm_reward(path, device=device)
         self._token_rewards = token_rewards
+        if tokenizer is not None and self.model.tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise PbrlError(f"reward: {path}: the reward model's tokenizer is not the policy's (train it on the "
+                            "policy's tokenizer, e.g. --lm.model-path of the SFT model)")
+
+    @property
+    def context(self) -> int:
+        """Longest prompt + response the reward model scores."""
+        return int(self.model.length)
 
     def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -474,7 +485,11 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                             f"{cfg.max_new_tokens} exceed the model's context of {context}")
     if reward_fn is None:
         if cfg.reward is not None:
-            reward_fn = ModelReward(cfg.reward)
+            reward_fn = ModelReward(cfg.reward, tokenizer, device=str(device))
+            longest = max(len(p) for p in prompts) + cfg.max_new_tokens
+            if longest > reward_fn.context:
+                raise PbrlError(f"reward: {cfg.reward}: the longest prompt + max_new_tokens is {longest} tokens, "
+                                f"longer than the reward model's context of {reward_fn.context}")
         else:
             reward_fn = JudgeReward(judge or resolve_judge(cfg.judge), tokenizer, rows, prompts)
     dense = bool(getattr(reward_fn, "dense", cfg.reward is not None))
@@ -484,8 +499,10 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     config = dataclasses.asdict(cfg)
     fp = {k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}
     fp["prompts_sha256"] = fingerprint_file(cfg.prompts)
-    if cfg.reward and Path(cfg.reward).is_file():
-        fp["reward_sha256"] = fingerprint_file(cfg.reward)
+    if cfg.reward:
+        from pbrl.llm.dpo import _path_fingerprint  # the files of a folder, by their bytes
+
+        fp["reward_sha256"] = _path_fingerprint(Path(cfg.reward))
     # a resume of a folder holding another run is refused before anything is read from it or written to it
     RunFolder(out, config, fingerprint=fp, resume=cfg.resume, write=False)
 
