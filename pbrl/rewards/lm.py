@@ -11,7 +11,9 @@ response into K segments ending at e_1 < ... < e_K (the control segmenter's `seg
                         token gets no segment reward). c = `segmenter.entropy_threshold`, or the
                         `entropy_quantile` quantile of the training responses' entropies when None;
     step (token):       every response token but the stop token (c = 0);
-    query (bandit):     one segment ending at the stop token (c = infinity).
+    query (bandit):     one segment ending at the stop token (c = infinity);
+    fixed:              every k response tokens (RewardConfig's default segmenter; pass one of the three above
+                        for SegmentRM's models).
 
     sequence score   S(y) = (1/K) sum_k r(x, y_<=e_k)         Bradley–Terry: -log sigmoid(S(y_w) - S(y_l))
 
@@ -55,7 +57,7 @@ from pbrl.llm.models import TinyLMConfig
 from pbrl.rewards.learner import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, RewardModel, StepOutput
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.normalizers import location_apply, location_fit
-from pbrl.rewards.segment import SegmenterConfig, densify_segments, segment_ends
+from pbrl.rewards.segment import SegmenterConfig, densify_segments, last_valid, segment_ends
 from pbrl.rewards.units import RawRewards
 from pbrl.utils import atomic_torch_save, atomic_write_json
 
@@ -240,8 +242,8 @@ def lm_segmenter(seg: SegmenterConfig) -> SegmenterConfig:
             return dataclasses.replace(seg, kind="step")
         if math.isinf(seg.entropy_threshold):
             return dataclasses.replace(seg, kind="query")
-    if seg.kind not in ("entropy", "step", "query"):
-        raise PbrlError(f"the lm reward model segments by entropy, step or query; got segmenter.kind={seg.kind!r}")
+    if seg.kind == "fixed" and seg.k < 1:
+        raise PbrlError(f"segmenter.k must be >= 1, got {seg.k}")
     return seg
 
 
@@ -299,7 +301,11 @@ class LMRewardLearner(RewardModel):
         return self._entropies(dataset.prompt * 2, dataset.chosen + dataset.rejected)
 
     def ends(self, mask: torch.Tensor, signal: torch.Tensor | None) -> torch.Tensor:
-        """Segment ends [.., T] from the segmenter's token mask (`build_rows`) — the control segmenter's rule."""
+        """Segment ends [.., T] from the segmenter's token mask (`build_rows`) — the control segmenter's rule;
+        fixed-length segments count k tokens from the response's first token (not the row's)."""
+        if self.segmenter.kind == "fixed":
+            k = torch.cumsum(mask.long(), -1)  # [.., T] 1-based position inside the response
+            return (mask & (k % self.segmenter.k == 0)) | last_valid(mask)
         return segment_ends(self.segmenter, mask, signal, self.threshold)
 
     def output(self, x: torch.Tensor, mask: torch.Tensor, signal: torch.Tensor | None = None) -> StepOutput:
@@ -520,7 +526,10 @@ def _fit(cls, data, config, out_dir, progress, source, overwrite, tensorboard) -
         torch.manual_seed(config.seed)
         backbones = _backbones(lm, tokenizer, config.ensemble, config.seed)
     hf_config = backbones[0].config
-    length = lm.max_length or int(hf_config.max_position_embeddings)
+    context = int(hf_config.max_position_embeddings)
+    if lm.max_length is not None and not 0 < lm.max_length <= context:
+        raise PbrlError(f"lm.max_length must be in [1, {context}] (the backbone's context), got {lm.max_length}")
+    length = lm.max_length or context
     pairs = tokenize_lm_pairs(records, tokenizer, length, name)
     reference = None
     if seg.kind == "entropy":  # frozen before training changes the backbone
@@ -693,3 +702,56 @@ def score_responses(
 __all__ = ["LMPairs", "LMRewardConfig", "LMRewardLearner", "build_rows", "dense_rewards", "eos_index",
            "evaluate_lm_pairs", "load_lm_reward", "next_token_entropy", "score_responses", "sequence_scores",
            "token_rewards", "tokenize_lm_pairs"]
+
+
+# ----------------------------------------------------------------------------------------------- command-line helpers
+def is_lm_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a saved LM reward model (its config.json names the lm learner)."""
+    try:
+        return json.loads((Path(path) / CONFIG_NAME).read_text()).get("model") == "lm"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def score_file(
+    reward_dir: str | os.PathLike, responses: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """`pbrl relabel RESPONSES.jsonl DIR OUT.jsonl`: every {prompt, response} row of `responses` scored by the LM
+    reward model (`score_responses`) into OUT (written whole; an existing OUT only with `overwrite`)."""
+    from pbrl.utils import atomic_write_text, dumps_json, read_json_lines
+
+    if Path(out).exists() and not overwrite:
+        raise PbrlError(f"{out}: exists; pass --overwrite to replace it")
+    model = load_lm_reward(reward_dir, device)
+    rows = [obj for _, obj in read_json_lines(responses)]
+    if not rows:
+        raise PbrlError(f"{responses}: no rows")
+    scored = score_responses(model, rows, str(responses))
+    atomic_write_text(str(out), "".join(dumps_json(r) + "\n" for r in scored))
+    r = np.array([s["reward"] for s in scored])
+    return {"out": str(out), "responses": len(scored), "reward_mean": float(r.mean()), "reward_std": float(r.std()),
+            "segments_mean": float(np.mean([s["segments"] for s in scored]))}
+
+
+def report_file(reward_dir: str | os.PathLike, pairs_path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
+    """`pbrl reward report PAIRS.jsonl --reward DIR`: held-out pair accuracy of the LM reward model and, when the
+    rows carry the responses' true scores (`score_chosen`, `score_rejected`, as `pbrl llm chat-data` writes
+    them), the Pearson / Spearman correlation of the sequence reward with them over all responses."""
+    from pbrl.llm.prefs_data import load_preferences
+    from pbrl.rewards.report import pearson, spearman
+    from pbrl.utils import read_json_lines
+
+    model = load_lm_reward(reward_dir, device)
+    pairs = tokenize_lm_pairs(load_preferences(pairs_path), model.tokenizer, model.length, str(pairs_path))
+    rep: dict[str, Any] = {"model": model.kind, "members": model.members, "segmenter": model.segmenter.kind,
+                           "dataset": str(pairs_path)}
+    rep.update({f"pairs/{k}": v for k, v in evaluate_lm_pairs(model, pairs).items()})
+    rep["pairs/count"] = len(pairs)
+    if Path(pairs_path).is_file():
+        raw = [obj for _, obj in read_json_lines(pairs_path)]
+        if all(isinstance(o, dict) and "score_chosen" in o and "score_rejected" in o for o in raw):
+            true = np.array([o["score_chosen"] for o in raw] + [o["score_rejected"] for o in raw], np.float64)
+            learned = sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected).mean(0)
+            rep["response/pearson"], rep["response/spearman"] = pearson(learned, true), spearman(learned, true)
+    return rep
