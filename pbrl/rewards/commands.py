@@ -1,5 +1,9 @@
 """CLI commands of the reward branch: `pbrl reward train`, `pbrl relabel`, `pbrl reward report`.
 
+The LM learner (`--model lm`) goes through the same three: `pbrl reward train PAIRS.jsonl --model lm --out DIR`
+trains on {prompt, chosen, rejected} records, `pbrl reward report PAIRS.jsonl --reward DIR` scores held-out pairs
+and `pbrl relabel RESPONSES.jsonl DIR OUT.jsonl` scores {prompt, response} rows (reward, per-token rewards).
+
 The choices are read from the one list of each: `--model` from `RewardConfig.model` (`learner.LearnerName`, checked
 equal to the learner registry), `--normalize` from `normalizers.NormalizerName`.
 """
@@ -23,11 +27,13 @@ class RewardTrain:
     """Train a reward learner on preference labels; writes config.json, reward.pt and metrics.jsonl to --out."""
 
     spec: tyro.conf.Positional[str]
-    """Dataset: a Minari id, d4rl:<path>, or a local path."""
-    prefs: Annotated[str, tyro.conf.arg(metavar="PATH")]
-    """Preference labels: a pbrl prefs.npz (or its folder), a Uni-RLHF or a Preference Transformer label folder."""
+    """Dataset: a Minari id, d4rl:<path>, or a local path; with --model lm a JSONL file (or datasets folder) of
+    {prompt, chosen, rejected} records."""
     out: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Output folder of the reward model."""
+    prefs: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """Preference labels (control models; required there): a pbrl prefs.npz (or its folder), a Uni-RLHF or a
+    Preference Transformer label folder."""
     config: Annotated[RewardConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=RewardConfig)
     quiet: bool = False
     """No progress bar."""
@@ -43,12 +49,18 @@ class RewardTrain:
         from pbrl.rewards.train import REWARD_FILES, train_reward
         from pbrl.utils import check_fresh_out, threads_line, use_threads
 
+        from pbrl.errors import PbrlError
+        from pbrl.rewards.learner import get_learner
+
+        own_data = hasattr(get_learner(self.config.model), "fit")  # the lm learner reads its records itself
+        if not own_data and self.prefs is None:
+            raise PbrlError(f"--prefs is required for the {self.config.model} reward model (preference labels)")
         check_fresh_out(self.out, REWARD_FILES, self.overwrite, "pass --overwrite to replace it")
         n, note = use_threads(self.threads)
         print(f"pbrl reward train {self.config.model} on {self.spec}: {self.config.epochs} epochs, "
               f"{threads_line(n, note)}", flush=True)
-        ds = load_dataset(self.spec)
-        pairs = PreferencePairs.load(self.prefs)
+        ds = self.spec if own_data else load_dataset(self.spec)
+        pairs = None if own_data else PreferencePairs.load(self.prefs)
         model = train_reward(
             ds,
             pairs,
@@ -68,11 +80,12 @@ class Relabel:
     """Relabel every transition of a dataset with a learned reward and save it as a local Minari dataset."""
 
     spec: tyro.conf.Positional[str]
-    """Dataset: a Minari id, d4rl:<path>, or a local path."""
+    """Dataset: a Minari id, d4rl:<path>, or a local path; for an LM reward model a JSONL of {prompt, response}."""
     reward: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Reward model folder (written by `pbrl reward train`)."""
     out: Annotated[str, tyro.conf.arg(metavar="MINARI_ID")]
-    """Minari dataset id to write, e.g. pbrl/hopper/medium-replay-relabeled-v0."""
+    """Minari dataset id to write, e.g. pbrl/hopper/medium-replay-relabeled-v0; for an LM reward model the JSONL
+    file of scored rows (each row + reward, reward_normalized, segments, token_rewards)."""
     normalize: NormalizerName = "member-zscore"
     """member-zscore (DTR), direct, location (SegmentRM), scale (x1000 / return range), none (ensemble mean)."""
     overwrite: bool = False
@@ -90,10 +103,15 @@ class Relabel:
         from pbrl.rewards.relabel import relabel_to_minari
         from pbrl.utils import threads_line, use_threads
 
+        from pbrl.rewards.lm import is_lm_folder, score_file
+
         n, note = use_threads(self.threads)
         # stdout stays one JSON object: the first line goes to stderr
         print(f"pbrl relabel {self.spec} with {self.reward} ({self.normalize}): {threads_line(n, note)}",
               file=sys.stderr, flush=True)
+        if is_lm_folder(self.reward):  # SPEC: {prompt, response} rows; OUT: the scored rows (JSONL)
+            print(json.dumps(round_floats(score_file(self.reward, self.spec, self.out, self.overwrite, self.device))))
+            return
         ds, path = relabel_to_minari(
             self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device, progress=True
         )
@@ -120,7 +138,8 @@ class RewardReport:
     """Held-out accuracy and the correlation of learned with true rewards (per step and per segment)."""
 
     spec: tyro.conf.Positional[str]
-    """Dataset with true rewards: a Minari id, d4rl:<path>, or a local path."""
+    """Dataset with true rewards: a Minari id, d4rl:<path>, or a local path; for an LM reward model a JSONL of
+    {prompt, chosen, rejected} records (with score_chosen / score_rejected: their correlation is reported too)."""
     reward: Annotated[str, tyro.conf.arg(metavar="DIR")]
     """Reward model folder."""
     prefs: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
@@ -142,9 +161,14 @@ class RewardReport:
         from pbrl.rewards.train import load_reward_model
         from pbrl.utils import threads_line, use_threads
 
+        from pbrl.rewards.lm import is_lm_folder, report_file
+
         n, note = use_threads(self.threads)
         # stdout stays one JSON document: the first line goes to stderr
         print(f"pbrl reward report {self.reward} on {self.spec}: {threads_line(n, note)}", file=sys.stderr, flush=True)
+        if is_lm_folder(self.reward):  # SPEC: held-out {prompt, chosen, rejected} records
+            print(json.dumps(round_floats(report_file(self.reward, self.spec)), indent=2))
+            return
         ds = load_dataset(self.spec)
         pairs = PreferencePairs.load(self.prefs) if self.prefs else None
         rep = reward_report(
