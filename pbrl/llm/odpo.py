@@ -6,8 +6,11 @@ temperature 0.8):
     sample   y_{p,1..n} ~ pi_{k-1}( . | x_p)   for every prompt x_p   (``HFSampler``; a turn ends at the chat
              template's end-of-turn token, ``pbrl.llm.tokenizer.end_of_turn_id``)
     judge    s_{p,i} = J(row_p, text(y_{p,i}))                    (J: any callable, see ``Judge``)
-    pair     chosen = argmax_i s_{p,i}, rejected = argmin_i s_{p,i}  (the first index on ties); a prompt whose
-             samples are all identical, or all scored alike (max = min), gives no pair and is counted as dropped
+    pair     chosen = argmax_i s_{p,i} over the samples that ended at the end-of-turn token (a response cut at
+             max_new_tokens as chosen would teach the model not to stop; TRL's missing_eos_penalty serves the
+             same end), rejected = argmin_i s_{p,i} over all samples (the first index on ties); a prompt whose
+             samples are all identical, all scored alike (max = min), or none finished gives no pair and is
+             counted as dropped
     DPO      pi_k = DPO(pi_{k-1}; pairs, reference = pi_{k-1})      (``pbrl.llm.dpo.train_dpo``, Rafailov et al.
              2023, eq. 7, on the sampled token ids themselves, so the pairs are exactly on-policy)
 
@@ -93,6 +96,9 @@ class OdpoConfig:
     """Prompts used per round: None = all every round, else round k takes the k-th block of this many (wrapping)."""
     sample_batch: int = 16
     """Prompts per sampler call (their n samples decode together)."""
+    chosen_must_finish: bool = True
+    """Only a sample that ended at the end-of-turn token can be chosen (rejected ones may be cut at
+    max_new_tokens); False picks among all samples."""
     final_eval: bool = True
     """After the last round, sample round 1's prompts once more from the final model and report its mean score."""
     dpo: DpoConfig = field(default_factory=DpoConfig)
@@ -161,30 +167,40 @@ def make_pairs(
     judge: Judge,
     *,
     scores: Sequence[Sequence[float]] | None = None,
+    finished: Sequence[Sequence[bool]] | None = None,
 ) -> tuple[list[JudgedPair], dict[str, int]]:
     """Best-vs-worst pairs of each prompt's samples and the counts
-    ``{prompts, pairs, dropped_identical, dropped_tied}``.
+    ``{prompts, pairs, dropped_identical, dropped_tied, dropped_unfinished}``.
 
     chosen = the first sample with the highest score, rejected = the first with the lowest. A group whose samples
     are all equal is dropped as identical (checked first: it is tied too); a group whose scores are all equal is
-    dropped as tied. ``scores`` (as from ``judge_all``) skips calling the judge again.
+    dropped as tied. ``scores`` (as from ``judge_all``) skips calling the judge again. ``finished[p][i]``
+    (the sample ended at the end-of-turn token): only finished samples can be chosen; a group with none, or whose
+    best finished sample scores no higher than its worst sample, is dropped as unfinished.
     """
     if scores is None:
         scores = judge_all(prompts, generations, judge)
     if len(scores) != len(prompts) or len(generations) != len(prompts):
         raise PbrlError(f"generations/scores: expected one group per prompt ({len(prompts)})")
     pairs: list[JudgedPair] = []
-    counts = {"prompts": len(prompts), "pairs": 0, "dropped_identical": 0, "dropped_tied": 0}
+    counts = {"prompts": len(prompts), "pairs": 0, "dropped_identical": 0, "dropped_tied": 0,
+              "dropped_unfinished": 0}
+    if finished is not None and len(finished) != len(prompts):
+        raise PbrlError(f"finished: expected one group per prompt ({len(prompts)}), got {len(finished)}")
     for p, (group, s) in enumerate(zip(generations, scores)):
         if len(group) != len(s) or not group:
             raise PbrlError(f"generations[{p}]: expected one score per sample and at least one sample")
         if all(g == group[0] for g in group):
             counts["dropped_identical"] += 1
             continue
-        best = max(range(len(s)), key=lambda i: (s[i], -i))
         worst = min(range(len(s)), key=lambda i: (s[i], i))
-        if s[best] == s[worst]:
+        if s[max(range(len(s)), key=lambda i: s[i])] == s[worst]:
             counts["dropped_tied"] += 1
+            continue
+        can_choose = [i for i in range(len(s)) if finished is None or finished[p][i]]
+        best = max(can_choose, key=lambda i: (s[i], -i), default=None)
+        if best is None or s[best] <= s[worst]:
+            counts["dropped_unfinished"] += 1
             continue
         pairs.append(JudgedPair(prompts[p], group[best], group[worst], p, best, worst, float(s[best]),
                                 float(s[worst])))
@@ -356,6 +372,7 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
             tokens = [s["tokens"] for s in saved]
             texts = [s["texts"] for s in saved]
             scores = [s["scores"] for s in saved]
+            reasons = [s["finish_reasons"] for s in saved]
             tok_s = float("nan")
         else:
             set_seed(cfg.seed + k)
@@ -363,22 +380,26 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
             smp = _sample(model, tokenizer, round_rows, cfg, seed=cfg.seed * 1_000_003 + 7919 * k)
             del model
             prompts, tokens, texts, tok_s = smp["prompt_ids"], smp["tokens"], smp["texts"], smp["tokens_per_s"]
+            reasons = smp["reasons"]
             scores = judge_all(round_rows, texts, judge)
             rdir.mkdir(parents=True, exist_ok=True)
             _write_jsonl(samples_path, [
                 {"row": i, "prompt_ids": p, "tokens": t, "texts": x, "scores": s, "finish_reasons": r}
-                for i, p, t, x, s, r in zip(idx, prompts, tokens, texts, scores, smp["reasons"])])
+                for i, p, t, x, s, r in zip(idx, prompts, tokens, texts, scores, reasons)])
         # identity on the sampled token ids (what DPO trains on), so two spellings of one text stay two samples
-        pairs, counts = make_pairs(round_rows, [[tuple(t) for t in g] for g in tokens], judge, scores=scores)
+        finished = [[r == "eos" for r in g] for g in reasons] if cfg.chosen_must_finish else None
+        pairs, counts = make_pairs(round_rows, [[tuple(t) for t in g] for g in tokens], judge, scores=scores,
+                                   finished=finished)
         _write_jsonl(rdir / "pairs.jsonl", [
             {"prompt": round_rows[q.prompt_index].get("messages") or round_rows[q.prompt_index]["prompt"],
              "chosen": texts[q.prompt_index][q.chosen_index], "rejected": texts[q.prompt_index][q.rejected_index],
              "chosen_score": q.chosen_score, "rejected_score": q.rejected_score, "row": idx[q.prompt_index]}
             for q in pairs])
         if not pairs:
-            raise PbrlError(f"round {k}: all {counts['prompts']} prompts' samples were identical or tied "
-                            f"({counts['dropped_identical']} identical, {counts['dropped_tied']} tied); "
-                            "no pairs to train on (raise n or temperature)")
+            raise PbrlError(f"round {k}: all {counts['prompts']} prompts' samples were identical, tied or "
+                            f"unfinished ({counts['dropped_identical']} identical, {counts['dropped_tied']} tied, "
+                            f"{counts['dropped_unfinished']} with no finished sample better than the worst); no "
+                            "pairs to train on (raise n, temperature or max_new_tokens)")
         tpairs = [TokenizedPair(prompts[q.prompt_index], list(q.chosen), list(q.rejected)) for q in pairs]
         dcfg = dataclasses.replace(cfg.dpo, data="", out=str(rdir), model_path=str(model_path), tokenizer_path=None,
                                    ref_logps=None, resume=cfg.resume, seed=cfg.seed + k, threads=None)
@@ -395,6 +416,8 @@ def online_dpo(cfg: OdpoConfig, judge: Judge | None = None) -> dict[str, Any]:
             "odpo/pairs": counts["pairs"],
             "odpo/dropped_identical": counts["dropped_identical"],
             "odpo/dropped_tied": counts["dropped_tied"],
+            "odpo/dropped_unfinished": counts["dropped_unfinished"],
+            "odpo/unfinished_samples": sum(r != "eos" for g in reasons for r in g),
             "odpo/mean_response_tokens": sum(len(t) for g in tokens for t in g) / len(flat),
             "dpo/steps": len(steps),
             "dpo/final_loss": steps[-1]["dpo/loss"] if steps else None,
@@ -438,6 +461,7 @@ class LlmOdpo(OdpoConfig):
         cfg = dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, threads=n))
         summary = online_dpo(cfg)
         keys = ("step", "odpo/mean_score", "odpo/pairs", "odpo/dropped_identical", "odpo/dropped_tied",
+                "odpo/dropped_unfinished",
                 "dpo/final_reward_accuracy")
         for row in summary["rounds"]:
             print(json.dumps({k: row.get(k) for k in keys}))

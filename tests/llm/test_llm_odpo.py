@@ -46,7 +46,7 @@ def test_make_pairs_picks_best_and_worst_and_drops_identical_and_tied_groups():
         ["s"],  # a single sample is an identical group
     ]
     pairs, counts = make_pairs(prompts, gens, words)
-    assert counts == {"prompts": 5, "pairs": 2, "dropped_identical": 2, "dropped_tied": 1}
+    assert counts == {"prompts": 5, "pairs": 2, "dropped_identical": 2, "dropped_tied": 1, "dropped_unfinished": 0}
     assert pairs == [
         JudgedPair("p0", "a b c", "a", 0, 2, 1, 3.0, 1.0),
         JudgedPair("p3", "k l m", "k", 3, 1, 0, 3.0, 1.0),
@@ -59,6 +59,22 @@ def test_make_pairs_picks_best_and_worst_and_drops_identical_and_tied_groups():
         make_pairs(["p"], [["a", "b"]], lambda _p, g: float("nan") if g == "b" else 0.0)
     with pytest.raises(PbrlError, match="one group per prompt"):
         make_pairs(["p", "q"], [["a", "b"]], words)
+
+
+def test_a_response_cut_at_max_new_tokens_is_never_chosen():
+    # the best-scoring sample of group 0 was cut (no end-of-turn token): as chosen it would teach not to stop, so
+    # the best finished one is chosen; the cut one may still be rejected (group 1); group 2 has no finished
+    # sample, group 3 none better than its worst: both dropped as unfinished
+    prompts = ["p0", "p1", "p2", "p3"]
+    gens = [["a b c d", "a b", "a"], ["a b", "a b c d e", "a"], ["a b", "a"], ["a b", "a", "x"]]
+    finished = [[False, True, True], [True, False, False], [False, False], [False, True, True]]
+    pairs, counts = make_pairs(prompts, gens, words, finished=finished)
+    assert counts == {"prompts": 4, "pairs": 2, "dropped_identical": 0, "dropped_tied": 0, "dropped_unfinished": 2}
+    assert [(q.prompt_index, q.chosen_index, q.rejected_index) for q in pairs] == [(0, 1, 2), (1, 0, 2)]
+    # without the flags the cut best sample of group 0 is chosen (what earlier releases did)
+    assert make_pairs(prompts, gens, words)[0][0].chosen == "a b c d"
+    with pytest.raises(PbrlError, match="finished: expected one group per prompt"):
+        make_pairs(prompts, gens, words, finished=finished[:2])
 
 
 def test_resolve_judge():
@@ -107,7 +123,8 @@ def test_one_round_end_to_end_writes_its_folder_and_resumes(tmp_path, monkeypatc
     assert (r1 / "model" / "tokenizer.json").is_file()
     (row,) = summary["rounds"]
     assert row["odpo/prompts"] == 6
-    assert row["odpo/pairs"] + row["odpo/dropped_identical"] + row["odpo/dropped_tied"] == 6
+    assert row["odpo/pairs"] + row["odpo/dropped_identical"] + row["odpo/dropped_tied"] \
+        + row["odpo/dropped_unfinished"] == 6
     assert row["odpo/pairs"] >= 1 and row["dpo/steps"] >= 1
     samples = [json.loads(x) for x in (r1 / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6 and all(len(s["tokens"]) == 4 for s in samples)
@@ -115,9 +132,10 @@ def test_one_round_end_to_end_writes_its_folder_and_resumes(tmp_path, monkeypatc
     assert row["odpo/mean_score"] == pytest.approx(sum(flat) / len(flat))
     pairs = [json.loads(x) for x in (r1 / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == row["odpo/pairs"]
-    for p in pairs:  # chosen = best and rejected = worst of the row's samples
+    for p in pairs:  # chosen = best of the row's finished samples and rejected = worst of all its samples
         s = samples[p["row"]]
-        assert p["chosen_score"] == max(s["scores"]) > p["rejected_score"] == min(s["scores"])
+        best_finished = max(v for v, r in zip(s["scores"], s["finish_reasons"]) if r == "eos")
+        assert p["chosen_score"] == best_finished > p["rejected_score"] == min(s["scores"])
         assert count_red(None, p["chosen"]) == p["chosen_score"]
     assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
     assert "final_mean_score" in json.loads((out / "summary.json").read_text())
@@ -153,7 +171,7 @@ def test_two_rounds_raise_the_mean_judged_score(tmp_path):
     # held for all eight, the narrowest margins 0.45 -> 0.59 (round 1 -> 2) and 0.59 -> 1.53 (round 2 -> final);
     # seed 0 gives 0.39 -> 0.52 -> 3.09, with a mean DPO reward accuracy of 0.91 and 0.84 per round
     torch.set_num_threads(1)
-    cfg = _cfg(tmp_path, rounds=2, num_prompts=16, seed=0,
+    cfg = _cfg(tmp_path, rounds=2, num_prompts=16, seed=0, chosen_must_finish=False,
                dpo=DpoConfig(batch_size=8, epochs=8, lr=5e-3, beta=0.1, progress=False, device="cpu"))
     cfg.n, cfg.max_new_tokens = 8, 8
     s = online_dpo(cfg, count_red)
