@@ -52,6 +52,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("llm", "sft"): ("pbrl.llm.commands:LlmSft", "SFT on chat JSONL: assistant-only loss, best-fit-decreasing packing with document masking"),
     ("llm", "odpo"): ("pbrl.llm.odpo:LlmOdpo", "online DPO: n samples per prompt, a judge (module:function), best vs worst, DPO rounds"),
     ("llm", "ppo"): ("pbrl.llm.ppo:LlmPpo", "PPO on per-token rewards: a judge (module:function) at the last token or an LM reward model's dense rewards"),
+    ("llm", "lions"): ("pbrl.llm.lions:LlmLions", "the LIONs stages end to end on a chat-data folder: SFT -> offline DPO -> online DPO, resumable"),
     ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
     ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
 }
