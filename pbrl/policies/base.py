@@ -25,7 +25,29 @@ from torch import nn
 
 from pbrl.data import EpisodeDataset, Transitions, reference_scores
 from pbrl.errors import PbrlError
+from pbrl.policies.nets import soft_update
 from pbrl.utils import atomic_torch_save, resolve_device, safe_torch_load
+
+PhaseLoss = Callable[[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]],
+                     tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimizer step of an update, written so that S seeds can run it as one batched model.
+
+    `loss` names a method `(batch, noise, carry) -> (loss, metrics, carry)` that reads the policy's modules and
+    returns tensors only (no `.item()`, no random draws, no in-place changes to weights): the same method runs
+    on the module for one seed and under `torch.func.vmap` over stacked weights for S seeds (pbrl.policies.seeds).
+    Its loss is summed over the optimizers' parameter groups (each group's gradient comes from its own term);
+    `carry` passes tensors to the next phase. The phase runs when `step % every == 0`, and after its step the
+    (target, source) module pairs in `targets` are Polyak-averaged at the config's `tau`.
+    """
+
+    loss: str
+    optimizers: tuple[str, ...]
+    every: int = 1
+    targets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,8 @@ class Policy(nn.Module):
     Subclasses set `algo`, build networks and optimizers in `__init__(config, spec, total_steps)`, and implement
     `update(batch) -> dict[str, float]` and `_act(obs [B, D] normalized) -> actions [B, A] in [-1, 1] (or [B] ids)`.
     Sequence policies override `make_sampler` and `reset`.
+    An update written as `phases()` (pure loss methods, see `Phase`) with its random draws in `draw_noise` and its
+    learning-rate schedule in `schedule` gets `update = run_phases`, and its seeds can train as one batched model.
     """
 
     algo: ClassVar[str] = ""
@@ -192,6 +216,42 @@ class Policy(nn.Module):
 
     def update(self, batch: Any) -> dict[str, float]:
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- phase-based updates
+    def phases(self) -> list[Phase] | None:
+        """The update as pure loss phases (None: `update` is written imperatively and seeds train one by one)."""
+        return None
+
+    def draw_noise(self, batch: Any, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Every random tensor an update needs, drawn in a fixed order from `generator` (None: torch's global
+        generator of the batch's device), so a batched run can give each seed its own stream."""
+        return {}
+
+    def schedule(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Set learning rates for the update about to run (reads `self.step`, already incremented)."""
+
+    def run_phases(self, batch: Any) -> dict[str, float]:
+        """One update from `phases()`: each phase's loss, one backward, its optimizers' steps, its target updates."""
+        phases = self.phases()
+        assert phases is not None, f"{type(self).__name__} has no phases"
+        self.step += 1
+        self.schedule(self.optimizers)
+        noise, carry = self.draw_noise(batch, None), {}
+        out: dict[str, torch.Tensor] = {}
+        for ph in phases:
+            if self.step % ph.every:
+                continue
+            loss, metrics, carry = getattr(self, ph.loss)(batch, noise, carry)
+            opts = [self.optimizers[name] for name in ph.optimizers]
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            for target, source in ph.targets:
+                soft_update(getattr(self, target), getattr(self, source), self.config.tau)
+            out.update(metrics)
+        return {k: v.item() for k, v in out.items()}
 
     # ---------------------------------------------------------------- state
     def training_state(self) -> dict[str, Any]:

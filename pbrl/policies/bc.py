@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from pbrl.data import EpisodeDataset, Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.base import Phase, Policy, PolicySpec
 from pbrl.policies.nets import CategoricalActor, DeterministicActor
 from pbrl.utils import adam
 
@@ -65,14 +65,16 @@ class BC(Policy):
             dataset = _subset_episodes(dataset, np.sort(keep))
         return super().make_sampler(dataset, generator)
 
-    def update(self, batch: Transitions) -> dict[str, float]:
-        self.step += 1
+    def phases(self) -> list[Phase]:
+        return [Phase("loss", ("actor",))]
+
+    update = Policy.run_phases
+
+    def loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         loss = bc_loss(self.actor(batch.observations), batch.actions, self.spec.discrete)
-        opt = self.optimizers["actor"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"bc/loss": loss.item()}
+        return loss, {"bc/loss": loss}, carry
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.actor(obs)

@@ -42,12 +42,15 @@ class TrainCommand:
     """Gradient updates."""
     seed: int = 0
     """Seed of initialization, batches and evaluation."""
+    seeds: list[int] | None = None
+    """Train these seeds instead of --seed, in one process as one batched model (iql, td3bc, bc, cql; the others
+    one after another), each into OUT/seed_<s>/ with its own batches, noise, evaluation and checkpoints."""
     eval_every: int = 5000
     """Evaluate every this many updates (and after the last; 0 = only after the last)."""
     eval_episodes: int = 10
     """Episodes per evaluation, run side by side in a vector env (0 = no evaluation)."""
     out: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
-    """Output folder (default runs/ALGO-DATASET-sSEED)."""
+    """Output folder (default runs/ALGO-DATASET-sSEED; with --seeds runs/ALGO-DATASET, one seed_<s>/ each)."""
     device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
     """Torch device."""
     env_id: Annotated[str | None, tyro.conf.arg(metavar="ENV_ID")] = None
@@ -66,27 +69,27 @@ class TrainCommand:
     def run(self) -> None:
         from pbrl.data import load_dataset
         from pbrl.policies.base import check_overrides, default_config
-        from pbrl.policies.trainer import train_policy
+        from pbrl.policies.trainer import seed_folder, train_policy, train_seeds
         from pbrl.utils import RUN_FILES, check_fresh_out, resolve_device, threads_line, use_threads
 
         # settings first, before the (possibly large) dataset is read
         resolve_device(self.device, "--device")
         config = default_config(self.algo, **check_overrides(self.algo, parse_overrides(self.set)))
         hint = "pass --resume to continue it or --overwrite to start it afresh"
+        seeds = self.seeds
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise PbrlError(f"--seeds: give each seed once, got {seeds}")
         if self.out and not self.resume:
-            check_fresh_out(self.out, RUN_FILES, self.overwrite, hint)
+            for folder in [self.out] if seeds is None else [seed_folder(self.out, s) for s in seeds]:
+                check_fresh_out(str(folder), RUN_FILES, self.overwrite, hint)
         n, note = use_threads(self.threads)
-        print(f"pbrl train {self.algo} on {self.spec}: {self.steps} steps, {threads_line(n, note)}", flush=True)
+        what = f"{self.steps} steps" + ("" if seeds is None else f" x {len(seeds)} seeds")
+        print(f"pbrl train {self.algo} on {self.spec}: {what}, {threads_line(n, note)}", flush=True)
         ds = load_dataset(self.spec)
-        out = self.out or str(
-            Path("runs") / f"{self.algo}-{re.sub(r'[^A-Za-z0-9._-]+', '_', ds.name)}-s{self.seed}"
-        )
-        summary = train_policy(
-            self.algo,
-            ds,
-            config,
+        name = f"{self.algo}-{re.sub(r'[^A-Za-z0-9._-]+', '_', ds.name)}"
+        out = self.out or str(Path("runs") / (name if seeds is not None else f"{name}-s{self.seed}"))
+        common = dict(
             steps=self.steps,
-            seed=self.seed,
             out_dir=out,
             eval_every=self.eval_every,
             eval_episodes=self.eval_episodes,
@@ -96,6 +99,12 @@ class TrainCommand:
             overwrite=self.overwrite,
             tensorboard=self.tensorboard,
         )
+        if seeds is not None:
+            for summary in train_seeds(self.algo, ds, config, seeds=seeds, **common):
+                print(f"seed {summary['seed']}: " + _summary_line(summary))
+            print(f"outputs in {out}/seed_<s> for seeds {' '.join(map(str, seeds))}")
+            return
+        summary = train_policy(self.algo, ds, config, seed=self.seed, **common)
         print(_summary_line(summary))
         print(f"outputs in {out}")
 

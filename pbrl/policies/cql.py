@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from pbrl.data import Transitions
-from pbrl.policies.base import Policy, PolicySpec
-from pbrl.policies.nets import Critic, TanhGaussianActor, frozen, soft_update
+from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.nets import Critic, TanhGaussianActor, frozen
 from pbrl.utils import adam, bf16_enabled
 
 
@@ -91,19 +91,30 @@ class CQL(Policy):
                 -float(spec.act_dim) if config.target_entropy is None else config.target_entropy
             )
 
-    def _opt_step(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def phases(self) -> list[Phase]:
+        targets = (("critic_target", "critic"),)
+        if self.spec.discrete:
+            return [Phase("discrete_loss", ("critic",), targets=targets)]
+        # the TD target samples the actor after its step, so actor and temperature step first
+        return [Phase("actor_losses", ("actor", "alpha")), Phase("critic_loss", ("critic",), targets=targets)]
 
-    def update(self, batch: Transitions) -> dict[str, float]:
-        self.step += 1
-        out = self._update_discrete(batch) if self.spec.discrete else self._update_continuous(batch)
-        soft_update(self.critic_target, self.critic, self.config.tau)
-        return out
+    def draw_noise(self, batch: Transitions, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        if self.spec.discrete:
+            return {}
+        obs = batch.observations
+        B, A, N = obs.shape[0], batch.actions.shape[1], self.config.n_actions
+        kw = dict(generator=generator, dtype=obs.dtype, device=obs.device)
+        return {
+            "eps_obs": torch.randn(B, N + 1, A, **kw),  # pi(.|s): the actor loss's sample and N proposals
+            "eps_next": torch.randn(B, N + 1, A, **kw),  # pi(.|s'): the TD target's sample and N proposals
+            "uniform": torch.rand(B, N, A, **kw),  # U(0, 1), mapped to U(-1, 1) proposals
+        }
 
-    def _update_discrete(self, batch: Transitions) -> dict[str, float]:
+    update = Policy.run_phases
+
+    def discrete_loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         cfg = self.config
         with torch.no_grad():
             next_q = (
@@ -115,39 +126,45 @@ class CQL(Policy):
         td = F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()  # summed over the twins, as CORL
         penalty = cql_penalty(q_all, q, cfg.temperature)
         loss = td + cfg.cql_alpha * penalty
-        self._opt_step("critic", loss)
-        return {"cql/td_loss": td.item(), "cql/penalty": penalty.item(), "cql/q_mean": q.mean().item()}
+        return loss, {"cql/td_loss": td, "cql/penalty": penalty, "cql/q_mean": q.mean()}, carry
 
-    def _update_continuous(self, batch: Transitions) -> dict[str, float]:
+    def actor_losses(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """SAC's actor and temperature losses (disjoint parameters); carries the detached proposals pi(.|s)."""
         cfg = self.config
-        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations  # [B, D], [B, A]
-        B, A, N = act.shape[0], act.shape[1], cfg.n_actions
-
-        # actor and temperature (SAC)
+        obs, act, N = batch.observations, batch.actions, cfg.n_actions  # [B, D], [B, A]
         alpha = self.log_alpha.exp().detach()
         # one actor pass per state: sample 0 for the actor loss, samples 1..N (detached) are CQL proposals
-        a_obs, logp_obs = self.actor.sample(obs, N + 1)  # [B, N+1, A], [B, N+1]
+        a_obs, logp_obs = self.actor.sample(obs, N + 1, noise["eps_obs"])  # [B, N+1, A], [B, N+1]
         pi, logp = a_obs[:, 0], logp_obs[:, 0]  # [B, A], [B]
-        a_cur, logp_cur = a_obs[:, 1:].detach(), logp_obs[:, 1:].detach()  # [B, N, A], [B, N]
         if self.step <= cfg.bc_steps:
             actor_loss = (alpha * logp - self.actor.log_prob(obs, act)).mean()
         else:
             with frozen(self.critic):  # the actor's gradient passes through Q; no critic weight grads
                 actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
-        self._opt_step("actor", actor_loss)
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self._opt_step("alpha", alpha_loss)
+        carry = {"a_cur": a_obs[:, 1:].detach(), "logp_cur": logp_obs[:, 1:].detach(),  # [B, N, A], [B, N]
+                 "cql/actor_loss": actor_loss.detach(), "cql/alpha": alpha}
+        return actor_loss + alpha_loss, {}, carry
 
+    def critic_loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        cfg = self.config
+        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations  # [B, D], [B, A]
+        B, A, N = act.shape[0], act.shape[1], cfg.n_actions
+        a_cur, logp_cur = carry["a_cur"], carry["logp_cur"]
         # TD target and the remaining proposals for the log-sum-exp (uniform and pi(.|s'))
         with torch.no_grad():
-            a_nx, logp_nx = self.actor.sample(next_obs, N + 1)  # [B, N+1, A], [B, N+1]
+            a_nx, logp_nx = self.actor.sample(next_obs, N + 1, noise["eps_next"])  # [B, N+1, A], [B, N+1]
             next_pi, a_next, logp_next = a_nx[:, 0], a_nx[:, 1:], logp_nx[:, 1:]
             y = (
                 batch.rewards
                 + cfg.gamma * (1.0 - batch.terminals) * self.critic_target(next_obs, next_pi).min(0).values
             )
             obs_rep = obs.unsqueeze(1).expand(B, N, -1)  # [B, N, D]
-            a_rand = torch.rand(B, N, A, device=obs.device) * 2.0 - 1.0  # [B, N, A]
+            a_rand = noise["uniform"] * 2.0 - 1.0  # [B, N, A]
         obs_prop = torch.cat([obs_rep, obs_rep, obs_rep], 1)  # [B, 3N, D]
         act_prop = torch.cat([a_rand, a_cur, a_next], 1)  # [B, 3N, A]
         if bf16_enabled(cfg.bf16, obs.device):
@@ -170,15 +187,14 @@ class CQL(Policy):
         )  # [2, B, 3N]
         td = F.mse_loss(q, y.expand_as(q), reduction="none").mean(-1).sum()  # summed over the twins, as CORL
         penalty = cql_penalty(q_ood, q, cfg.temperature)
-        critic_loss = td + cfg.cql_alpha * penalty
-        self._opt_step("critic", critic_loss)
-        return {
-            "cql/td_loss": td.item(),
-            "cql/penalty": penalty.item(),
-            "cql/actor_loss": actor_loss.item(),
-            "cql/alpha": alpha.item(),
-            "cql/q_mean": q.mean().item(),
+        metrics = {
+            "cql/td_loss": td,
+            "cql/penalty": penalty,
+            "cql/actor_loss": carry["cql/actor_loss"],
+            "cql/alpha": carry["cql/alpha"],
+            "cql/q_mean": q.mean(),
         }
+        return td + cfg.cql_alpha * penalty, metrics, carry
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         if self.spec.discrete:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pbrl.data import Transitions
-from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.base import Phase, Policy, PolicySpec
 from pbrl.policies.nets import (
     CategoricalActor,
     Critic,
@@ -25,7 +25,6 @@ from pbrl.policies.nets import (
     GaussianActor,
     cosine_lr,
     mlp,
-    soft_update,
 )
 from pbrl.utils import adam
 
@@ -95,11 +94,22 @@ class IQL(Policy):
             return (self.actor(obs) - act).pow(2).sum(-1)  # [B]
         return -self.actor.log_prob(obs, act)  # [B]
 
-    def update(self, batch: Transitions) -> dict[str, float]:
-        cfg = self.config
-        self.step += 1
-        obs, act = batch.observations, batch.actions  # [B, D], [B, A] or [B]
+    def phases(self) -> list[Phase]:
+        # every loss reads the weights from before the update, so the three optimizers step on one backward pass
+        return [Phase("losses", ("value", "critic", "actor"), targets=(("critic_target", "critic"),))]
 
+    def schedule(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        if self.config.actor_cosine:
+            optimizers["actor"].param_groups[0]["lr"] = cosine_lr(self.config.lr, self.step - 1, self.total_steps)
+
+    update = Policy.run_phases
+
+    def losses(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """L_V + L_Q + L_pi (disjoint parameters: each network's gradient is its own loss's)."""
+        cfg = self.config
+        obs, act = batch.observations, batch.actions  # [B, D], [B, A] or [B]
         with torch.no_grad():
             target_q = self.critic_target(obs, act).min(0).values  # [B]
             next_v = self.value(batch.next_observations).squeeze(-1)  # [B]
@@ -108,32 +118,12 @@ class IQL(Policy):
         v = self.value(obs).squeeze(-1)  # [B]
         adv = target_q - v
         v_loss = expectile_loss(adv, cfg.expectile)
-        self._step("value", v_loss)
-
         q = self.critic(obs, act)  # [2, B]
         q_loss = F.mse_loss(q, q_target.expand_as(q))
-        self._step("critic", q_loss)
-        soft_update(self.critic_target, self.critic, cfg.tau)
-
-        if cfg.actor_cosine:
-            self.optimizers["actor"].param_groups[0]["lr"] = cosine_lr(
-                cfg.lr, self.step - 1, self.total_steps
-            )
         weights = awr_weights(adv.detach(), cfg.beta, cfg.max_weight)  # [B]
         actor_loss = (weights * self._actor_nll(obs, act)).mean()
-        self._step("actor", actor_loss)
-        return {
-            "iql/v_loss": v_loss.item(),
-            "iql/q_loss": q_loss.item(),
-            "iql/actor_loss": actor_loss.item(),
-            "iql/q_mean": q.mean().item(),
-        }
-
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        metrics = {"iql/v_loss": v_loss, "iql/q_loss": q_loss, "iql/actor_loss": actor_loss, "iql/q_mean": q.mean()}
+        return v_loss + q_loss + actor_loss, metrics, carry
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor.mode(obs) if not isinstance(self.actor, DeterministicActor) else self.actor(obs)

@@ -186,16 +186,18 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(-20.0, 2.0).exp()
 
-    def sample(self, obs: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, obs: torch.Tensor, n: int | None = None, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterized action [*, A] and its log-probability [*]; with `n`, n actions per observation
-        ([*, n, A], [*, n]) from one forward pass."""
+        ([*, n, A], [*, n]) from one forward pass. eps: the standard normal draws (default: drawn here)."""
         mean, std = self._dist(obs)
         if n is not None:
             mean, std = (
                 mean.unsqueeze(-2).expand(*mean.shape[:-1], n, -1),
                 std.unsqueeze(-2).expand(*std.shape[:-1], n, -1),
             )  # [*, n, A]
-        u = mean + std * torch.randn_like(mean)
+        u = mean + std * (torch.randn_like(mean) if eps is None else eps)
         logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form
         logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
@@ -235,8 +237,14 @@ class CategoricalActor(nn.Module):
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
     """No weight gradients for `module` inside the block; gradients still flow through it to its inputs (an actor's
-    loss through the critic needs dQ/da only)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
+    loss through the critic needs dQ/da only). Under `torch.func` transforms it does nothing: there the caller
+    passes the weights in detached."""
+    params = list(module.parameters())
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(p) for p in params):
+        # under vmap (pbrl.policies.seeds) the weights are inputs, passed detached by the caller: nothing to freeze
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in params]
     module.requires_grad_(False)
     try:
         yield

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from pbrl.data import Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Policy, PolicySpec
-from pbrl.policies.nets import Critic, DeterministicActor, frozen, soft_update
+from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.nets import Critic, DeterministicActor, frozen
 from pbrl.utils import adam
 
 
@@ -74,37 +74,40 @@ class TD3BC(Policy):
         self.optimizers["actor"] = adam(self.actor.parameters(), config.actor_lr)
         self.optimizers["critic"] = adam(self.critic.parameters(), config.critic_lr)
 
-    def update(self, batch: Transitions) -> dict[str, float]:
-        cfg = self.config
-        self.step += 1
-        obs, act = batch.observations, batch.actions  # [B, D], [B, A]
+    def phases(self) -> list[Phase]:
+        # the actor's loss reads the critic after its step, so the critic steps first
+        targets = (("critic_target", "critic"), ("actor_target", "actor"))
+        return [Phase("critic_loss", ("critic",)),
+                Phase("actor_loss", ("actor",), every=self.config.policy_freq, targets=targets)]
 
+    def draw_noise(self, batch: Transitions, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        act = batch.actions  # target policy smoothing: eps ~ N(0, 1) [B, A]
+        return {"eps": torch.randn(act.shape, generator=generator, dtype=act.dtype, device=act.device)}
+
+    update = Policy.run_phases
+
+    def critic_loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        cfg = self.config
         with torch.no_grad():
-            noise = (torch.randn_like(act) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-            next_act = (self.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)  # [B, A]
+            noise_a = (noise["eps"] * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_act = (self.actor_target(batch.next_observations) + noise_a).clamp(-1.0, 1.0)  # [B, A]
             target_q = self.critic_target(batch.next_observations, next_act).min(0).values  # [B]
             y = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * target_q  # [B]
-        q = self.critic(obs, act)  # [2, B]
-        critic_loss = F.mse_loss(q, y.expand_as(q)) * q.shape[0]  # sum over the twins, as TD3
-        opt = self.optimizers["critic"]
-        opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        opt.step()
+        q = self.critic(batch.observations, batch.actions)  # [2, B]
+        loss = F.mse_loss(q, y.expand_as(q)) * q.shape[0]  # sum over the twins, as TD3
+        return loss, {"td3bc/critic_loss": loss, "td3bc/q_mean": q.mean()}, carry
 
-        out = {"td3bc/critic_loss": critic_loss.item(), "td3bc/q_mean": q.mean().item()}
-        if self.step % cfg.policy_freq == 0:
-            pi = self.actor(obs)  # [B, A]
-            with frozen(self.critic):  # the actor's gradient passes through Q; no critic weight grads
-                q_pi = self.critic(obs, pi)[0]  # [B] (Q_1 only, as the paper)
-            actor_loss = td3bc_actor_loss(q_pi, pi, act, cfg.alpha)
-            opt = self.optimizers["actor"]
-            opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            opt.step()
-            soft_update(self.critic_target, self.critic, cfg.tau)
-            soft_update(self.actor_target, self.actor, cfg.tau)
-            out["td3bc/actor_loss"] = actor_loss.item()
-        return out
+    def actor_loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        obs = batch.observations  # [B, D]
+        pi = self.actor(obs)  # [B, A]
+        with frozen(self.critic):  # the actor's gradient passes through Q; no critic weight grads
+            q_pi = self.critic(obs, pi)[0]  # [B] (Q_1 only, as the paper)
+        loss = td3bc_actor_loss(q_pi, pi, batch.actions, self.config.alpha)
+        return loss, {"td3bc/actor_loss": loss}, carry
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)

@@ -11,6 +11,10 @@ Output folder:
   summary.json    last_score / best_score (normalized 0-100, None without reference scores), raw returns
 Resume: the checkpoint carries the sampler's and torch's RNG states and evaluation forks the RNG, so a resumed
 run reaches bit-for-bit the same weights as an uninterrupted one with the same seed (on CPU).
+
+`train_seeds(algo, dataset, config, seeds=[0, 1, 2], out_dir=OUT)`: the same runs for several seeds in one process,
+one folder each (`OUT/seed_<s>/`, the files above), trained as one batched model where the algorithm allows it
+(`pbrl.policies.seeds`), else one seed after another.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ import torch
 
 from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError
-from pbrl.policies.base import PolicySpec, default_config, make_policy
+from pbrl.policies.base import Policy, PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
 from pbrl.runs import RunFolder
 from pbrl.utils import (
@@ -61,6 +66,282 @@ def dataset_fingerprint(ds: EpisodeDataset) -> str:
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+@dataclasses.dataclass
+class _Settings:
+    """What every seed of one training call shares (checked once)."""
+
+    algo: str
+    dataset: EpisodeDataset
+    config: Any
+    steps: int
+    eval_every: int
+    eval_episodes: int
+    device: str
+    torch_device: torch.device
+    env_id: str | None
+    do_eval: bool
+    checkpoint_every: int
+    resume: bool
+    tensorboard: bool
+    progress: bool
+    log_every: int
+    stop_at: int | None
+
+
+def _settings(
+    algo: str, dataset: EpisodeDataset, config: Any, *, steps: int, eval_every: int, eval_episodes: int, device: str,
+    env_id: str | None, resume: bool, checkpoint_every: int | None, log_every: int, stop_at: int | None,
+    progress: bool, tensorboard: bool, has_out: bool,
+) -> _Settings:
+    if steps < 1:
+        raise PbrlError(f"steps must be >= 1, got {steps}")
+    if eval_every < 0 or eval_episodes < 0:
+        raise PbrlError("eval_every and eval_episodes must be >= 0")
+    if resume and not has_out:
+        raise PbrlError("resume needs out_dir (the folder holding checkpoint.pt)")
+    env_id = env_id or dataset.env_id
+    return _Settings(
+        algo=algo, dataset=dataset, config=config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+        device=device, torch_device=torch.device("cpu"), env_id=env_id,
+        do_eval=eval_episodes > 0 and env_id is not None,
+        checkpoint_every=checkpoint_every or eval_every or max(1, steps // 10), resume=resume,
+        tensorboard=tensorboard, progress=progress, log_every=log_every, stop_at=stop_at,
+    )
+
+
+class _SeedRun:
+    """One seed's run: its policy (built right after seeding, as every run of that seed builds it), sampling
+    generator, torch RNG state, run folder, evaluation history and checkpoints."""
+
+    def __init__(self, st: _Settings, seed: int, spec: PolicySpec, out: Path | None, stale: list[str]) -> None:
+        self.st, self.seed, self.out = st, seed, out
+        set_seed(seed)
+        self.policy: Policy = make_policy(st.algo, spec, st.config, total_steps=st.steps).to(st.torch_device)
+        self.torch_rng: torch.Tensor = torch.get_rng_state()  # the stream the updates continue
+        self.generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
+        self.sampler = self.policy.make_sampler(st.dataset, self.generator)
+        dataset = st.dataset
+        self.run_info = {
+            "algo": st.algo,
+            "config": dataclasses.asdict(st.config),
+            "steps": st.steps,
+            "seed": seed,
+            "eval_every": st.eval_every,
+            "eval_episodes": st.eval_episodes,
+            "device": st.device,
+            "env_id": st.env_id,
+            "dataset": dataset.name,
+            "dataset_metadata": json.loads(dumps_json(dataset.metadata)),
+            "git_revision": git_revision(),
+            "threads": torch.get_num_threads(),  # the torch CPU threads the run used (pbrl.utils.choose_threads)
+        }
+        run_info = self.run_info
+        # what a resume must match (the device may change: CPU and GPU runs continue each other)
+        fingerprint = {
+            **{k: run_info[k] for k in ("algo", "config", "steps", "seed", "eval_every", "eval_episodes", "env_id")},
+            "dataset": dataset.name,
+            "dataset_sha256": dataset_fingerprint(dataset),
+        }
+        self.history: list[dict[str, Any]] = []  # eval records
+        self.start = 0
+        self.run: RunFolder | None = None
+        if out is None:
+            return
+        ckpt = out / "checkpoint.pt"
+        if st.resume and not ckpt.is_file():
+            raise PbrlError(f"nothing to resume: {ckpt} does not exist")
+        state = None
+        if st.resume:
+            state = safe_torch_load(ckpt, map_location=st.torch_device, what="training checkpoint")
+            try:
+                saved = json.loads(state["extra"]["run"])
+                saved_core = {key: saved[key] for key in ("algo", "config", "steps", "seed")}
+            except (TypeError, KeyError, ValueError):
+                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
+            for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
+                if value != json.loads(dumps_json(run_info[key])):
+                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
+        remove_paths(stale)  # --overwrite: the old run's checkpoint, policy and summary go before the new run writes
+        # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
+        # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
+        self.run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=st.resume, device=st.device,
+                             extra=run_info, tensorboard=st.tensorboard)
+        if state is not None:
+            try:
+                self.policy.load_training_state(state["state"])
+                self.generator.set_state(state["extra"]["generator"])
+                torch.Generator().set_state(state["extra"]["torch_rng"])  # a malformed state fails here
+                self.torch_rng = state["extra"]["torch_rng"]
+                self.history = json.loads(state["extra"]["history"])
+            except (TypeError, KeyError, ValueError, RuntimeError) as e:
+                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
+            self.start = self.policy.step
+            self.run.rewind(self.start)  # rows logged after the checkpoint were lost with the killed run: they come again
+
+    def save_checkpoint(self, path: Path, torch_rng: torch.Tensor) -> None:
+        self.policy.save(
+            path,
+            extra={
+                "run": json.dumps(self.run_info),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch_rng,
+                "history": json.dumps(self.history),
+            },
+        )
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log(row)
+
+    def run_eval(self, step: int, desc: str) -> dict[str, Any]:
+        st = self.st
+        returns = evaluate(self.policy, st.env_id, st.eval_episodes, seed=self.seed + 10_000, progress=st.progress,
+                           desc=desc)
+        scores = normalize_returns(self.policy, returns)
+        rec = {
+            "step": step,
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/normalized_score": None if scores is None else float(scores.mean()),
+            "eval/returns": returns.tolist(),
+        }
+        self.history.append(rec)
+        return rec
+
+    def summary(self, start: int, elapsed: float) -> dict[str, Any]:
+        history, policy, st = self.history, self.policy, self.st
+        scores = [r["eval/normalized_score"] for r in history]
+        last = history[-1] if history else None
+        best = max(history, key=lambda r: r["eval/return_mean"]) if history else None
+        summary = {
+            "algo": st.algo,
+            "dataset": st.dataset.name,
+            "env_id": st.env_id,
+            "seed": self.seed,
+            "steps": st.steps,
+            "steps_done": policy.step,
+            "finished": policy.step >= st.steps,
+            "last_score": None if last is None else last["eval/normalized_score"],
+            "best_score": None if best is None or None in scores else max(scores),
+            "last_return_mean": None if last is None else last["eval/return_mean"],
+            "best_return_mean": None if best is None else best["eval/return_mean"],
+            "best_step": None if best is None else best["step"],
+            "last_returns": None if last is None else last["eval/returns"],
+            "evaluations": [{k: v for k, v in r.items() if k != "eval/returns"} for r in history],
+            # None when this call ran no update (e.g. resuming a finished run): there is no throughput to report
+            "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9) if policy.step > start else None,
+        }
+        return summary
+
+
+def _loop(
+    st: _Settings,
+    runs: list[_SeedRun],
+    update: Callable[[], list[dict[str, float]]],
+    sync: Callable[[], None],
+    torch_rng: Callable[[int], torch.Tensor],
+) -> list[dict[str, Any]]:
+    """The training loop over runs at the same step: `update()` advances every run by one step (one metrics dict
+    each), `sync()` brings their policies up to date before they are evaluated or saved, `torch_rng(i)` is run i's
+    torch RNG state for its checkpoint. Returns the runs' summaries (also written to their folders)."""
+    steps, start = st.steps, runs[0].start
+    many = len(runs) > 1
+    stop = min(steps, st.stop_at) if st.stop_at is not None else steps
+    bar = None
+    if st.progress:
+        from tqdm.auto import tqdm
+
+        desc = f"{st.algo} x{len(runs)} seeds" if many else st.algo
+        bar = tqdm(total=steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
+    # the evaluations this call will run, for the time estimate
+    n_evals = sum(1 for s_ in range(start + 1, stop + 1) if (st.eval_every and s_ % st.eval_every == 0) or s_ == steps)
+    n_evals = n_evals * len(runs) if st.do_eval else 0
+    probe = min(ESTIMATE_AFTER, max(1, steps // 20))
+    estimate: dict[str, float] = {}  # update rate, then the seconds of one evaluation
+
+    def say_estimate() -> None:
+        rate, todo = estimate["rate"], stop - start
+        total = todo / rate
+        if "eval_s" in estimate:
+            total += n_evals * estimate["eval_s"]
+            extra = f" and {n_evals} evaluation{'s' if n_evals != 1 else ''} of {estimate['eval_s']:.2g} s"
+        else:
+            extra = ", evaluation not yet timed" if n_evals else ""
+        line = estimate_line(total, f"{todo} steps", f"{rate:.3g} steps/s", extra, "pass fewer --steps")
+        if bar is not None:
+            bar.write(line)
+
+    # throughput counts update time only: evaluation and checkpoint time is kept out
+    t0, window_t, window_n, paused, paused_window = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0
+    steps_per_s: float | None = None
+    for step in range(start + 1, stop + 1):
+        metrics_all = update()
+        window_n += 1
+        if "rate" not in estimate and step < stop:
+            spent = time.perf_counter() - t0 - paused
+            if step - start >= probe or (spent >= ESTIMATE_AFTER_S and step - start >= 5):
+                estimate["rate"] = (step - start) / max(spent, 1e-9)
+                say_estimate()
+        if step % st.log_every == 0 or step == steps:
+            now = time.perf_counter()
+            steps_per_s = window_n / max(now - window_t - paused_window, 1e-9)
+            window_t, window_n, paused_window = now, 0, 0.0
+            for run, metrics in zip(runs, metrics_all):
+                run.log({"step": step, **metrics, "perf/steps_per_s": steps_per_s})
+            if bar is not None:
+                short = [f"{k.split('/')[-1]}={v:.3g}" for k, v in list(metrics_all[0].items())[:3]]
+                note = load_note()  # the machine is oversubscribed: every thread runs part of the time
+                short.append(f"sps={steps_per_s:.3g}")  # updates only (the bar's own rate counts evaluations too)
+                bar.set_postfix_str(", ".join(short + ([note] if note else [])))
+        if st.do_eval and ((st.eval_every and step % st.eval_every == 0) or step == steps):
+            t_eval = time.perf_counter()
+            sync()
+            for run in runs:
+                rec = run.run_eval(step, f"eval @{step}" + (f" seed {run.seed}" if many else ""))
+                run.log(rec)
+                if bar is not None:
+                    bar.write(
+                        (f"seed {run.seed}, " if many else "")
+                        + f"step {step}: return {rec['eval/return_mean']:.1f}"
+                        + (
+                            f", score {rec['eval/normalized_score']:.1f}"
+                            if rec["eval/normalized_score"] is not None
+                            else ""
+                        )
+                    )
+            if "eval_s" not in estimate:
+                estimate["eval_s"] = (time.perf_counter() - t_eval) / len(runs)
+                if "rate" in estimate and n_evals > 1:
+                    say_estimate()
+            paused_window += time.perf_counter() - t_eval
+            paused += time.perf_counter() - t_eval
+        if bar is not None:
+            bar.update(1)
+        if step % st.checkpoint_every == 0 or step == stop:
+            t_save = time.perf_counter()
+            if any(run.out is not None for run in runs):
+                sync()
+            for i, run in enumerate(runs):
+                if run.out is not None:
+                    run.save_checkpoint(run.out / "checkpoint.pt", torch_rng(i))
+            paused_window += time.perf_counter() - t_save
+            paused += time.perf_counter() - t_save
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0 - paused
+    sync()
+    summaries = []
+    for i, run in enumerate(runs):
+        summary = run.summary(start, elapsed)
+        if run.run is not None and run.out is not None:
+            if run.policy.step >= steps:
+                run.save_checkpoint(run.out / "policy.pt", torch_rng(i))
+            run.run.write_summary(summary)
+        summaries.append(json.loads(dumps_json(summary)))
+    return summaries
 
 
 @denormals_flushed()
@@ -102,212 +383,127 @@ def train_policy(
     the evaluation environment (made once, its spaces checked against the dataset's), and on resume the
     checkpoint and the run's fingerprint (algorithm, config, steps, seed, evaluation settings, dataset contents).
     """
-    if steps < 1:
-        raise PbrlError(f"steps must be >= 1, got {steps}")
-    if eval_every < 0 or eval_episodes < 0:
-        raise PbrlError("eval_every and eval_episodes must be >= 0")
-    if resume and out_dir is None:
-        raise PbrlError("resume needs out_dir (the folder holding checkpoint.pt)")
+    st = _settings(algo, dataset, config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                   device=device, env_id=env_id, resume=resume, checkpoint_every=checkpoint_every,
+                   log_every=log_every, stop_at=stop_at, progress=progress, tensorboard=tensorboard,
+                   has_out=out_dir is not None)
     stale: list[str] = []
     if out_dir is not None and not resume:  # refused before any work; removed once every setting is checked
         stale = check_fresh_out(str(out_dir), RUN_FILES, overwrite, "pass --resume to continue it or --overwrite to "
                                 "start it afresh")
-    torch_device = resolve_device(device)
-    config = default_config(algo) if config is None else config
+    st.torch_device = resolve_device(device)
+    st.config = default_config(algo) if config is None else config
     out = Path(out_dir) if out_dir is not None else None
-    env_id = env_id or dataset.env_id
-    do_eval = eval_episodes > 0 and env_id is not None
-    checkpoint_every = checkpoint_every or eval_every or max(1, steps // 10)
 
     set_seed(seed)
-    spec = PolicySpec.from_dataset(dataset, env_id=env_id)
-    if do_eval:  # an unknown env id or one whose spaces do not fit fails now, not after training
-        check_env_fits(spec, env_id)
-    policy = make_policy(algo, spec, config, total_steps=steps).to(torch_device)
-    generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
-    sampler = policy.make_sampler(dataset, generator)
-    run_info = {
-        "algo": algo,
-        "config": dataclasses.asdict(config),
-        "steps": steps,
-        "seed": seed,
-        "eval_every": eval_every,
-        "eval_episodes": eval_episodes,
-        "device": device,
-        "env_id": env_id,
-        "dataset": dataset.name,
-        "dataset_metadata": json.loads(dumps_json(dataset.metadata)),
-        "git_revision": git_revision(),
-        "threads": torch.get_num_threads(),  # the torch CPU threads the run used (pbrl.utils.choose_threads)
-    }
-    # what a resume must match (the device may change: CPU and GPU runs continue each other)
-    fingerprint = {
-        **{k: run_info[k] for k in ("algo", "config", "steps", "seed", "eval_every", "eval_episodes", "env_id")},
-        "dataset": dataset.name,
-        "dataset_sha256": dataset_fingerprint(dataset),
-    }
+    spec = PolicySpec.from_dataset(dataset, env_id=st.env_id)
+    if st.do_eval:  # an unknown env id or one whose spaces do not fit fails now, not after training
+        check_env_fits(spec, st.env_id)
+    run = _SeedRun(st, seed, spec, out, stale)
+    torch.set_rng_state(run.torch_rng)  # a resumed run continues its stream (a fresh one: no change)
+    policy, sampler = run.policy, run.sampler
+    return _loop(st, [run], lambda: [policy.update(sampler())], lambda: None, lambda i: torch.get_rng_state())[0]
 
-    history: list[dict[str, Any]] = []  # eval records
-    start = 0
-    run: RunFolder | None = None
-    if out is not None:
-        ckpt = out / "checkpoint.pt"
-        if resume and not ckpt.is_file():
-            raise PbrlError(f"nothing to resume: {ckpt} does not exist")
-        state = None
-        if resume:
-            state = safe_torch_load(ckpt, map_location=torch_device, what="training checkpoint")
-            try:
-                saved = json.loads(state["extra"]["run"])
-                saved_core = {key: saved[key] for key in ("algo", "config", "steps", "seed")}
-            except (TypeError, KeyError, ValueError):
-                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
-            for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
-                if value != json.loads(dumps_json(run_info[key])):
-                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
-        remove_paths(stale)  # --overwrite: the old run's checkpoint, policy and summary go before the new run writes
-        # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
-        # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
-        run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=resume, device=device, extra=run_info,
-                        tensorboard=tensorboard)
-        if state is not None:
-            try:
-                policy.load_training_state(state["state"])
-                generator.set_state(state["extra"]["generator"])
-                torch.set_rng_state(state["extra"]["torch_rng"])
-                history = json.loads(state["extra"]["history"])
-            except (TypeError, KeyError, ValueError, RuntimeError) as e:
-                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
-            start = policy.step
-            run.rewind(start)  # rows logged after the checkpoint were lost with the killed run: they come again
 
-    def save_checkpoint(path: Path) -> None:
-        policy.save(
-            path,
-            extra={
-                "run": json.dumps(run_info),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": json.dumps(history),
-            },
-        )
+def seed_folder(out_dir: str | Path, seed: int) -> Path:
+    """Where `train_seeds` writes seed `seed`'s run: OUT/seed_<seed>."""
+    return Path(out_dir) / f"seed_{seed}"
 
-    def log(row: dict[str, Any]) -> None:
-        if run is not None:
-            run.log(row)
 
-    def run_eval(step: int) -> dict[str, Any]:
-        returns = evaluate(policy, env_id, eval_episodes, seed=seed + 10_000, progress=progress, desc=f"eval @{step}")
-        scores = normalize_returns(policy, returns)
-        rec = {
-            "step": step,
-            "eval/return_mean": float(returns.mean()),
-            "eval/return_std": float(returns.std()),
-            "eval/normalized_score": None if scores is None else float(scores.mean()),
-            "eval/returns": returns.tolist(),
-        }
-        history.append(rec)
-        return rec
+@denormals_flushed()
+def train_seeds(
+    algo: str,
+    dataset: EpisodeDataset,
+    config: Any = None,
+    *,
+    seeds: Sequence[int],
+    out_dir: str | Path | None = None,
+    steps: int = 100_000,
+    eval_every: int = 5000,
+    eval_episodes: int = 10,
+    device: str = "cpu",
+    env_id: str | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    log_every: int = 100,
+    stop_at: int | None = None,
+    progress: bool = True,
+    overwrite: bool = True,
+    tensorboard: bool = False,
+    batched: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """`train_policy` for each of `seeds`, in one process; returns their summaries in seed order.
 
-    stop = min(steps, stop_at) if stop_at is not None else steps
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    Seed s's run goes to `seed_folder(out_dir, s)` (OUT/seed_<s>/) and holds what `train_policy(seed=s)` writes
+    there: the same config, metrics rows, checkpoints (`pbrl train --resume` continues either) and summary, with
+    the same numbers up to float rounding. The seeds train as one batched model (`pbrl.policies.seeds.SeedBatch`)
+    when the algorithm's update is written as phases and `batched`; otherwise, or when resumed checkpoints are
+    at different steps, one after another (said through `log`). Each seed keeps its own batches, noise and
+    evaluation episodes (seed + 10000, as a separate run). The metrics rows' `perf/steps_per_s` is the batched
+    model's update rate (every seed advances at it).
+    """
+    from pbrl.policies.seeds import SeedBatch, seed_batchable
 
-        bar = tqdm(total=steps, initial=start, desc=algo, unit="step", dynamic_ncols=True, mininterval=1.0)
-    # the evaluations this call will run, for the time estimate
-    n_evals = sum(1 for s_ in range(start + 1, stop + 1) if (eval_every and s_ % eval_every == 0) or s_ == steps)
-    n_evals = n_evals if do_eval else 0
-    probe = min(ESTIMATE_AFTER, max(1, steps // 20))
-    estimate: dict[str, float] = {}  # update rate, then the seconds of one evaluation
+    say = log or (lambda line: print(line, flush=True))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise PbrlError("seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise PbrlError(f"seeds: each seed once, got {seeds}")
+    st = _settings(algo, dataset, config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                   device=device, env_id=env_id, resume=resume, checkpoint_every=checkpoint_every,
+                   log_every=log_every, stop_at=stop_at, progress=progress, tensorboard=tensorboard,
+                   has_out=out_dir is not None)
+    outs = [seed_folder(out_dir, s) if out_dir is not None else None for s in seeds]
+    stale: list[list[str]] = [[] for _ in seeds]
+    if out_dir is not None and not resume:  # every seed's folder is checked before any work
+        stale = [check_fresh_out(str(o), RUN_FILES, overwrite, "pass --resume to continue it or --overwrite to "
+                                 "start it afresh") for o in outs]
+    st.torch_device = resolve_device(device)
+    st.config = default_config(algo) if config is None else config
 
-    def say_estimate() -> None:
-        rate, todo = estimate["rate"], stop - start
-        total = todo / rate
-        if "eval_s" in estimate:
-            total += n_evals * estimate["eval_s"]
-            extra = f" and {n_evals} evaluation{'s' if n_evals != 1 else ''} of {estimate['eval_s']:.2g} s"
-        else:
-            extra = ", evaluation not yet timed" if n_evals else ""
-        line = estimate_line(total, f"{todo} steps", f"{rate:.3g} steps/s", extra, "pass fewer --steps")
-        if bar is not None:
-            bar.write(line)
+    def one_by_one(why: str) -> list[dict[str, Any]]:
+        say(f"{algo}: training {len(seeds)} seeds one after another ({why})")
+        return [
+            train_policy(algo, dataset, st.config, steps=steps, seed=s, out_dir=o, eval_every=eval_every,
+                         eval_episodes=eval_episodes, device=device, env_id=env_id, resume=resume,
+                         checkpoint_every=checkpoint_every, log_every=log_every, stop_at=stop_at, progress=progress,
+                         overwrite=overwrite, tensorboard=tensorboard)
+            for s, o in zip(seeds, outs)
+        ]
 
-    # throughput counts update time only: evaluation and checkpoint time is kept out
-    t0, window_t, window_n, paused, paused_window = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0
-    steps_per_s: float | None = None
-    for step in range(start + 1, stop + 1):
-        metrics = policy.update(sampler())
-        window_n += 1
-        if "rate" not in estimate and step < stop:
-            spent = time.perf_counter() - t0 - paused
-            if step - start >= probe or (spent >= ESTIMATE_AFTER_S and step - start >= 5):
-                estimate["rate"] = (step - start) / max(spent, 1e-9)
-                say_estimate()
-        if step % log_every == 0 or step == steps:
-            now = time.perf_counter()
-            steps_per_s = window_n / max(now - window_t - paused_window, 1e-9)
-            window_t, window_n, paused_window = now, 0, 0.0
-            log({"step": step, **metrics, "perf/steps_per_s": steps_per_s})
-            if bar is not None:
-                short = [f"{k.split('/')[-1]}={v:.3g}" for k, v in list(metrics.items())[:3]]
-                note = load_note()  # the machine is oversubscribed: every thread runs part of the time
-                short.append(f"sps={steps_per_s:.3g}")  # updates only (the bar's own rate counts evaluations too)
-                bar.set_postfix_str(", ".join(short + ([note] if note else [])))
-        if do_eval and ((eval_every and step % eval_every == 0) or step == steps):
-            t_eval = time.perf_counter()
-            rec = run_eval(step)
-            log(rec)
-            if "eval_s" not in estimate:
-                estimate["eval_s"] = time.perf_counter() - t_eval
-                if "rate" in estimate and n_evals > 1:
-                    say_estimate()
-            if bar is not None:
-                bar.write(
-                    f"step {step}: return {rec['eval/return_mean']:.1f}"
-                    + (
-                        f", score {rec['eval/normalized_score']:.1f}"
-                        if rec["eval/normalized_score"] is not None
-                        else ""
-                    )
-                )
-            paused_window += time.perf_counter() - t_eval
-            paused += time.perf_counter() - t_eval
-        if bar is not None:
-            bar.update(1)
-        if out is not None and (step % checkpoint_every == 0 or step == stop):
-            t_save = time.perf_counter()
-            save_checkpoint(out / "checkpoint.pt")
-            paused_window += time.perf_counter() - t_save
-            paused += time.perf_counter() - t_save
-    if bar is not None:
-        bar.close()
-    elapsed = time.perf_counter() - t0 - paused
+    spec = PolicySpec.from_dataset(dataset, env_id=st.env_id)
+    if st.do_eval:
+        check_env_fits(spec, st.env_id)
+    if not batched or len(seeds) == 1:
+        return one_by_one("batching off" if not batched else "one seed")
+    why = seed_batchable(make_policy(algo, spec, st.config, total_steps=steps))
+    if why is not None:
+        return one_by_one(why)
+    if resume:  # checkpoints at different steps (a run killed while saving) cannot share one model
+        at = {}
+        for s, o in zip(seeds, outs):
+            assert o is not None
+            ckpt = o / "checkpoint.pt"
+            if not ckpt.is_file():
+                raise PbrlError(f"nothing to resume: {ckpt} does not exist")
+            at[s] = int(safe_torch_load(ckpt, map_location="cpu", what="training checkpoint").get("state", {})
+                        .get("step", -1))
+        if len(set(at.values())) != 1:
+            return one_by_one(f"their checkpoints are at different steps: {at}")
+    runs = [_SeedRun(st, s, spec, o, stale_s) for s, o, stale_s in zip(seeds, outs, stale)]
+    noise = []
+    for run in runs:  # each seed's own torch stream: a CPU generator (a CUDA one seeded like a separate run's)
+        g = torch.Generator()
+        g.set_state(run.torch_rng)
+        if st.torch_device.type == "cuda":
+            g = torch.Generator(st.torch_device).manual_seed(run.seed)
+        noise.append(g)
+    batch = SeedBatch([r.policy for r in runs], [r.sampler for r in runs], noise)
+    say(f"{algo}: training seeds {seeds} as one batched model")
 
-    scores = [r["eval/normalized_score"] for r in history]
-    last = history[-1] if history else None
-    best = max(history, key=lambda r: r["eval/return_mean"]) if history else None
-    summary = {
-        "algo": algo,
-        "dataset": dataset.name,
-        "env_id": env_id,
-        "seed": seed,
-        "steps": steps,
-        "steps_done": policy.step,
-        "finished": policy.step >= steps,
-        "last_score": None if last is None else last["eval/normalized_score"],
-        "best_score": None if best is None or None in scores else max(scores),
-        "last_return_mean": None if last is None else last["eval/return_mean"],
-        "best_return_mean": None if best is None else best["eval/return_mean"],
-        "best_step": None if best is None else best["step"],
-        "last_returns": None if last is None else last["eval/returns"],
-        "evaluations": [{k: v for k, v in r.items() if k != "eval/returns"} for r in history],
-        # None when this call ran no update (e.g. resuming a finished run): there is no throughput to report
-        "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9) if policy.step > start else None,
-    }
-    if run is not None:
-        if policy.step >= steps:
-            save_checkpoint(out / "policy.pt")
-        run.write_summary(summary)
-    return json.loads(dumps_json(summary))
+    def rng(i: int) -> torch.Tensor:
+        return noise[i].get_state() if noise[i].device.type == "cpu" else runs[i].torch_rng
+
+    return _loop(st, runs, batch.update, batch.unstack, rng)
