@@ -519,7 +519,13 @@ def _fit(cls, data, config, out_dir, progress, source, overwrite, tensorboard) -
         raise PbrlError(f"batch_size must be >= 1 and epochs >= 0; got {config.batch_size}, {config.epochs}")
     seg = lm_segmenter(config.segmenter)
     name = str(data) if isinstance(data, (str, os.PathLike)) else "records"
-    records = load_preferences(data) if isinstance(data, (str, os.PathLike)) else list(data)
+    from pbrl.llm.prefs_data import PreferenceRecord
+
+    records = (load_preferences(data) if isinstance(data, (str, os.PathLike))
+               else list(data) if isinstance(data, (list, tuple)) else [])
+    if not records or not all(isinstance(r, PreferenceRecord) for r in records):
+        raise PbrlError(f"the lm reward model trains on {{prompt, chosen, rejected}} records (a JSONL file or a "
+                        f"list of PreferenceRecord), not on {type(data).__name__}")
     dev = resolve_device(config.device)
     tokenizer = _tokenizer(lm, records)
     with torch.random.fork_rng(devices=[]):
