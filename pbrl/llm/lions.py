@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +288,8 @@ def _chat_tokenizer(cfg: LionsConfig) -> str:
 def lions(cfg: LionsConfig, judge=None, log=print) -> dict[str, Any]:
     """Run (or resume) the stages of ``cfg`` (module docstring). ``judge``: a callable for the online rounds
     (default: ``cfg.judge`` resolved); ``log``: where the estimate and the stage lines go. Returns the summary
-    written to RUN_DIR/summary.json: per stage its row (seconds, estimate, final metrics, model folder)."""
+    written to RUN_DIR/summary.json: per stage its row (seconds, estimate, final metrics, model folder), the
+    last stage's model, and ``ran``: the stages this call ran (the others were finished before)."""
     from pbrl.llm.dpo import train_dpo
     from pbrl.llm.odpo import online_dpo, resolve_judge
     from pbrl.llm.prefs_data import load_preferences, tokenize_records
@@ -309,9 +311,10 @@ def lions(cfg: LionsConfig, judge=None, log=print) -> dict[str, Any]:
     out = Path(cfg.out)
     run = RunFolder(out, dataclasses.asdict(cfg), fingerprint=_fingerprint(cfg), resume=cfg.resume,
                     write=False)  # a resume of another run is refused before anything is written
-    if not cfg.resume:
+    if not cfg.resume:  # every stage runs again (each trainer with resume=False), the tokenizer is trained again
         for s in STAGES:
             (out / s / STAGE_DONE).unlink(missing_ok=True)
+        shutil.rmtree(out / "tokenizer", ignore_errors=True)
     done = {s: dict(next(read_json_lines(out / s / STAGE_DONE, whole=True))[1])
             for s in cfg.stages if (out / s / STAGE_DONE).is_file()}
     todo = [s for s in cfg.stages if s not in done]
@@ -345,7 +348,7 @@ def lions(cfg: LionsConfig, judge=None, log=print) -> dict[str, Any]:
             res = train_sft(c)
             if not res["done"]:
                 log(f"lions: stage sft stopped at step {res['step']} of {res['total_steps']}; run again to resume")
-                return {"stages": done, "done": False}
+                return {"stages": done, "done": False, "ran": todo[: todo.index(s) + 1]}
             final, extra = res["final"], {"data": res["data"]}
         elif s == "dpo":
             tok = load_tokenizer(c.tokenizer_path)
@@ -367,7 +370,7 @@ def lions(cfg: LionsConfig, judge=None, log=print) -> dict[str, Any]:
         log(f"lions: [{time.perf_counter() - t_all:5.0f} s] stage {s} done in {format_duration(row['seconds'])}: "
             + _line(s, row))
     last = done[cfg.stages[-1]]["model"]
-    summary = {"stages": done, "done": True, "model": last}
+    summary = {"stages": done, "done": True, "model": last, "ran": todo}
     run.write_summary(summary)
     return summary
 
