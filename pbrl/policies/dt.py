@@ -108,6 +108,12 @@ def token_attention_mask(mask: torch.Tensor) -> torch.Tensor:
     return allowed.unsqueeze(1)
 
 
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`token_attention_mask` as an additive bias [B, 1, 3K, 3K]: 0 where a token may attend, -inf elsewhere."""
+    allowed = token_attention_mask(mask)
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(~allowed, float("-inf"))
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of x [..., B, K] over positions where mask [B, K] is True."""
     m = mask.to(x.dtype)
@@ -124,7 +130,7 @@ def dt_action_loss(pred: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, di
 
 # ---------------------------------------------------------------------------------------------- model
 class Block(nn.Module):
-    """Pre-LayerNorm GPT-2 block with `scaled_dot_product_attention`."""
+    """Pre-LayerNorm GPT-2 block: softmax(q k^T / sqrt(d) + bias) v with dropout on the attention weights."""
 
     def __init__(self, dim: int, heads: int, inner: int, act: str, dropout: float) -> None:
         super().__init__()
@@ -134,18 +140,25 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, inner), activation(act)(), nn.Linear(inner, dim), Dropout(dropout)
         )
-        self.resid_drop = Dropout(dropout)
+        self.attn_drop, self.resid_drop = Dropout(dropout), Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor, rows: slice | torch.Tensor = slice(None)
+        self, x: torch.Tensor, attn_bias: torch.Tensor, rows: slice | torch.Tensor = slice(None)
     ) -> torch.Tensor:
-        """x [B, L, E] -> [B, L', E] at the query positions `rows` only (keys and values are all L positions)."""
+        """x [B, L, E], additive bias [B, 1, L, L] (0 = may attend, -inf = hidden) -> [B, L', E] at the query
+        positions `rows` only (keys and values are all L positions)."""
         B, L, E = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, E // self.heads).permute(2, 0, 3, 1, 4)
-        q, attn_mask, x = q[:, :, rows], attn_mask[:, :, rows], x[:, rows]  # [B, H, L', E/H], .., [B, L', E]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # [B, H, L', E/H]
+        q, attn_bias, x = q[:, :, rows], attn_bias[:, :, rows], x[:, rows]  # [B, H, L', E/H], .., [B, L', E]
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # scaled_dot_product_attention's CPU path with dropout is its math path with a Bernoulli draw per
+            # weight (a third of a small DT update); the same maths with the cheap 16-bit-mask dropout
+            w = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + attn_bias  # [B, H, L', L]
+            y = torch.matmul(self.attn_drop(w.softmax(-1)), v)  # [B, H, L', E/H]
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
+            )  # [B, H, L', E/H]
         x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, x.shape[1], E)))
         return x + self.mlp(self.ln2(x))
 
@@ -191,17 +204,19 @@ class TrajectoryTransformer(nn.Module):
         timesteps: torch.Tensor,  # [B, K] long
         mask: torch.Tensor,  # [B, K] bool
         outputs: Literal["both", "actions", "last_action"] = "both",
+        attn_bias: torch.Tensor | None = None,  # [B, 1, 3K, 3K] attention_bias(mask), when the caller has it
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(actions [B, K, A], next states [B, K, D]); `outputs` limits what is computed: "actions" (next states
         None) or "last_action" (actions [B, 1, A] at the last step only). The last block runs only the positions
-        the heads read (2/3 or 1/3 of the tokens, or one): the same values for less work."""
+        the heads read (2/3 or 1/3 of the tokens, or one): the same values for less work. Two models reading the
+        same windows (DTR's actor and EMA actor) can share one `attn_bias`."""
         # bf16 autocast where the config's setting resolved to on; float32 outputs
         on = states.device.type in self.bf16_device_types
         with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=on):
-            a, s_next = self._forward(rtg, states, actions, timesteps, mask, outputs)
+            a, s_next = self._forward(rtg, states, actions, timesteps, mask, outputs, attn_bias)
         return a.float(), None if s_next is None else s_next.float()
 
-    def _forward(self, rtg, states, actions, timesteps, mask, outputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(self, rtg, states, actions, timesteps, mask, outputs, attn_bias) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, K = mask.shape
         t = self.embed_timestep(timesteps.clamp(0, self.max_ep_len - 1))  # [B, K, E]
         x = interleave_tokens(
@@ -210,7 +225,8 @@ class TrajectoryTransformer(nn.Module):
             self.embed_action(actions) + t,
         )  # [B, 3K, E]
         x = self.drop(self.embed_ln(x))
-        attn_mask = token_attention_mask(mask)
+        if attn_bias is None:
+            attn_bias = attention_bias(mask)  # [B, 1, 3K, 3K] float32, built once for every block
         # the rows the last block must produce: token 3t + 1 is s_t, 3t + 2 is a_t (R_t's output is never read)
         L = 3 * K
         if outputs == "both":
@@ -222,7 +238,7 @@ class TrajectoryTransformer(nn.Module):
         else:
             raise ValueError(f"outputs: expected 'both', 'actions' or 'last_action', got {outputs!r}")
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, rows if i == len(self.blocks) - 1 else slice(None))
+            x = block(x, attn_bias, rows if i == len(self.blocks) - 1 else slice(None))
         x = self.ln_f(x)
         if outputs != "both":
             a = self.predict_action(x)  # [B, K or 1, A]
@@ -265,7 +281,11 @@ class WindowBatch:
 
 
 class WindowSampler:
-    """Uniform window starts over all transitions; windows stop at their episode's end and are left-padded."""
+    """Uniform window starts over all transitions; windows stop at their episode's end and are left-padded.
+
+    Every per-transition array carries one extra all-zero row at index N: padded positions gather that row, so a
+    batch is one gather per field (no masking arithmetic).
+    """
 
     def __init__(
         self,
@@ -278,19 +298,20 @@ class WindowSampler:
     ) -> None:
         dev, n = policy.device, dataset.num_transitions
         self.K, self.batch_size, self.generator, self.n = context, batch_size, generator, n
+        pad = lambda x: torch.cat([x, x.new_zeros((1, *x.shape[1:]))])  # noqa: E731  row N = padding
         t = dataset.transitions(dev)
-        self.obs = policy.normalize_obs(t.observations.reshape(n, -1).float())  # [N, D]
-        self.next_obs = policy.normalize_obs(t.next_observations.reshape(n, -1).float())
-        self.act = policy.normalize_actions(t.actions if policy.spec.discrete else t.actions.reshape(n, -1))
-        self.rew = t.rewards  # [N]
+        self.obs = pad(policy.normalize_obs(t.observations.reshape(n, -1).float()))  # [N + 1, D]
+        self.next_obs = pad(policy.normalize_obs(t.next_observations.reshape(n, -1).float()))
+        self.act = pad(policy.normalize_actions(t.actions if policy.spec.discrete else t.actions.reshape(n, -1)))
+        self.rew = pad(t.rewards)  # [N + 1]
         starts = dataset.episode_starts
         ep = dataset.episode_index_of(np.arange(n))  # [N]
         rev = np.add.accumulate(dataset.rewards.astype(np.float64)[::-1])[
             ::-1
         ]  # suffix sums over the flat array
         end_sum = np.append(rev, 0.0)[starts[1:]][ep]  # suffix sum after each transition's episode end
-        self.rtg = torch.as_tensor((rev - end_sum) / rtg_scale, dtype=torch.float32, device=dev)  # [N]
-        self.tstep = torch.as_tensor(np.arange(n) - starts[ep], device=dev)  # [N]
+        self.rtg = pad(torch.as_tensor((rev - end_sum) / rtg_scale, dtype=torch.float32, device=dev))  # [N + 1]
+        self.tstep = pad(torch.as_tensor(np.arange(n) - starts[ep], device=dev))  # [N + 1]
         self.end = torch.as_tensor(starts[1:][ep], device=dev)  # [N] exclusive episode end
         self.ar = torch.arange(context, device=dev)
 
@@ -299,17 +320,14 @@ class WindowSampler:
         length = torch.clamp(self.end[s] - s, max=self.K)  # [B]
         shift = self.K - length  # leading pad positions
         mask = self.ar[None, :] >= shift[:, None]  # [B, K]
-        idx = torch.where(mask, s[:, None] + self.ar[None, :] - shift[:, None], s[:, None])  # [B, K]
-        m = mask.float()
-        act = self.act[idx]
-        act = act * mask if act.dim() == 2 else act * m.unsqueeze(-1)
+        idx = torch.where(mask, s[:, None] + self.ar[None, :] - shift[:, None], self.n)  # [B, K], N = padding
         return WindowBatch(
-            states=self.obs[idx] * m.unsqueeze(-1),
-            actions=act,
-            rewards=self.rew[idx] * m,
-            rtg=self.rtg[idx] * m,
-            next_states=self.next_obs[idx] * m.unsqueeze(-1),
-            timesteps=self.tstep[idx] * mask,
+            states=self.obs[idx],
+            actions=self.act[idx],
+            rewards=self.rew[idx],
+            rtg=self.rtg[idx],
+            next_states=self.next_obs[idx],
+            timesteps=self.tstep[idx],
             mask=mask,
         )
 

@@ -25,6 +25,7 @@ Defaults: the release's hyper-parameters (K 20, embed 256, 4 layers, 4 heads, ba
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +40,7 @@ from pbrl.policies.dt import (
     TransformerConfig,
     WindowBatch,
     WindowSampler,
+    attention_bias,
     autocast_device_types,
     build_transformer,
     dt_action_loss,
@@ -110,13 +112,21 @@ def nstep_window_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: 
     """Q^_i = sum_{j=i}^{K-2} gamma^{j-i} r_j + gamma^{K-1-i} bootstrap;  rewards [B, K], bootstrap [B] -> [B, K].
 
     Windows are left-padded (padding has r = 0 and only precedes valid steps), so position K-1 is always the
-    window's last real step t.
+    window's last real step t. One matmul with a discount matrix built once per (K, gamma, device, dtype).
     """
-    K = rewards.shape[-1]
-    i = torch.arange(K, device=rewards.device)
-    d = (i[None, :] - i[:, None]).to(rewards.dtype)  # d[i, j] = j - i
+    w, g = _nstep_weights(rewards.shape[-1], float(gamma), rewards.device, rewards.dtype)
+    return rewards @ w + g * bootstrap[:, None]
+
+
+@functools.lru_cache(maxsize=16)
+def _nstep_weights(
+    K: int, gamma: float, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W [K(j), K(i)] with W[j, i] = gamma^{j-i} for i <= j <= K-2, else 0;  gamma^{K-1-i} [K(i)])."""
+    i = torch.arange(K, device=device)
+    d = (i[None, :] - i[:, None]).to(dtype)  # d[i, j] = j - i
     w = torch.where((d >= 0) & (i[None, :] <= K - 2), gamma**d, torch.zeros_like(d))  # [K(i), K(j)]
-    return rewards @ w.T + gamma ** (K - 1 - i).to(rewards.dtype) * bootstrap[:, None]
+    return w.T.contiguous(), gamma ** (K - 1 - i).to(dtype)
 
 
 def policy_q_term(q_num: torch.Tensor, q_den: torch.Tensor, mask: torch.Tensor, eta: float) -> torch.Tensor:
@@ -177,10 +187,11 @@ class DTR(Policy):
         cfg = self.config
         self.step += 1
         s, a, m = batch.states, batch.actions, batch.mask  # [B, K, D], [B, K, A] | [B, K], [B, K]
+        bias = attention_bias(m)  # [B, 1, 3K, 3K], shared by the EMA actor and the actor
 
         # critic: n-step targets inside the window, bootstrapped from the EMA actor's action at the last step
         with torch.no_grad():
-            out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m, "last_action")  # [B, 1, A]
+            out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m, "last_action", bias)  # [B, 1, A]
             boot = self._q(self.critic_target, s[:, -1:], out_ema).min(0).values[:, 0]  # [B]
             target = nstep_window_targets(batch.rewards, boot, cfg.gamma)  # [B, K]
         q = self.critic(s, a)  # [2, B, K]
@@ -193,7 +204,7 @@ class DTR(Policy):
         opt.step()
 
         # actor: L_DT - lambda * Q(s, a^)
-        out, s_next = self.actor(batch.rtg, s, a, batch.timesteps, m, "both" if cfg.state_loss else "actions")
+        out, s_next = self.actor(batch.rtg, s, a, batch.timesteps, m, "both" if cfg.state_loss else "actions", bias)
         dt_loss = dt_action_loss(out, a, m, self.spec.discrete)
         if cfg.state_loss:
             dt_loss = dt_loss + masked_mean((s_next - batch.next_states).pow(2).mean(-1), m)
@@ -219,12 +230,14 @@ class DTR(Policy):
             copy_weights(self.actor_ema, self.actor)
         elif self.step % cfg.ema_every == 0:
             soft_update(self.actor_ema, self.actor, 1.0 - cfg.ema_decay)
+        # one device-to-host copy for the logged values (each .item() would wait for the device on its own)
+        logged = torch.stack([critic_loss, dt_loss, q_loss, q.mean()]).detach().tolist()
         return {
-            "dtr/critic_loss": critic_loss.item(),
-            "dtr/dt_loss": dt_loss.item(),
-            "dtr/q_loss": q_loss.item(),
+            "dtr/critic_loss": logged[0],
+            "dtr/dt_loss": logged[1],
+            "dtr/q_loss": logged[2],
             "dtr/eta": eta,
-            "dtr/q_mean": q.mean().item(),
+            "dtr/q_mean": logged[3],
         }
 
     # ---------------------------------------------------------------- acting
