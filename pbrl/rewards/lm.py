@@ -356,13 +356,19 @@ class LMRewardLearner(RewardModel):
         return out * (ids >= 0)
 
     @torch.inference_mode()
-    def segments(self, prompts, responses, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    def segments(
+        self, prompts, responses, batch_size: int | None = None, progress: bool = False
+    ) -> list[dict[str, np.ndarray]]:
         """Per response: values [M, K] at its segment ends, ends [R] bool over its tokens, lengths [K], positions
-        k/K [K], and the index of its stop token (`eos`, -1 if it has none)."""
+        k/K [K], and the index of its stop token (`eos`, -1 if it has none). `progress`: a bar in responses/s."""
+        from tqdm.auto import tqdm
+
         self.net.eval()
         dev = self.device
         out: list[dict[str, np.ndarray]] = [{} for _ in prompts]
+        bar = tqdm(total=len(prompts), desc="scoring", unit="response", leave=False, disable=not progress)
         for idx in self._batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
+            bar.update(len(idx))
             ps, rs = [prompts[i] for i in idx], [responses[i] for i in idx]
             ids, mask = build_rows(ps, rs, self.stop_ids, self.bandit, dev)
             sig = self._entropies(ps, rs, batch_size).to(dev) if self.segmenter.kind == "entropy" else None
@@ -381,6 +387,7 @@ class LMRewardLearner(RewardModel):
                     "position": np.arange(1, k + 1) / k,
                     "eos": np.int64(eos if has else -1),
                 }
+        bar.close()
         return out
 
     def normalized(self, seg: dict[str, np.ndarray]) -> np.ndarray:
@@ -635,15 +642,20 @@ def load_lm_reward(path: str | os.PathLike, device: str = "cpu") -> LMRewardLear
     return model
 
 
-def sequence_scores(model: LMRewardLearner, prompts, responses, batch_size: int | None = None) -> np.ndarray:
+def sequence_scores(
+    model: LMRewardLearner, prompts, responses, batch_size: int | None = None, progress: bool = False
+) -> np.ndarray:
     """S(y) = (1/K) sum_k r(x, y_<=e_k) of every member -> [M, N] (unnormalized, as in the loss)."""
-    seg = model.segments(prompts, responses, batch_size)
+    seg = model.segments(prompts, responses, batch_size, progress)
     return np.stack([s["values"].mean(1) for s in seg], 1)
 
 
-def evaluate_lm_pairs(model: LMRewardLearner, pairs: LMPairs, batch_size: int | None = None) -> dict[str, float]:
+def evaluate_lm_pairs(
+    model: LMRewardLearner, pairs: LMPairs, batch_size: int | None = None, progress: bool = False
+) -> dict[str, float]:
     """Accuracy and Bradley–Terry loss of the ensemble-mean score, and the mean member accuracy (as for control)."""
-    s = torch.from_numpy(sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected, batch_size))
+    s = torch.from_numpy(sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected, batch_size,
+                                         progress))
     sa, sb = s.chunk(2, dim=1)  # [M, P] chosen, rejected
     y = torch.from_numpy(pairs.label)
     return {
@@ -682,7 +694,8 @@ def token_rewards(model, prompt_ids: list[list[int]], response_ids: list[list[in
 
 
 def score_responses(
-    model: LMRewardLearner, rows: Sequence[dict[str, Any]], source: str = "responses", batch_size: int | None = None
+    model: LMRewardLearner, rows: Sequence[dict[str, Any]], source: str = "responses", batch_size: int | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Score rows {prompt, response} (strings or messages, as in preference records): each row comes back with
     `reward` (the ensemble-mean sequence score), `reward_normalized` (mean of the normalized segment rewards),
@@ -696,7 +709,7 @@ def score_responses(
         resp = _check_field(row["response"], f"{source}: row {i}: field 'response'")
         records.append(PreferenceRecord(_check_field(row["prompt"], f"{source}: row {i}: field 'prompt'"), resp, resp))
     pairs = tokenize_lm_pairs(records, model.tokenizer, model.length, source)
-    seg = model.segments(pairs.prompt, pairs.chosen, batch_size)
+    seg = model.segments(pairs.prompt, pairs.chosen, batch_size, progress)
     out = []
     for row, s in zip(rows, seg):
         out.append({**row, "reward": float(s["values"].mean(1).mean()),
@@ -733,7 +746,7 @@ def score_file(
     rows = [obj for _, obj in read_json_lines(responses)]
     if not rows:
         raise PbrlError(f"{responses}: no rows")
-    scored = score_responses(model, rows, str(responses))
+    scored = score_responses(model, rows, str(responses), progress=True)
     atomic_write_text(str(out), "".join(dumps_json(r) + "\n" for r in scored))
     r = np.array([s["reward"] for s in scored])
     return {"out": str(out), "responses": len(scored), "reward_mean": float(r.mean()), "reward_std": float(r.std()),
@@ -752,7 +765,7 @@ def report_file(reward_dir: str | os.PathLike, pairs_path: str | os.PathLike, de
     pairs = tokenize_lm_pairs(load_preferences(pairs_path), model.tokenizer, model.length, str(pairs_path))
     rep: dict[str, Any] = {"model": model.kind, "members": model.members, "segmenter": model.segmenter.kind,
                            "dataset": str(pairs_path)}
-    rep.update({f"pairs/{k}": v for k, v in evaluate_lm_pairs(model, pairs).items()})
+    rep.update({f"pairs/{k}": v for k, v in evaluate_lm_pairs(model, pairs, progress=True).items()})
     rep["pairs/count"] = len(pairs)
     if Path(pairs_path).is_file():
         raw = [obj for _, obj in read_json_lines(pairs_path)]
