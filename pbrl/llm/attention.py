@@ -361,8 +361,31 @@ def use_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
     return model
 
 
+def unpadded(batch: DpoBatch) -> DpoBatch:
+    """The batch's real tokens as one row [1, T], T = batch.num_tokens: padding dropped, rows concatenated in order,
+    documents renumbered 0, 1, ... (unique across the old rows). Positions, branches, targets and slots travel with
+    their tokens, so the attention rule, and every log-prob, is unchanged."""
+    B, S = batch.doc.shape
+    keep = batch.doc >= 0  # [B, S]
+    row = torch.arange(B, device=batch.doc.device)[:, None].expand(B, S)
+    key = (row.long() * S + batch.doc.long())[keep]  # [T]: one value per (row, document), documents contiguous
+    doc = torch.unique_consecutive(key, return_inverse=True)[1].to(torch.int32)
+    one = lambda x: x[keep][None]  # noqa: E731  [B, S] -> [1, T]
+    return DpoBatch(one(batch.input_ids), one(batch.position_ids), doc[None], one(batch.branch), one(batch.targets),
+                    one(batch.slots), num_examples=batch.num_examples, layout=batch.layout)
+
+
+def _windowed(config) -> bool:
+    """Whether some layer may use a sliding attention window (whose length check counts row tokens)."""
+    return bool(getattr(config, "sliding_window", None)) and getattr(config, "use_sliding_window", True) is not False
+
+
 def model_branch_logps(model: torch.nn.Module, batch: DpoBatch) -> torch.Tensor:
-    """``branch_logps`` with the batch's structure handed to the attention backend. -> [N, 2]."""
+    """``branch_logps`` with the batch's structure handed to the attention backend. -> [N, 2].
+
+    ``varlen`` attends per document, so to it rows are only a token budget: the batch runs as one unpadded row
+    (``unpadded``), and the layers outside attention (projections, MLP, norms) compute no padding. (Not for models
+    with a sliding window, whose length check counts the row's tokens.)"""
     impl = model.config._attn_implementation
     if not str(impl).startswith("pbrl_"):
         # HF's own kernels only see plain causal attention: right padding is safe, anything else is not.
@@ -371,4 +394,7 @@ def model_branch_logps(model: torch.nn.Module, batch: DpoBatch) -> torch.Tensor:
                 f"attention: layout {batch.layout!r} needs a pbrl backend {BACKENDS}, model uses {impl!r}"
             )
         return branch_logps(model, batch)
+    if impl == "pbrl_varlen" and batch.doc.shape[0] * batch.doc.shape[1] > batch.num_tokens \
+            and not _windowed(model.config):
+        batch = unpadded(batch)
     return branch_logps(model, batch, pbrl_layout=AttentionLayout.of(batch))
