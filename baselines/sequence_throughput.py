@@ -1,0 +1,161 @@
+"""Update throughput of the sequence models (DT, QT, DTR) at the small Table 1 size, this tree against a baseline
+revision, measured side by side in one run.
+
+  python baselines/sequence_throughput.py                      # against BASELINE_REV, 5 rounds
+  python baselines/sequence_throughput.py --baseline HEAD~3 --rounds 3 --out ''   # quick look, no file
+
+The baseline revision is checked out with `git worktree add` into a temporary folder; every timing runs in a fresh
+subprocess (this file, with PYTHONPATH set to the tree being measured), so both trees run the same timing code on
+the same data: random Hopper-v5 transitions (obs 11, action 3; `collect_episodes`, seed 0), the configuration
+`baselines/dtr_table1.py` uses for its small budget (SMALL_DT: batch 64, K 20, embed 64, 2 layers, 2 heads,
+inner 256; every other setting the algorithm's default), --threads torch threads, float denormals flushed as the
+trainer does. A timed update includes drawing its batch. Rounds alternate the two trees (the order flips every
+round) so that a change in the machine's load hits both; each rate is the median over the rounds, and the ratio is
+current / baseline. Also reported: rates over the process's CPU time (less sensitive to other work on the cores).
+Targets (issue 23): DT >= 4x and DTR >= 5x the baseline's rate.
+Writes results/sequence_throughput.md (or --out) with baselines/record.py's header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from record import recorded  # baselines/record.py (the script's folder is on sys.path)
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_REV = "eba2189cca1957e087675762a4bd3da5a46b276f"
+"""The commit before the small-size speed work on DT / QT / DTR."""
+ALGOS = ("dt", "qt", "dtr")
+TARGETS = {"dt": 4.0, "dtr": 5.0}
+
+
+def small_config() -> dict:
+    from dtr_table1 import SMALL_DT  # the small Table 1 budget's transformer
+
+    return dict(SMALL_DT)
+
+
+# ------------------------------------------------------------------------------------------------ worker
+def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int, data_size: int) -> dict:
+    """Runs in the measured tree: {algo: (updates/s wall, updates/s CPU time)} for `steps` timed updates."""
+    import torch
+
+    from pbrl.data import collect_episodes
+    from pbrl.policies.base import PolicySpec, default_config, make_policy
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as `train_policy` runs
+    ds = collect_episodes("Hopper-v5", num_transitions=data_size, seed=0)
+    spec = PolicySpec.from_dataset(ds)
+    out = {}
+    for algo in algos:
+        torch.manual_seed(0)
+        policy = make_policy(algo, spec, default_config(algo, **config), 10**6)
+        sample = policy.make_sampler(ds, torch.Generator().manual_seed(0))
+        for _ in range(warmup):
+            policy.update(sample())
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            policy.update(sample())
+        out[algo] = (steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu))
+    return out
+
+
+def run_worker(tree: Path, args: argparse.Namespace, config: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--algos", *args.algos,
+           "--config", json.dumps(config), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads), "--data-size", str(args.data_size)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"sequence_throughput: error: the worker in {tree} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", default=BASELINE_REV, help="git revision to compare with")
+    ap.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=30, help="timed updates per algorithm per round")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data-size", type=int, default=20_000)
+    ap.add_argument("--out", default=str(ROOT / "results" / "sequence_throughput.md"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--config", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.algos, json.loads(args.config), args.steps, args.warmup, args.threads,
+                                args.data_size)))
+        return
+    if args.rounds < 1 or args.steps < 1:
+        raise SystemExit("sequence_throughput: error: --rounds and --steps must be >= 1")
+    rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    if rev.returncode != 0:
+        raise SystemExit(f"sequence_throughput: error: --baseline {args.baseline!r} is not a revision of this repo")
+    base_rev = rev.stdout.strip()
+    config = small_config()
+    title = "Sequence-model update throughput at the small Table 1 size: this tree vs a baseline revision"
+    with tempfile.TemporaryDirectory() as tmp, recorded(args.out or None, title, threads=args.threads):
+        base_tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            trees = {"baseline": base_tree, "current": ROOT}
+            rates: dict[str, dict[str, list[tuple[float, float]]]] = {k: {a: [] for a in args.algos} for k in trees}
+            print(f"baseline {base_rev[:12]} vs this tree; {args.rounds} rounds x 2 trees x {len(args.algos)} "
+                  f"algorithms x {args.steps} timed updates ({args.threads} thread(s), config {config}); this "
+                  "takes several minutes (each worker builds its data and times every algorithm)", flush=True)
+            t0 = time.perf_counter()
+            for r in range(args.rounds):
+                order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+                for name in order:
+                    got = run_worker(trees[name], args, config)
+                    for algo, (wall, cpu) in got.items():
+                        rates[name][algo].append((wall, cpu))
+                    done = r * 2 + order.index(name) + 1
+                    el = time.perf_counter() - t0
+                    print(f"  round {r + 1}/{args.rounds} {name:8s} " + "  ".join(
+                        f"{a} {w:.3g}/s" for a, (w, _) in got.items()) +
+                        f"  [{done}/{2 * args.rounds} workers, {el:.0f} s, ~{el / done * (2 * args.rounds - done):.0f} s left]",
+                        flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False,
+                           capture_output=True)
+        print()
+        print(f"Baseline: git {base_rev[:12]}. Data: {args.data_size} random Hopper-v5 transitions. "
+              f"Medians over {args.rounds} alternating rounds of {args.steps} timed updates (after {args.warmup} "
+              f"warm-up updates), {args.threads} torch thread(s). Config: {config}.")
+        print()
+        print("| algo | baseline updates/s | this tree updates/s | ratio (wall) | ratio (CPU time) | target | met |")
+        print("|---|---|---|---|---|---|---|")
+        verdicts = []
+        for algo in args.algos:
+            bw = statistics.median(w for w, _ in rates["baseline"][algo])
+            cw = statistics.median(w for w, _ in rates["current"][algo])
+            bc = statistics.median(c for _, c in rates["baseline"][algo])
+            cc = statistics.median(c for _, c in rates["current"][algo])
+            target = TARGETS.get(algo)
+            met = "-" if target is None else ("yes" if cw / bw >= target else "no")
+            print(f"| {algo} | {bw:.3g} | {cw:.3g} | {cw / bw:.2f}x | {cc / bc:.2f}x | "
+                  f"{'-' if target is None else f'>= {target:g}x'} | {met} |")
+            if target is not None:
+                verdicts.append(f"{algo}: {cw / bw:.2f}x against a target of {target:g}x, "
+                                f"{'met' if cw / bw >= target else 'NOT met'}")
+        print()
+        print("Targets (wall-clock ratio): " + "; ".join(verdicts) + ".")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
