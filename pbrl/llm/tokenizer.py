@@ -20,6 +20,7 @@ its ``<|im_end|>``). Without ``chat`` the vocabulary is the one earlier releases
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -96,13 +97,21 @@ def load_tokenizer(path: str | Path, *, chat: bool = False):
     """A tokenizer saved in a local folder. ``chat``: it must carry a chat template and its own pad token (SFT pads
     batches and trains the end-of-turn token, so padding cannot borrow <eos>); one PbrlError naming the folder
     otherwise."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
     if not path.is_dir():
         raise PbrlError(f"{path}: expected a local tokenizer folder (save_pretrained output)")
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # a tokenizer saved by a generic class (as pbrl's are) is read as saved: AutoTokenizer would take the class
+        # of a model config beside it (Qwen2Tokenizer for a Qwen2 folder), whose own pre-tokenizer splits the text
+        # differently from the one the vocabulary was trained with
+        saved = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class") \
+            if (path / "tokenizer_config.json").is_file() else None
+        if saved in ("TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").is_file():
+            tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+        else:
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as e:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise PbrlError(f"{path}: unreadable tokenizer folder ({type(e).__name__}: {msg})") from None
