@@ -305,6 +305,9 @@ def branch_logps(model: torch.nn.Module, batch: DpoBatch, **attn_kwargs) -> torc
     scale = getattr(model.config, "logit_scale", None)  # Cohere-style scaled heads
     if isinstance(scale, (int, float)):
         logits = logits * scale
+    cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2: cap * tanh(logits / cap), as its head
+    if isinstance(cap, (int, float)) and cap:
+        logits = cap * torch.tanh(logits / cap)
     tok = -F.cross_entropy(logits, batch.targets[keep], reduction="none")  # [M]
     return token_logps_to_branches(tok, batch.slots[keep], batch.num_examples)
 
