@@ -215,6 +215,21 @@ def _layout(kwargs) -> AttentionLayout | None:
     return layout
 
 
+def _refuse_unsupported(name: str, kwargs, key: torch.Tensor | None = None) -> None:
+    """The kernels here compute plain softmax attention. A model that asks for soft-capped scores (Gemma 2's
+    ``attn_logit_softcapping``) or (``key`` given: on the kernels' own path) a sliding window shorter than the keys
+    would get other numbers silently: one PbrlError instead."""
+    cap = kwargs.get("softcap")
+    if cap is not None:
+        raise PbrlError(f"{name}: the model soft-caps its attention scores (softcap={cap}, e.g. Gemma 2's "
+                        "attn_logit_softcapping), which pbrl's attention backends do not implement")
+    window = kwargs.get("sliding_window")
+    if key is not None and window is not None and key.shape[2] > window:
+        raise PbrlError(f"{name}: rows of {key.shape[2]} tokens exceed the model's sliding attention window "
+                        f"({window}), which pbrl's attention backends do not implement; keep rows (max_length, "
+                        f"pack_length) at most {window} tokens")
+
+
 def _plain_attention(layout, query, key, attention_mask) -> bool:
     """No pbrl layout and either a padding mask or a query shorter than the keys (decoding with a KV cache): HF's
     own sdpa path handles those (its mask carries the padding and the bottom-right causal alignment)."""
@@ -232,8 +247,10 @@ def _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwar
 def sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Dense-mask reference. query [B, H, S, D], key/value [B, Hkv, S, D] -> ([B, S, H, D], None)."""
     layout = _layout(kwargs)
+    _refuse_unsupported("pbrl_sdpa", kwargs)
     if _plain_attention(layout, query, key, attention_mask):
         return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    _refuse_unsupported("pbrl_sdpa", kwargs, key)
     key, value = _expand_kv(module, key, value, query.shape[1])
     if layout is None:
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, dropout_p=dropout)
@@ -249,6 +266,7 @@ def varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scali
     layout = _layout(kwargs)
     if layout is None:
         return sdpa_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    _refuse_unsupported("pbrl_varlen", kwargs, key)
     B, H, S, D = query.shape
     docs = layout.documents()
     gqa = key.shape[1] != H
@@ -300,8 +318,10 @@ def flex_forward(module, query, key, value, attention_mask, dropout=0.0, scaling
     if dropout:
         raise PbrlError("pbrl_flex: attention dropout is not supported; set attention_dropout=0")
     layout = _layout(kwargs)
+    _refuse_unsupported("pbrl_flex", kwargs)
     if _plain_attention(layout, query, key, attention_mask):
         return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    _refuse_unsupported("pbrl_flex", kwargs, key)
     if layout is None:
         B, _, S, _ = query.shape
         layout = AttentionLayout(
@@ -320,8 +340,10 @@ def triton_forward(module, query, key, value, attention_mask, dropout=0.0, scali
     if dropout:
         raise PbrlError("pbrl_triton: attention dropout is not supported; set attention_dropout=0")
     layout = _layout(kwargs)
+    _refuse_unsupported("pbrl_triton", kwargs)
     if _plain_attention(layout, query, key, attention_mask):
         return _hf_sdpa(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    _refuse_unsupported("pbrl_triton", kwargs, key)
     key, value = _expand_kv(module, key, value, query.shape[1])
     B, H, S, D = query.shape
     if layout is None:
