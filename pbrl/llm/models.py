@@ -88,15 +88,26 @@ def build_model(
 def load_model(
     path: str | Path, *, backend: str = "sdpa", dtype: torch.dtype | None = None
 ) -> torch.nn.Module:
-    """Any HF causal LM saved in a local folder (``save_pretrained``); never downloads."""
-    from transformers import AutoModelForCausalLM
+    """Any HF causal LM saved in a local folder (``save_pretrained``); never downloads. Tested on tiny Llama,
+    Qwen2, GPT-2, GPT-NeoX, Phi, Gemma, Gemma 2 and Gemma 3 models (tests/llm/test_llm_families.py). A model that
+    soft-caps its attention scores (Gemma 2's default ``attn_logit_softcapping``) is refused: neither pbrl's
+    attention backends nor HF's sdpa compute it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise PbrlError(f"{path}: expected a local HF model folder with config.json")
-    return AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=True, attn_implementation=implementation_name(backend), dtype=dtype
-    )
+    cap = getattr(AutoConfig.from_pretrained(path, local_files_only=True), "attn_logit_softcapping", None)
+    if cap is not None:
+        raise PbrlError(f"{path}: the model soft-caps its attention scores (attn_logit_softcapping={cap}), which "
+                        "neither pbrl's attention backends nor HF's sdpa implement")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, attn_implementation=implementation_name(backend), dtype=dtype
+        )
+    except (OSError, ValueError) as e:  # e.g. HF refuses any "*sdpa*" implementation for a model without sdpa
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise PbrlError(f"{path}: cannot load the model with backend {backend} ({type(e).__name__}: {msg})") from None
 
 
 def num_parameters(model: torch.nn.Module) -> int:
