@@ -9,11 +9,14 @@ window start is uniform over all transitions (= trajectories sampled proportiona
 windows are left-padded and masked.
 At test time the return-to-go starts at a target R_0 and is decremented linearly, R^_t = R_0 (1 - t / T_max),
 T_max the longest dataset episode: with learned rewards there is no reward at test time to subtract (DTR, sec. 5).
-Defaults: CORL's `dt.py` D4RL settings (embed 128, 3 layers, 1 head, K 20, batch 64, lr 1e-4, warmup 10k).
+Defaults: CORL's `dt.py` D4RL settings (embed 128, 3 layers, 1 head, K 20, batch 64, lr 1e-4, warmup 10k; the
+warm-up is cut to 10% of a run shorter than 100k updates unless it is set).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -65,8 +68,9 @@ class DTConfig(TransformerConfig):
     """AdamW learning rate."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
-    warmup_steps: int = 10_000
-    """Linear learning-rate warmup."""
+    warmup_steps: int | None = None
+    """Linear learning-rate warmup (updates); None = CORL's 10k, cut to 10% of a shorter run (`run_length_default`:
+    a 1000-update run would otherwise end at a tenth of its learning rate)."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
     rtg_scale: float = 1000.0
@@ -85,6 +89,26 @@ def autocast_device_types(setting: str, auto_on_cpu: bool = True) -> frozenset[s
     could not be measured on that machine: auto was left as documented."""
     types = frozenset(t for t in ("cpu", "cuda") if bf16_enabled(setting, torch.device(t)))
     return types if auto_on_cpu or setting != "auto" else types - {"cpu"}
+
+
+_SAID: set[str] = set()
+
+
+def run_length_default(config: object, field: str, default: int, total_steps: int, fraction: float = 0.1) -> object:
+    """`config` with `field` resolved when it is None (= run-length aware): min(default, fraction x total_steps),
+    at least 1; a value the user set is kept. Schedules counted in updates (DT's warm-up, DTR's `ema_start`) were
+    tuned for 1M-update runs: a short run would spend all of it warming up. The effective value is stored in the
+    returned config (so checkpoints record it) and, when it differs from the default, printed once per process."""
+    if getattr(config, field) is not None:
+        return config
+    value = max(1, min(default, int(fraction * total_steps)))
+    if value != default:
+        line = (f"pbrl: {type(config).__name__}.{field} = {value} ({fraction:.0%} of the run's {total_steps} updates; "
+                f"the default {default} is for runs of {int(default / fraction)}+ updates; set {field} to choose)")
+        if line not in _SAID:
+            _SAID.add(line)
+            print(line, file=sys.stderr, flush=True)
+    return dataclasses.replace(config, **{field: value})
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
@@ -381,6 +405,7 @@ class DecisionTransformer(Policy):
     algo = "dt"
 
     def __init__(self, config: DTConfig, spec: PolicySpec, total_steps: int) -> None:
+        config = run_length_default(config, "warmup_steps", 10_000, total_steps)
         super().__init__(config, spec, total_steps)
         self.model = build_transformer(config, spec)
         self.optimizers["actor"] = adam(

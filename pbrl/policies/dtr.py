@@ -46,6 +46,7 @@ from pbrl.policies.dt import (
     dt_action_loss,
     masked_mean,
     rtg_schedule,
+    run_length_default,
 )
 from pbrl.policies.nets import Critic, copy_weights, cosine_lr, frozen, soft_update
 from pbrl.utils import adam
@@ -81,8 +82,10 @@ class DTRConfig(TransformerConfig):
     """Polyak rate of the target critics."""
     ema_decay: float = 0.995
     """Decay of the EMA actor that proposes target actions."""
-    ema_start: int = 1000
-    """Before this many updates the EMA actor is a copy of the actor."""
+    ema_start: int | None = None
+    """Before this many updates the EMA actor is a copy of the actor; None = the release's 1000, cut to 10% of a
+    run shorter than 10k updates (`run_length_default`). The eta ramp and the actor's cosine schedule already
+    run over the run's own length."""
     ema_every: int = 5
     """EMA update period (updates)."""
     eta_max: float = 3.0
@@ -148,6 +151,7 @@ class DTR(Policy):
     algo = "dtr"
 
     def __init__(self, config: DTRConfig, spec: PolicySpec, total_steps: int) -> None:
+        config = run_length_default(config, "ema_start", 1000, total_steps)
         super().__init__(config, spec, total_steps)
         self.actor = build_transformer(config, spec)
         self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
