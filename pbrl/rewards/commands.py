@@ -46,11 +46,10 @@ class RewardTrain:
 
     def run(self) -> None:
         from pbrl.data import PreferencePairs, load_dataset
-        from pbrl.rewards.train import REWARD_FILES, train_reward
-        from pbrl.utils import check_fresh_out, threads_line, use_threads
-
         from pbrl.errors import PbrlError
         from pbrl.rewards.learner import get_learner
+        from pbrl.rewards.train import REWARD_FILES, train_reward
+        from pbrl.utils import check_fresh_out, threads_line, use_threads
 
         own_data = hasattr(get_learner(self.config.model), "fit")  # the lm learner reads its records itself
         if not own_data and self.prefs is None:
@@ -100,10 +99,9 @@ class Relabel:
 
         import numpy as np
 
+        from pbrl.rewards.lm import is_lm_folder, score_file
         from pbrl.rewards.relabel import relabel_to_minari
         from pbrl.utils import threads_line, use_threads
-
-        from pbrl.rewards.lm import is_lm_folder, score_file
 
         n, note = use_threads(self.threads)
         # stdout stays one JSON object: the first line goes to stderr
@@ -157,11 +155,10 @@ class RewardReport:
         import sys
 
         from pbrl.data import PreferencePairs, load_dataset
+        from pbrl.rewards.lm import is_lm_folder, report_file
         from pbrl.rewards.report import reward_report
         from pbrl.rewards.train import load_reward_model
         from pbrl.utils import threads_line, use_threads
-
-        from pbrl.rewards.lm import is_lm_folder, report_file
 
         n, note = use_threads(self.threads)
         # stdout stays one JSON document: the first line goes to stderr

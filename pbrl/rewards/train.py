@@ -35,7 +35,6 @@ from torch import nn
 from pbrl.data import EpisodeDataset, PreferencePairs
 from pbrl.errors import PbrlError
 from pbrl.rewards.features import FeatureSpec, windows
-from pbrl.rewards.lm import LMRewardConfig
 from pbrl.rewards.learner import (
     CONFIG_NAME,
     METRICS_NAME,
@@ -46,6 +45,7 @@ from pbrl.rewards.learner import (
     padding_mask,
     sequence_score,
 )
+from pbrl.rewards.lm import LMRewardConfig
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.segment import SegmenterConfig
 from pbrl.runs import RunFolder
