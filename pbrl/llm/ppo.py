@@ -36,6 +36,7 @@ one (the prompts, sampling seeds and minibatch order of a step depend on the see
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -224,23 +225,18 @@ def check_rewards(rewards: Sequence[Any], responses: Sequence[Sequence[int]]) ->
 
 # ----------------------------------------------------------------------------------------------- models
 class ValueModel(torch.nn.Module):
-    """The critic: a causal LM's transformer (``lm.base_model``, without its output head) and a fresh linear value
-    head. forward(ids [B, L], attention_mask [B, L]) -> values [B, L] (the value of the state ending at each
-    position)."""
+    """The critic: a causal LM's transformer (``lm.get_decoder()``, without its output head) and a fresh linear
+    value head, V(s) = w . h(s) + b."""
 
     def __init__(self, lm: torch.nn.Module, seed: int = 0):
         super().__init__()
-        self.backbone = lm.base_model
+        self.backbone = lm.get_decoder()
         hidden = int(lm.config.hidden_size)
         self.head = torch.nn.Linear(hidden, 1, dtype=next(self.backbone.parameters()).dtype)
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # small random weights, zero bias: values start near 0
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) / (hidden + 1))
             self.head.bias.zero_()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(h).squeeze(-1).float()
 
 
 @dataclass
@@ -257,14 +253,28 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
-    def rows(self, idx: torch.Tensor | list[int]) -> Batch:
+    @property
+    def size(self) -> int:
+        """Units to draw minibatches from: rows (responses)."""
+        return self.ids.shape[0]
+
+    def responses(self, units: torch.Tensor) -> torch.Tensor:
+        """The response rows of minibatch units [k] -> [k]."""
+        return units
+
+    def select(self, units: torch.Tensor | list[int]) -> Batch:
         """A minibatch of rows, trimmed to its longest row and response."""
-        idx = torch.as_tensor(idx, dtype=torch.long)
+        idx = torch.as_tensor(units, dtype=torch.long)
         attn = self.attn[idx]
         L = int(attn.sum(-1).max())
         mask = self.mask[idx]
         T = int(mask.sum(-1).max())
         return Batch(self.ids[idx, :L], attn[:, :L], self.pos[idx, :T], self.tokens[idx, :T], mask[:, :T])
+
+    def hidden(self, decoder: torch.nn.Module) -> torch.Tensor:
+        """The decoder's last hidden state at the position that predicts each response token [B, T, H]."""
+        h = decoder(input_ids=self.ids, attention_mask=self.attn, use_cache=False).last_hidden_state  # [B, L, H]
+        return h.gather(1, self.pos[..., None].expand(-1, -1, h.shape[-1]))
 
 
 def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> Batch:
@@ -287,17 +297,108 @@ def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[i
     return Batch(ids, attn, pos, tokens, mask)
 
 
-def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) of every response token [B, T] (float32, 0 on padding)."""
-    logits = model(input_ids=batch.ids, attention_mask=batch.attn).logits  # [B, L, V]
-    picked = logits.gather(1, batch.pos[..., None].expand(-1, -1, logits.shape[-1])).float()  # [B, T, V]
-    lp = picked.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
+@dataclass
+class SharedBatch:
+    """G prompts with n responses each, the prompt computed once per group (prefix sharing through the KV cache):
+    ``prompt_ids``/``prompt_attn`` [G, Lp] and ``tokens``/``mask`` [G n, T], all right-padded, the responses of
+    group g in rows g n .. g n + n - 1.
+
+    The decoder runs the G prompts once (use_cache), the cache is repeated n times on the batch dim, then the G n
+    responses run on it with positions continuing after each prompt; gradients flow into the prompt's keys and
+    values through the cache. The hidden state before response token 0 is the prompt's last one, before token t
+    the response's token t - 1: the same states as one row [prompt, response] gives (up to float rounding), for
+    a prompt's work done once instead of n times. (Right padding: a padding query always has a real key before
+    it, so no attention row is fully masked; the response's positions skip the padding columns.)
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_attn: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    n: int
+
+    def to(self, device: torch.device) -> SharedBatch:
+        return SharedBatch(self.prompt_ids.to(device), self.prompt_attn.to(device), self.tokens.to(device),
+                           self.mask.to(device), self.n)
+
+    @property
+    def size(self) -> int:
+        """Units to draw minibatches from: prompt groups."""
+        return self.prompt_ids.shape[0]
+
+    def responses(self, units: torch.Tensor) -> torch.Tensor:
+        """The response rows of groups [k] -> [k n]."""
+        return (units[:, None] * self.n + torch.arange(self.n, device=units.device)).reshape(-1)
+
+    def select(self, units: torch.Tensor | list[int]) -> SharedBatch:
+        """A minibatch of groups, trimmed to its longest prompt and response."""
+        g = torch.as_tensor(units, dtype=torch.long)
+        attn = self.prompt_attn[g]
+        Lp = int(attn.sum(-1).max())
+        rows = self.responses(g)
+        mask = self.mask[rows]
+        T = int(mask.sum(-1).max())
+        return SharedBatch(self.prompt_ids[g, :Lp], attn[:, :Lp], self.tokens[rows, :T], mask[:, :T], self.n)
+
+    def hidden(self, decoder: torch.nn.Module) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        params = inspect.signature(decoder.forward).parameters  # transformers >= 5.24 names it `cache`
+        cache = DynamicCache()
+        kv = {"cache" if "cache" in params else "past_key_values": cache}
+        n, T = self.n, self.tokens.shape[1]
+        lengths = self.prompt_attn.sum(-1)  # [G]
+        pos = torch.arange(self.prompt_ids.shape[1], device=lengths.device).expand_as(self.prompt_ids)
+        hp = decoder(input_ids=self.prompt_ids, attention_mask=self.prompt_attn, position_ids=pos, use_cache=True,
+                     **kv).last_hidden_state  # [G, Lp, H]
+        last = hp[torch.arange(hp.shape[0], device=hp.device), lengths - 1]  # [G, H] each prompt's last token
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        attn = torch.cat([self.prompt_attn.repeat_interleave(n, 0), self.mask.to(self.prompt_attn.dtype)], -1)
+        start = lengths.repeat_interleave(n)[:, None]  # [G n, 1]: a response's positions continue its prompt's
+        hr = decoder(input_ids=self.tokens, attention_mask=attn,
+                     position_ids=start + torch.arange(T, device=start.device), use_cache=True,
+                     **kv).last_hidden_state  # [G n, T, H]
+        return torch.cat([last.repeat_interleave(n, 0)[:, None], hr[:, :-1]], 1)  # [G n, T, H]
+
+
+def build_shared_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], n: int,
+                       pad_id: int) -> SharedBatch:
+    """G = len(prompts) prompts and their n responses each (``responses[g n + s]``), see ``SharedBatch``."""
+    G = len(prompts)
+    if len(responses) != G * n:
+        raise PbrlError(f"build_shared_batch: expected {G} x {n} responses, got {len(responses)}")
+    Lp = max(len(p) for p in prompts)
+    T = max(len(r) for r in responses)
+    ids = torch.full((G, Lp), pad_id, dtype=torch.long)
+    attn = torch.zeros(G, Lp, dtype=torch.long)
+    for g, p in enumerate(prompts):
+        ids[g, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        attn[g, : len(p)] = 1
+    tokens = torch.full((G * n, T), pad_id, dtype=torch.long)
+    mask = torch.zeros(G * n, T, dtype=torch.bool)
+    for i, r in enumerate(responses):
+        tokens[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = True
+    return SharedBatch(ids, attn, tokens, mask, n)
+
+
+AnyBatch = Batch | SharedBatch
+
+
+def token_logprobs(model: torch.nn.Module, batch: AnyBatch) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) of every response token [B, T] (float32 at least, 0 on padding); the output head runs
+    on the response positions only."""
+    logits = model.get_output_embeddings()(batch.hidden(model.get_decoder()))  # [B, T, V]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least (float64 stays)
+    lp = logits.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
     return lp * batch.mask
 
 
-def token_values(critic: ValueModel, batch: Batch) -> torch.Tensor:
-    """V(x, y_<t) of every response token [B, T] (0 on padding)."""
-    return critic(batch.ids, batch.attn).gather(1, batch.pos) * batch.mask
+def token_values(critic: ValueModel, batch: AnyBatch) -> torch.Tensor:
+    """V(x, y_<t) of every response token [B, T] (float32 at least, 0 on padding)."""
+    v = critic.head(batch.hidden(critic.backbone)).squeeze(-1)
+    return v.to(torch.promote_types(v.dtype, torch.float32)) * batch.mask
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -334,7 +435,15 @@ class PpoConfig:
     ppo_epochs: int = 1
     """Passes over each rollout."""
     minibatch_size: int = 8
-    """Responses per actor/critic update."""
+    """Responses per actor/critic update (with prefix_sharing: whole prompt groups, a multiple of n)."""
+    forward_batch: int = 64
+    """Responses per no-grad forward pass (old and reference log-probs, values)."""
+    prefix_sharing: bool = True
+    """Run each prompt once for its n responses (through the KV cache, see ``SharedBatch``) in every forward and
+    backward pass; False: one row [prompt, response] per response (minibatches of any size)."""
+    sampler_logprobs: bool = True
+    """At temperature 1 and top_p 1, take log pi_old from the sampler (the distribution it drew from is the
+    policy's own) instead of one more forward pass; otherwise they are always recomputed."""
     actor_lr: float = 5e-7
     """AdamW learning rate of the policy (paper, 8B models: 5e-7; tiny models need far more)."""
     critic_lr: float = 9e-6
@@ -382,9 +491,13 @@ class PpoConfig:
             raise PbrlError("reward: expected exactly one of --judge module:function (bandit) or --reward PATH "
                             f"(a saved LM reward model), got {'both' if self.judge else 'neither'}")
         for name, lo in (("steps", 1), ("prompts_per_step", 1), ("n", 1), ("max_new_tokens", 1),
-                         ("sample_batch", 1), ("ppo_epochs", 1), ("minibatch_size", 1), ("checkpoint_every", 1)):
+                         ("sample_batch", 1), ("ppo_epochs", 1), ("minibatch_size", 1), ("forward_batch", 1),
+                         ("checkpoint_every", 1)):
             if getattr(self, name) < lo:
                 raise PbrlError(f"{name}: expected >= {lo}, got {getattr(self, name)}")
+        if self.prefix_sharing and self.minibatch_size % self.n:
+            raise PbrlError(f"minibatch_size: with prefix_sharing a minibatch holds whole prompt groups, so it must "
+                            f"be a multiple of n ({self.n}), got {self.minibatch_size} (or pass --no-prefix-sharing)")
         if not self.temperature > 0:
             raise PbrlError(f"temperature: expected > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -458,7 +571,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     resolved) at the last token, else the LM reward model at ``cfg.reward``. Returns the summary written to
     ``out/summary.json`` (per-step rows under "history")."""
     from pbrl.llm.models import load_model, num_parameters
-    from pbrl.llm.sampler import HFSampler, SamplingConfig
+    from pbrl.llm.sampler import HFSampler
     from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
 
     if reward_fn is None and judge is not None and cfg.judge is None:
@@ -533,7 +646,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
 
     eot = end_of_turn_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    sampler = HFSampler(policy)
+    sampler = HFSampler(policy)  # holds the policy itself: every rollout samples the current weights
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -547,60 +660,52 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
 
     try:
         while step < cfg.steps:
-            idx = _step_rows(len(rows), cfg, step)
             # ---- rollout
             t0 = sync()
-            policy.eval()
-            step_prompts, responses, has_eos = [], [], []
-            for b in range(0, len(idx), cfg.sample_batch):
-                part = [prompts[i] for i in idx[b : b + cfg.sample_batch]]
-                sc = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, eos_token_id=eot, pad_token_id=pad,
-                                    seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b)
-                gen = sampler.generate(part, sc)
-                for p, group, reasons in zip(part, gen.tokens, gen.finish_reasons):
-                    for y, why in zip(group, reasons):
-                        step_prompts.append(p)
-                        responses.append(y)
-                        has_eos.append(why == "eos")
-            n_tok = sum(len(y) for y in responses)
+            ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)], cfg, step, eot, pad)
             # ---- scoring
             t1 = sync()
-            scores_l = check_rewards(reward_fn(step_prompts, responses), responses)
-            # ---- forward: old log-probs, reference log-probs, old values
+            scores_l = check_rewards(reward_fn(ro["prompts"], ro["responses"]), ro["responses"])
+            # ---- forward: old log-probs, reference log-probs, old values; shaped rewards, GAE
             t2 = sync()
-            batch = build_batch(step_prompts, responses, pad).to(device)
-            B = len(responses)
-            mb = cfg.minibatch_size
+            if cfg.prefix_sharing:
+                batch: AnyBatch = build_shared_batch(ro["groups"], ro["responses"], cfg.n, pad).to(device)
+            else:
+                batch = build_batch(ro["prompts"], ro["responses"], pad).to(device)
+            mask = batch.mask
+            B, T = mask.shape
+            per_unit = B // batch.size  # responses per minibatch unit (n with prefix sharing, else 1)
+            fwd = max(1, cfg.forward_batch // per_unit)
             with torch.no_grad():
-                old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, mb)
-                ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, mb)
-                old_v = _chunked(lambda x: token_values(critic, x), batch, mb)
-                T = batch.mask.shape[1]
-                scores = torch.zeros(B, T, device=device)
-                for i, s in enumerate(scores_l):
-                    scores[i, : len(s)] = s.to(device)
-                eos_t = torch.tensor(has_eos, dtype=torch.bool, device=device)
-                rewards = shape_rewards(scores, old_lp, ref_lp, batch.mask, eos_t, beta=cfg.kl_beta,
+                if cfg.sampler_logprobs and cfg.temperature == 1 and cfg.top_p == 1:
+                    old_lp = _padded(ro["logprobs"], T, device)
+                else:
+                    old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, fwd)
+                ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, fwd)
+                old_v = _chunked(lambda x: token_values(critic, x), batch, fwd)
+                scores = _padded(scores_l, T, device)
+                has_eos = torch.tensor(ro["has_eos"], dtype=torch.bool, device=device)
+                rewards = shape_rewards(scores, old_lp, ref_lp, mask, has_eos, beta=cfg.kl_beta,
                                         no_eos_penalty=cfg.no_eos_penalty, clamp=cfg.reward_clamp)
-                adv, returns = gae(rewards, old_v, batch.mask, cfg.gamma, cfg.lam)
+                adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
                 if cfg.whiten_advantages:
-                    adv = masked_whiten(adv, batch.mask)
-            # ---- update
+                    adv = masked_whiten(adv, mask)
+            # ---- update: ppo_epochs passes over shuffled minibatches, actor then critic on each
             t3 = sync()
             policy.train()
             critic.train()
-            sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0, "actor_grad_norm": 0.0,
-                    "critic_grad_norm": 0.0}
+            sums = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "approx_kl", "actor_grad_norm",
+                                  "critic_grad_norm"), 0.0)
             updates = 0
+            mb = max(1, cfg.minibatch_size // per_unit)
             for epoch in range(cfg.ppo_epochs):
-                order = np.random.default_rng([cfg.seed, step, epoch]).permutation(B)
-                for i in range(0, B, mb):
-                    part = torch.as_tensor(order[i : i + mb], dtype=torch.long)
-                    sub = batch.rows(part)
+                order = torch.from_numpy(np.random.default_rng([cfg.seed, step, epoch]).permutation(batch.size))
+                for i in range(0, batch.size, mb):
+                    units = order[i : i + mb]
+                    sub = batch.select(units)
+                    rows_ = batch.responses(units).to(device)
                     T_ = sub.mask.shape[1]
-                    dpart = part.to(device)
-                    o_lp, a, o_v, ret = (x[dpart, :T_] for x in (old_lp, adv, old_v, returns))
+                    o_lp, a, o_v, ret = (x[rows_, :T_] for x in (old_lp, adv, old_v, returns))
                     actor_opt.zero_grad(set_to_none=True)
                     lp = token_logprobs(policy, sub)
                     pl, cf = policy_loss(lp, o_lp, a, sub.mask, cfg.clip)
@@ -610,23 +715,22 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                     vl = value_loss(token_values(critic, sub), o_v, ret, sub.mask, vclip)
                     vl.backward()
                     sums["critic_grad_norm"] += _clip_step(critic.parameters(), critic_opt, cfg.max_grad_norm)
-                    with torch.no_grad():
-                        sums["approx_kl"] += float(masked_mean(o_lp - lp, sub.mask))
+                    sums["approx_kl"] += float(masked_mean(o_lp - lp.detach(), sub.mask))
                     sums["policy_loss"] += float(pl.detach())
                     sums["value_loss"] += float(vl.detach())
                     sums["clipfrac"] += float(cf)
                     updates += 1
             t4 = sync()
             step += 1
-            m = batch.mask.float()
-            lengths = m.sum(-1)
+            m = mask.float()
+            n_tok = int(m.sum())
             row = {
                 "step": step,
                 "ppo/score": float((scores * m).sum(-1).mean()),
                 "ppo/kl": float(((old_lp - ref_lp) * m).sum(-1).mean()),
                 "ppo/reward": float((rewards * m).sum(-1).mean()),
-                "ppo/response_tokens": float(lengths.mean()),
-                "ppo/eos_fraction": float(eos_t.float().mean()),
+                "ppo/response_tokens": float(m.sum(-1).mean()),
+                "ppo/eos_fraction": float(has_eos.float().mean()),
                 **{f"ppo/{k}": v / max(1, updates) for k, v in sums.items()},
                 "ppo/value_clip": vclip,
                 "perf/generated_tokens": n_tok,
@@ -670,14 +774,44 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     return summary
 
 
-def _chunked(fn: Callable[[Batch], torch.Tensor], batch: Batch, size: int) -> torch.Tensor:
-    """fn over row chunks of ``batch``, padded back to the batch's T: [B, T]."""
+def _rollout(sampler, prompts: list[list[int]], cfg: PpoConfig, step: int, eot: int, pad: int) -> dict[str, Any]:
+    """n samples of each prompt: per response its prompt, tokens, sampling log-probs and whether it ended at EOS
+    (responses of prompt g in rows g n .. g n + n - 1)."""
+    from pbrl.llm.sampler import SamplingConfig
+
+    sampler.model.eval()
+    out: dict[str, list] = {"groups": [], "prompts": [], "responses": [], "logprobs": [], "has_eos": []}
+    for b in range(0, len(prompts), cfg.sample_batch):
+        part = prompts[b : b + cfg.sample_batch]
+        sc = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            eos_token_id=eot, pad_token_id=pad, seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b)
+        gen = sampler.generate(part, sc)
+        for p, group, lps, reasons in zip(part, gen.tokens, gen.logprobs, gen.finish_reasons):
+            out["groups"].append(p)
+            for y, lp, why in zip(group, lps, reasons):
+                out["prompts"].append(p)
+                out["responses"].append(y)
+                out["logprobs"].append(torch.tensor(lp, dtype=torch.float32))
+                out["has_eos"].append(why == "eos")
+    return out
+
+
+def _padded(values: Sequence[torch.Tensor], T: int, device: torch.device) -> torch.Tensor:
+    """Per-response 1-D tensors right-padded with 0 into [B, T]."""
+    out = torch.zeros(len(values), T, device=device)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = v.to(device)
+    return out
+
+
+def _chunked(fn: Callable[[AnyBatch], torch.Tensor], batch: AnyBatch, size: int) -> torch.Tensor:
+    """fn over chunks of ``size`` units of ``batch``, padded back to the batch's T: [B, T]."""
     B, T = batch.mask.shape
     out = torch.zeros(B, T, device=batch.mask.device)
-    for i in range(0, B, size):
-        sub = batch.rows(list(range(i, min(B, i + size))))
-        v = fn(sub)
-        out[i : i + v.shape[0], : v.shape[1]] = v
+    for i in range(0, batch.size, size):
+        units = torch.arange(i, min(batch.size, i + size))
+        v = fn(batch.select(units))
+        out[batch.responses(units.to(out.device)), : v.shape[1]] = v
     return out
 
 
@@ -709,6 +843,7 @@ class LlmPpo(PpoConfig):
         print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
 
 
-__all__ = ["Batch", "JudgeReward", "LlmPpo", "ModelReward", "PpoConfig", "RewardFn", "ValueModel", "build_batch",
+__all__ = ["Batch", "JudgeReward", "LlmPpo", "ModelReward", "PpoConfig", "RewardFn", "SharedBatch", "ValueModel",
+           "build_batch", "build_shared_batch",
            "check_rewards", "gae", "masked_mean", "masked_whiten", "policy_loss", "shape_rewards", "token_logprobs",
            "token_values", "train_ppo", "value_loss"]

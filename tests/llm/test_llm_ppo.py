@@ -159,8 +159,44 @@ def test_batch_positions_predict_the_response_tokens():
     assert b.ids.tolist() == [[5, 6, 7, 1, 2], [8, 3, 4, 9, 0]]
     assert b.pos.tolist() == [[2, 3, 0], [0, 1, 2]]  # the output at pos[t] predicts token t
     assert b.tokens.tolist() == [[1, 2, 0], [3, 4, 9]] and b.mask.tolist() == [[1, 1, 0], [1, 1, 1]]
-    sub = b.rows([0])  # trimmed to its own lengths
+    sub = b.select([0])  # trimmed to its own lengths
     assert sub.ids.tolist() == [[5, 6, 7, 1, 2]] and sub.tokens.tolist() == [[1, 2]]
+
+
+def test_prefix_shared_batches_give_the_log_probs_values_and_gradients_of_plain_rows():
+    import random
+
+    from pbrl.llm.ppo import ValueModel, build_shared_batch, token_logprobs, token_values
+
+    torch.set_num_threads(1)
+    model = build_model(TinyLMConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                     intermediate_size=64), dtype=torch.float64, seed=0)
+    rng = random.Random(0)
+    n = 3
+    groups = [[rng.randrange(50) for _ in range(k)] for k in (3, 6, 1)]  # prompts of different lengths
+    responses = [[rng.randrange(50) for _ in range(rng.randint(1, 5))] for _ in range(len(groups) * n)]
+    plain = build_batch([g for g in groups for _ in range(n)], responses, pad_id=0)
+    shared = build_shared_batch(groups, responses, n, pad_id=0)
+    grads = []
+    for batch in (plain, shared):
+        model.zero_grad()
+        lp = token_logprobs(model, batch)
+        lp.sum().backward()
+        grads.append((lp.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp_a, g_a), (lp_b, g_b) = grads
+    # HF's RMSNorm computes in float32 even in a float64 model: equal up to float32 rounding
+    torch.testing.assert_close(lp_b, lp_a, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    critic = ValueModel(model)
+    torch.testing.assert_close(token_values(critic, shared), token_values(critic, plain), rtol=1e-6, atol=1e-6)
+    # a minibatch of groups (2, 0) holds their responses' rows, in order
+    units = torch.tensor([2, 0])
+    assert shared.responses(units).tolist() == [6, 7, 8, 0, 1, 2]
+    sub = shared.select(units)
+    T = sub.tokens.shape[1]
+    torch.testing.assert_close(token_logprobs(model, sub).detach(), lp_a[[6, 7, 8, 0, 1, 2], :T],
+                               rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -218,7 +254,7 @@ def test_a_resumed_run_reaches_the_same_weights(tmp_path):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     with pytest.raises(PbrlError, match="cannot resume, n differs"):
-        train_ppo(_toy(tmp_path, steps=4, n=3, out=str(tmp_path / "parts")), judge=count_red)
+        train_ppo(_toy(tmp_path, steps=4, n=2, out=str(tmp_path / "parts")), judge=count_red)
 
 
 @pytest.mark.slow
