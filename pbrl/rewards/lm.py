@@ -316,7 +316,9 @@ class LMRewardLearner(RewardModel):
         return self.net(x, mask, self.ends(mask, signal))
 
     def units(self, dataset: LMPairs, batch_size: int | None = None) -> RawRewards:
-        """One unit per segment of every chosen and then every rejected response (flat token order)."""
+        """One unit per segment of every chosen and then every rejected response (flat token order). Tokens after
+        a response's last end (its stop token and after) are counted in its last unit, so that every token has
+        one; `token_rewards` gives them 0."""
         seg = self.segments(dataset.prompt * 2, dataset.chosen + dataset.rejected, batch_size)
         values = np.concatenate([s["values"] for s in seg], 1)  # [M, S]
         lengths = np.concatenate([s["lengths"] for s in seg])
@@ -654,10 +656,14 @@ def evaluate_lm_pairs(
     model: LMRewardLearner, pairs: LMPairs, batch_size: int | None = None, progress: bool = False
 ) -> dict[str, float]:
     """Accuracy and Bradley–Terry loss of the ensemble-mean score, and the mean member accuracy (as for control)."""
-    s = torch.from_numpy(sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected, batch_size,
-                                         progress))
-    sa, sb = s.chunk(2, dim=1)  # [M, P] chosen, rejected
-    y = torch.from_numpy(pairs.label)
+    return pair_metrics(sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected, batch_size,
+                                        progress), pairs.label)
+
+
+def pair_metrics(scores: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """scores [M, 2P] (the chosen responses, then the rejected ones), label [P] = P(rejected preferred)."""
+    sa, sb = torch.from_numpy(scores).chunk(2, dim=1)  # [M, P] chosen, rejected
+    y = torch.from_numpy(label)
     return {
         "accuracy": float(preference_accuracy(sa.mean(0), sb.mean(0), y)),
         "loss": float(bradley_terry_loss(sa.mean(0), sb.mean(0), y)),
@@ -765,12 +771,13 @@ def report_file(reward_dir: str | os.PathLike, pairs_path: str | os.PathLike, de
     pairs = tokenize_lm_pairs(load_preferences(pairs_path), model.tokenizer, model.length, str(pairs_path))
     rep: dict[str, Any] = {"model": model.kind, "members": model.members, "segmenter": model.segmenter.kind,
                            "dataset": str(pairs_path)}
-    rep.update({f"pairs/{k}": v for k, v in evaluate_lm_pairs(model, pairs, progress=True).items()})
+    scores = sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected, progress=True)  # [M, 2P]
+    rep.update({f"pairs/{k}": v for k, v in pair_metrics(scores, pairs.label).items()})
     rep["pairs/count"] = len(pairs)
     if Path(pairs_path).is_file():
         raw = [obj for _, obj in read_json_lines(pairs_path)]
         if all(isinstance(o, dict) and "score_chosen" in o and "score_rejected" in o for o in raw):
             true = np.array([o["score_chosen"] for o in raw] + [o["score_rejected"] for o in raw], np.float64)
-            learned = sequence_scores(model, pairs.prompt * 2, pairs.chosen + pairs.rejected).mean(0)
+            learned = scores.mean(0)
             rep["response/pearson"], rep["response/spearman"] = pearson(learned, true), spearman(learned, true)
     return rep

@@ -192,6 +192,13 @@ def test_lm_learner_contract_train_reload_score(trained, chat_pairs):
         torch.testing.assert_close(x, y)
         assert x.dtype == torch.float32 and x.abs().max() <= 10
     assert evaluate_lm_pairs(loaded, pairs) == evaluate_lm_pairs(model, pairs)
+    # units (the protocol's relabeling view): one per segment, lengths covering each response through its last end
+    raw = model.units(pairs)
+    seg = model.segments(pairs.prompt * 2, pairs.chosen + pairs.rejected)
+    assert raw.values.shape == (2, sum(len(x["lengths"]) for x in seg)) == (2, len(raw.unit_length))
+    np.testing.assert_array_equal(raw.values, np.concatenate([x["values"] for x in seg], 1))
+    assert len(raw.unit_of) == sum(len(r) for r in pairs.chosen + pairs.rejected)
+    assert raw.unit_length.sum() == sum(int(np.flatnonzero(x["ends"])[-1]) + 1 for x in seg)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == "lm" and cfg["normalizer"] == model.norm
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
