@@ -36,6 +36,7 @@ one (the prompts, sampling seeds and minibatch order of a step depend on the see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import time
@@ -343,9 +344,8 @@ class SharedBatch:
     def hidden(self, decoder: torch.nn.Module) -> torch.Tensor:
         from transformers import DynamicCache
 
-        params = inspect.signature(decoder.forward).parameters  # transformers >= 5.24 names it `cache`
         cache = DynamicCache()
-        kv = {"cache" if "cache" in params else "past_key_values": cache}
+        kv = {_cache_keyword(type(decoder)): cache}
         n, T = self.n, self.tokens.shape[1]
         lengths = self.prompt_attn.sum(-1)  # [G]
         pos = torch.arange(self.prompt_ids.shape[1], device=lengths.device).expand_as(self.prompt_ids)
@@ -360,6 +360,12 @@ class SharedBatch:
                      position_ids=start + torch.arange(T, device=start.device), use_cache=True,
                      **kv).last_hidden_state  # [G n, T, H]
         return torch.cat([last.repeat_interleave(n, 0)[:, None], hr[:, :-1]], 1)  # [G n, T, H]
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str:
+    """The decoder's KV-cache argument: transformers >= 5.24 names it ``cache`` (``past_key_values`` before)."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 def build_shared_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], n: int,
