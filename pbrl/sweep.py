@@ -13,6 +13,12 @@ Each run gets an id from its column and config hash, an output folder `<out>/run
 record `<out>/records/<id>.json` (config, git revision, device, budget, wall time, and what the runner returned:
 metrics, last and best normalized score, curve). Runs with a record are skipped, so a killed sweep resumes where it
 stopped. Records are written by the driver, so on a Ray cluster only the run folders live on the workers.
+
+Seed batching: a runner function with a `run_seeds(configs, out_dirs) -> results` attribute trains several runs
+of one column that differ only by `seed` in one process (as one batched model, `pbrl.policies.trainer.train_seeds`);
+the sweep groups such runs among those still to run (`seed_groups`), so finished seeds stay skipped, and writes
+one record per run as before (with `seed_batch`: the run ids trained together). `batches_seeds(config) -> bool`
+on the runner, when present, says which configs may be grouped.
 """
 
 from __future__ import annotations
@@ -142,7 +148,68 @@ def execute(spec: RunSpec, runner: str, out_dir: str, threads: int = 1) -> dict[
     run_dir = os.path.join(out_dir, "runs", spec.run_id)
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
-    record: dict[str, Any] = {
+    record = _record_head(spec)
+    try:
+        record["result"] = _import(runner)(dict(spec.config), run_dir)
+        record["status"] = "ok"
+    except Exception as e:  # a failed run is recorded and the sweep goes on
+        _failed(record, e)
+    record["wall_s"] = round(time.time() - t0, 2)
+    return record
+
+
+def execute_group(specs: list[RunSpec], runner: str, out_dir: str, threads: int = 1) -> list[dict[str, Any]]:
+    """Run specs that differ only by seed in this process through the runner's `run_seeds`; one record each
+    (a failure of the whole group is recorded for each of its runs). A group of one is `execute`."""
+    if len(specs) == 1:
+        return [execute(specs[0], runner, out_dir, threads)]
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    run_dirs = [os.path.join(out_dir, "runs", spec.run_id) for spec in specs]
+    for d in run_dirs:
+        os.makedirs(d, exist_ok=True)
+    t0 = time.time()
+    records = [_record_head(spec) for spec in specs]
+    try:
+        results = _import(runner).run_seeds([dict(spec.config) for spec in specs], run_dirs)
+        if len(results) != len(specs):
+            raise RuntimeError(f"run_seeds returned {len(results)} results for {len(specs)} runs")
+        for record, result in zip(records, results):
+            record["result"], record["status"] = result, "ok"
+    except Exception as e:  # the group failed as a whole: every run of it is recorded as failed
+        for record in records:
+            _failed(record, e)
+    wall = round(time.time() - t0, 2)
+    for record in records:
+        record["wall_s"] = wall  # the group's wall time: its runs trained side by side
+        record["seed_batch"] = [spec.run_id for spec in specs]
+    return records
+
+
+def seed_groups(runs: list[RunSpec], runner: str) -> list[list[RunSpec]]:
+    """`runs` in groups for `execute_group`: runs of one column whose configs differ only by `seed`, when the
+    runner has `run_seeds` (and its `batches_seeds(config)`, if any, accepts them); every other run alone.
+    Groups keep the order of their first run."""
+    fn = _import(runner)
+    if not callable(getattr(fn, "run_seeds", None)):
+        return [[r] for r in runs]
+    accepts = getattr(fn, "batches_seeds", None)
+    groups: dict[str, list[RunSpec]] = {}
+    for r in runs:
+        if "seed" not in r.config or (accepts is not None and not accepts(dict(r.config))):
+            key = f"alone:{r.run_id}"
+        else:
+            rest = {k: v for k, v in r.config.items() if k != "seed"}
+            key = json.dumps([r.column, rest], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def _record_head(spec: RunSpec) -> dict[str, Any]:
+    import torch
+
+    return {
         "run_id": spec.run_id,
         "column": spec.column,
         "config": spec.config,
@@ -153,15 +220,12 @@ def execute(spec: RunSpec, runner: str, out_dir: str, threads: int = 1) -> dict[
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    try:
-        record["result"] = _import(runner)(dict(spec.config), run_dir)
-        record["status"] = "ok"
-    except Exception as e:  # a failed run is recorded and the sweep goes on
-        record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        record["traceback"] = traceback.format_exc()
-    record["wall_s"] = round(time.time() - t0, 2)
-    return record
+
+
+def _failed(record: dict[str, Any], e: Exception) -> None:
+    record["status"] = "failed"
+    record["error"] = f"{type(e).__name__}: {e}"
+    record["traceback"] = traceback.format_exc()
 
 
 def _device_name(device: str) -> str:
@@ -172,8 +236,8 @@ def _device_name(device: str) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def _execute_star(args: tuple[RunSpec, str, str, int]) -> dict[str, Any]:
-    return execute(*args)
+def _execute_star(args: tuple[list[RunSpec], str, str, int]) -> list[dict[str, Any]]:
+    return execute_group(*args)
 
 
 def _execute_ray(spec: RunSpec, runner: str, out_dir: str, threads: int) -> dict[str, Any]:
@@ -181,6 +245,12 @@ def _execute_ray(spec: RunSpec, runner: str, out_dir: str, threads: int) -> dict
     workers do (see `pbrl.utils.reuse_freed_heap`)."""
     reuse_freed_heap()
     return execute(spec, runner, out_dir, threads)
+
+
+def _execute_ray_group(specs: list[RunSpec], runner: str, out_dir: str, threads: int) -> list[dict[str, Any]]:
+    """`execute_group` in a Ray worker (freed heap blocks reused, as `_execute_ray`)."""
+    reuse_freed_heap()
+    return execute_group(specs, runner, out_dir, threads)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -223,11 +293,14 @@ def run_sweep(
     only: str | None = None,
     log: Callable[[str], None] = print,
     threads: int | None = None,
+    batch_seeds: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every run of `grid` that has no record yet; returns the new records (failed ones included).
 
     threads: torch CPU threads of each local worker; default the free cores (`pbrl.utils.choose_threads`) shared
-    among the workers, at least 1 (Ray workers get 1, as each asks Ray for one CPU)."""
+    among the workers, at least 1 (Ray workers get 1, as each asks Ray for one CPU).
+    batch_seeds: train the runs still to run that differ only by seed in one process each, when the runner can
+    (`seed_groups`); False runs every run in its own task."""
     check_grid_name(grid.name)
     runs = expand(grid)
     if only:
@@ -246,6 +319,9 @@ def run_sweep(
     else:
         threads, note = choose_threads(threads)
     log(f"sweep {grid.name}: {max(1, workers)} worker(s) x {threads_line(threads, note)}")
+    groups = seed_groups(todo, grid.runner) if batch_seeds else [[r] for r in todo]
+    if len(groups) < len(todo):
+        log(f"sweep {grid.name}: seeds batched: {len(todo)} runs in {len(groups)} processes")
 
     def finish(rec: dict[str, Any]) -> dict[str, Any]:
         rec.update(sweep=grid.name, budget=grid.budget, git_revision=rev)
@@ -264,13 +340,17 @@ def run_sweep(
 
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
         remote = ray.remote(num_cpus=1)(_execute_ray)
-        pending = [remote.remote(r, grid.runner, os.path.abspath(out_dir), 1) for r in todo]
+        remote_group = ray.remote(num_cpus=1)(_execute_ray_group)
+        where = os.path.abspath(out_dir)
+        pending = [remote.remote(g[0], grid.runner, where, 1) if len(g) == 1 else
+                   remote_group.remote(g, grid.runner, where, 1) for g in groups]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            records.append(finish(ray.get(ready[0])))
+            got = ray.get(ready[0])
+            records += [finish(rec) for rec in (got if isinstance(got, list) else [got])]
     elif workers <= 1:
-        for r in todo:
-            records.append(finish(execute(r, grid.runner, out_dir, threads)))
+        for g in groups:
+            records += [finish(rec) for rec in execute_group(g, grid.runner, out_dir, threads)]
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -283,9 +363,9 @@ def run_sweep(
             initializer=_worker_init,
             initargs=(os.getpid(),),
         ) as pool:
-            futures = [pool.submit(_execute_star, (r, grid.runner, out_dir, threads)) for r in todo]
+            futures = [pool.submit(_execute_star, (g, grid.runner, out_dir, threads)) for g in groups]
             for fut in as_completed(futures):
-                records.append(finish(fut.result()))
+                records += [finish(rec) for rec in fut.result()]
     failed = sum(r["status"] != "ok" for r in records)
     log(f"sweep {grid.name}: {len(records) - failed} finished, {failed} failed; records in {rec_dir}")
     return records

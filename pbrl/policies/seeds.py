@@ -1,5 +1,5 @@
 """S seeds of one algorithm trained as one batched model: the weights of S policies stacked along a leading seed
-axis, every phase's loss evaluated for all seeds at once by `torch.func.vmap` over `functional_call`.
+axis, every phase's loss evaluated for all seeds at once by `torch.func.vmap` with the stacked tensors swapped in.
 
 Why it equals S separate runs: each seed's policy is built exactly as a separate run builds it (seeded, then its
 weights stacked), draws its own batch indices from its own generator and its own noise from a copy of the torch
@@ -18,11 +18,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
+
+try:  # the core of torch.func.vmap (see _vmap_flat)
+    from torch._functorch.vmap import _add_batch_dim, _remove_batch_dim, vmap_increment_nesting
+except ImportError:  # pragma: no cover - another torch layout: the public vmap
+    _add_batch_dim = None
 
 from pbrl.data import Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Policy, TransitionSampler
+from pbrl.policies.base import Phase, Policy, TransitionSampler
 from pbrl.policies.nets import Dropout
 
 
@@ -37,15 +42,30 @@ def seed_batchable(policy: Policy) -> str | None:
     return None
 
 
-class _Call(nn.Module):
-    """`functional_call` calls `forward`; this forwards to one named method of the policy."""
+class _Swap:
+    """Runs a method of `module` with its parameters and buffers replaced by given tensors (in a fixed order).
 
-    def __init__(self, policy: Policy) -> None:
-        super().__init__()
-        self.policy = policy
+    What `torch.func.functional_call` does, with the module lookups done once: at 64-wide MLPs its per-call
+    traversal and tying checks cost as much as the update's arithmetic.
+    """
 
-    def forward(self, method: str, *args: Any) -> Any:
-        return getattr(self.policy, method)(*args)
+    def __init__(self, module: nn.Module, names: list[str]) -> None:
+        self.module = module
+        self.slots = []
+        for name in names:
+            owner, _, attr = name.rpartition(".")
+            sub = module.get_submodule(owner)
+            self.slots.append((sub._parameters if attr in sub._parameters else sub._buffers, attr))
+
+    def __call__(self, tensors: list[torch.Tensor], method: str, *args: Any) -> Any:
+        saved = [table[attr] for table, attr in self.slots]
+        try:
+            for (table, attr), t in zip(self.slots, tensors):
+                table[attr] = t
+            return getattr(self.module, method)(*args)
+        finally:
+            for (table, attr), t in zip(self.slots, saved):
+                table[attr] = t
 
 
 class SeedBatch:
@@ -73,7 +93,6 @@ class SeedBatch:
             raise PbrlError("a seed batch samples uniform transitions (TransitionSampler) only")
         self.policies, self.samplers, self.noise = policies, samplers, noise
         self.template = policies[0]
-        self.call = _Call(self.template)
         names = [n for n, _ in self.template.named_parameters()]
         with torch.no_grad():  # [S, ...] leaves; requires_grad as in the policy (targets stay frozen)
             self.params = {
@@ -94,6 +113,8 @@ class SeedBatch:
             batched.load_state_dict(_stack_opt_states([p.optimizers[key].state_dict() for p in policies]))
             self.optimizers[key] = batched
         self.phases = self.template.phases() or []
+        self.names, self.buffer_names = names, list(self.buffers)
+        self.swap = _Swap(self.template, self.names + self.buffer_names)
 
     @property
     def step(self) -> int:
@@ -119,19 +140,7 @@ class SeedBatch:
         for ph in self.phases:
             if t.step % ph.every:
                 continue
-            trained = {n for key in ph.optimizers for n in self.opt_params[key]}
-            # weights this phase does not step enter detached: no gradient reaches them (as `frozen` does)
-            params = {n: (v if n in trained else v.detach()) for n, v in self.params.items()}
-
-            def loss_fn(params, buffers, fields, noise, carry, _ph=ph):
-                one = Transitions(**fields)  # one seed's batch [B, ...] (vmap maps over dicts, not dataclasses)
-                return functional_call(self.call, ({**params, **buffers},), (_ph.loss, one, noise, carry))
-
-            loss, metrics, carry = vmap(loss_fn)(
-                {f"policy.{n}": v for n, v in params.items()},
-                {f"policy.{n}": v for n, v in self.buffers.items()},
-                {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}, noise_s, carry,
-            )
+            loss, metrics, carry = self._losses(ph, batch, noise_s, carry)
             opts = [self.optimizers[key] for key in ph.optimizers]
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
@@ -148,6 +157,30 @@ class SeedBatch:
         values = {k: v.tolist() for k, v in out.items()}  # one host transfer per metric
         return [{k: v[s] for k, v in values.items()} for s in range(len(self.policies))]
 
+    def _losses(
+        self, ph: Phase, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Phase `ph`'s loss [S], metrics [S] and carry [S, ...] for every seed: its loss method under vmap."""
+        trained = {n for key in ph.optimizers for n in self.opt_params[key]}
+        # weights this phase does not step enter detached: no gradient reaches them (as `frozen` does)
+        weights = [self.params[n] if n in trained else self.params[n].detach() for n in self.names]
+        weights += [self.buffers[n] for n in self.buffer_names]
+        fields = [getattr(batch, f.name) for f in dataclasses.fields(Transitions)]
+        n_w, n_f, noise_keys, carry_keys = len(weights), len(fields), list(noise), list(carry)
+        keys: dict[str, list[str]] = {}
+
+        def one_seed(flat: list[torch.Tensor]) -> list[torch.Tensor]:
+            w, f, rest = flat[:n_w], flat[n_w : n_w + n_f], flat[n_w + n_f :]
+            noise_one = dict(zip(noise_keys, rest[: len(noise_keys)]))
+            carry_one = dict(zip(carry_keys, rest[len(noise_keys) :]))
+            loss, metrics, carry_out = self.swap(w, ph.loss, Transitions(*f), noise_one, carry_one)
+            keys["metrics"], keys["carry"] = list(metrics), list(carry_out)
+            return [loss, *metrics.values(), *carry_out.values()]
+
+        res = _vmap_flat(one_seed, [*weights, *fields, *noise.values(), *carry.values()], len(self.policies))
+        n_m = len(keys["metrics"])
+        return res[0], dict(zip(keys["metrics"], res[1 : 1 + n_m])), dict(zip(keys["carry"], res[1 + n_m :]))
+
     @torch.no_grad()
     def unstack(self) -> None:
         """Copy weights, buffers and optimizer states back into the S policies (their separate-run form)."""
@@ -158,6 +191,19 @@ class SeedBatch:
                 b.copy_(self.buffers[n][s])
             for key, opt in self.optimizers.items():
                 policy.optimizers[key].load_state_dict(_seed_opt_state(opt.state_dict(), s))
+
+
+def _vmap_flat(fn: Any, inputs: list[torch.Tensor], size: int) -> list[torch.Tensor]:
+    """`vmap(fn)(inputs)` over dim 0 of every input, for a function of a flat list of tensors returning one.
+
+    Why not `torch.func.vmap` itself: its pytree flattening and checks of every input and output cost a third of
+    a 64-wide update; this is its core (torch's own batching levels), used when torch has it.
+    """
+    if _add_batch_dim is None:
+        return vmap(fn)(inputs)
+    with vmap_increment_nesting(size, "error") as level:
+        outs = fn([_add_batch_dim(t, 0, level) for t in inputs])
+        return [_remove_batch_dim(o, level, size, 0) for o in outs]
 
 
 def _seed_slice(batch: Transitions, s: int) -> Transitions:

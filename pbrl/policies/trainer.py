@@ -418,6 +418,7 @@ def train_seeds(
     *,
     seeds: Sequence[int],
     out_dir: str | Path | None = None,
+    out_dirs: Sequence[str | Path] | None = None,
     steps: int = 100_000,
     eval_every: int = 5000,
     eval_episodes: int = 10,
@@ -435,8 +436,8 @@ def train_seeds(
 ) -> list[dict[str, Any]]:
     """`train_policy` for each of `seeds`, in one process; returns their summaries in seed order.
 
-    Seed s's run goes to `seed_folder(out_dir, s)` (OUT/seed_<s>/) and holds what `train_policy(seed=s)` writes
-    there: the same config, metrics rows, checkpoints (`pbrl train --resume` continues either) and summary, with
+    Seed s's run goes to `seed_folder(out_dir, s)` (OUT/seed_<s>/), or to the i-th of `out_dirs` (one folder per
+    seed, e.g. a sweep's run folders), and holds what `train_policy(seed=s)` writes there: the same config, metrics rows, checkpoints (`pbrl train --resume` continues either) and summary, with
     the same numbers up to float rounding. The seeds train as one batched model (`pbrl.policies.seeds.SeedBatch`)
     when the algorithm's update is written as phases and `batched`; otherwise, or when resumed checkpoints are
     at different steps, one after another (said through `log`). Each seed keeps its own batches, noise and
@@ -455,7 +456,13 @@ def train_seeds(
                    device=device, env_id=env_id, resume=resume, checkpoint_every=checkpoint_every,
                    log_every=log_every, stop_at=stop_at, progress=progress, tensorboard=tensorboard,
                    has_out=out_dir is not None)
-    outs = [seed_folder(out_dir, s) if out_dir is not None else None for s in seeds]
+    if out_dirs is not None:
+        if out_dir is not None or len(out_dirs) != len(seeds):
+            raise PbrlError("out_dirs: one folder per seed, and no out_dir beside it")
+        outs: list[Path | None] = [Path(o) for o in out_dirs]
+        out_dir = outs[0]  # a folder is given: settings below that need one see it
+    else:
+        outs = [seed_folder(out_dir, s) if out_dir is not None else None for s in seeds]
     stale: list[list[str]] = [[] for _ in seeds]
     if out_dir is not None and not resume:  # every seed's folder is checked before any work
         stale = [check_fresh_out(str(o), RUN_FILES, overwrite, "pass --resume to continue it or --overwrite to "
@@ -507,3 +514,84 @@ def train_seeds(
         return noise[i].get_state() if noise[i].device.type == "cpu" else runs[i].torch_rng
 
     return _loop(st, runs, batch.update, batch.unstack, rng)
+
+
+# ---------------------------------------------------------------- sweep runner
+RECORD_KEYS = ("algo", "dataset", "steps", "seed", "eval_every", "eval_episodes", "policy", "device", "env_id")
+"""What a grid row of `run_record` may set (`policy`: config overrides, e.g. {"hidden": [64, 64]})."""
+
+
+def _record_args(config: dict[str, Any]) -> dict[str, Any]:
+    from pbrl.policies.base import check_overrides
+
+    unknown = sorted(set(config) - set(RECORD_KEYS) - {"threads"})
+    if unknown or "algo" not in config or "dataset" not in config:
+        raise PbrlError(f"grid config: run_record needs algo and dataset and may set {list(RECORD_KEYS)}; "
+                        f"unknown {unknown}")
+    algo = str(config["algo"])
+    return dict(
+        algo=algo,
+        config=default_config(algo, **check_overrides(algo, dict(config.get("policy", {})), "policy")),
+        steps=int(config.get("steps", 100_000)),
+        eval_every=int(config.get("eval_every", 5000)),
+        eval_episodes=int(config.get("eval_episodes", 10)),
+        device=str(config.get("device", "cpu")),
+        env_id=config.get("env_id"),
+    )
+
+
+def _record_result(ds: EpisodeDataset, s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset_name": ds.name,
+        "dataset_transitions": ds.num_transitions,
+        "last_score": s.get("last_score"),
+        "best_score": s.get("best_score"),
+        "last_return_mean": s.get("last_return_mean"),
+        "curve": [[e["step"], e["eval/normalized_score"]] for e in s.get("evaluations", [])
+                  if e.get("eval/normalized_score") is not None],
+        "steps_per_s": s.get("perf/steps_per_s"),
+    }
+
+
+def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Sweep runner (`"runner": "pbrl.policies.trainer:run_record"`): one policy trained on a dataset's own rewards;
+    returns what the tables read. Grid rows set `RECORD_KEYS`. Runs that differ only by seed go through
+    `run_seeds` (one batched process) when the sweep groups them."""
+    from pbrl.data import load_dataset
+
+    args = _record_args(config)
+    ds = load_dataset(str(config["dataset"]))
+    algo, cfg = args.pop("algo"), args.pop("config")
+    s = train_policy(algo, ds, cfg, seed=int(config.get("seed", 0)), out_dir=out_dir, progress=False,
+                     overwrite=True, **args)
+    return _record_result(ds, s)
+
+
+def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
+    """`run_record` for configs that differ only by seed: one `train_seeds` call, one result per config."""
+    from pbrl.data import load_dataset
+
+    args = _record_args(configs[0])
+    ds = load_dataset(str(configs[0]["dataset"]))
+    algo, cfg = args.pop("algo"), args.pop("config")
+    seeds = [int(c.get("seed", 0)) for c in configs]
+    summaries = train_seeds(algo, ds, cfg, seeds=seeds, out_dirs=out_dirs, progress=False, overwrite=True,
+                            log=lambda _: None, **args)
+    return [_record_result(ds, s) for s in summaries]
+
+
+def _batches_seeds(config: dict[str, Any]) -> bool:
+    """Whether the sweep should group this config's seeds: algorithms whose update is written as phases, without
+    actor dropout (see `pbrl.policies.seeds.seed_batchable`); others run one process per seed, in parallel."""
+    from pbrl.policies.base import algorithm
+
+    try:
+        cls, _ = algorithm(str(config.get("algo")))
+    except PbrlError:
+        return False  # the run itself reports the bad name
+    return cls.phases is not Policy.phases and not dict(config.get("policy", {})).get("actor_dropout", 0)
+
+
+# the sweep's seed-batching protocol (pbrl.sweep.seed_groups)
+run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
+run_record.batches_seeds = _batches_seeds  # type: ignore[attr-defined]

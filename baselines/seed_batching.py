@@ -1,0 +1,113 @@
+"""Seed-batched training throughput: S seeds as one batched model (`pbrl.policies.seeds.SeedBatch`, what
+`pbrl train --seeds` and grouped sweeps run) against S separate runs, for every algorithm that batches.
+
+  python baselines/seed_batching.py                          # iql td3bc bc cql, hidden 256 and 64, S = 1 3 10
+  python baselines/seed_batching.py --algos iql --widths 256 --seeds 1 3 --out ''   # quick look, no file
+
+Same data for all (random Hopper-v5 transitions: obs 11, action 3), batch 256, the algorithms' default configs at
+the given MLP width, one torch thread for everything. A timed update includes drawing its batch(es).
+The baseline is one seed's update rate in this process; S separate processes run one after another at one
+thread each (the same total threads as the batched run) reach that same aggregate rate, so the ratio is
+aggregate seed-updates/s batched / single-seed updates/s (process start-up and data loading, which separate runs
+pay S times, are left out, in the separate runs' favour). Rates are medians over --rounds rounds in which every
+configuration is timed once in turn, so a change in the machine's load hits all of them alike.
+Writes results/seed_batching.md (or --out) with baselines/record.py's header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+
+import torch
+from record import recorded  # baselines/record.py (the script's folder is on sys.path)
+
+ALGOS = ("iql", "td3bc", "bc", "cql")
+
+
+def build(algo: str, ds, width: int, seeds: list[int]):
+    """A SeedBatch of `seeds` (or, for seeds=None, one policy and its sampler) at hidden (width, width)."""
+    from pbrl.policies.base import PolicySpec, default_config, make_policy
+    from pbrl.policies.seeds import SeedBatch
+    from pbrl.utils import set_seed
+
+    cfg = default_config(algo, hidden=(width, width))
+    spec = PolicySpec.from_dataset(ds)
+    policies, samplers, noise = [], [], []
+    for s in seeds:
+        set_seed(s)
+        p = make_policy(algo, spec, cfg, 10**6)
+        policies.append(p)
+        samplers.append(p.make_sampler(ds, torch.Generator().manual_seed(s)))
+        g = torch.Generator()
+        g.set_state(torch.get_rng_state())
+        noise.append(g)
+    return policies, samplers, noise, SeedBatch(policies, samplers, noise)
+
+
+def single_update(policy, sampler) -> None:
+    policy.update(sampler())
+
+
+def timed(step, seconds: float, min_steps: int) -> float:
+    """Calls of `step` per second over at least `seconds` and `min_steps` calls."""
+    n, t0 = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    ap.add_argument("--widths", nargs="+", type=int, default=[256, 64], help="MLP hidden width (two layers)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 3, 10], help="batch sizes S to time")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data-size", type=int, default=20_000)
+    ap.add_argument("--out", default="results/seed_batching.md", help="'' = print only")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from pbrl.data import collect_episodes
+
+    ds = collect_episodes("Hopper-v5", num_transitions=args.data_size, seed=0)
+    title = "Seed-batched training: aggregate updates/s of S seeds as one model vs separate runs (CPU)"
+    with recorded(args.out or None, title, threads=1):
+        print(f"torch {torch.__version__}, 1 thread; data: {ds.num_transitions} random Hopper-v5 transitions; "
+              f"batch 256; {args.rounds} rounds of >= {args.seconds:g} s per measurement (median shown)\n")
+        header = "| algo | hidden | single seed updates/s | " + " | ".join(
+            f"S={s} batched seed-updates/s | ratio" for s in args.seeds) + " |"
+        print(header)
+        print("|" + "---|" * (3 + 2 * len(args.seeds)))
+        for algo in args.algos:
+            for width in args.widths:
+                policies, samplers, _, _ = build(algo, ds, width, [0])
+                batches = {s: build(algo, ds, width, list(range(s)))[3] for s in args.seeds}
+                steps = {"single": functools.partial(single_update, policies[0], samplers[0])}
+                steps.update({s: b.update for s, b in batches.items()})
+                rates: dict = {k: [] for k in steps}
+                for fn in steps.values():  # warm-up (first calls build caches)
+                    for _ in range(3):
+                        fn()
+                for _ in range(args.rounds):
+                    for k, fn in steps.items():
+                        rates[k].append(timed(fn, args.seconds, 3))
+                single = statistics.median(rates["single"])
+                cells = [f"{single:.3g}"]
+                for s in args.seeds:
+                    agg = s * statistics.median(rates[s])
+                    cells += [f"{agg:.3g}", f"{agg / single:.2f}x"]
+                print(f"| {algo} | {width}x{width} | " + " | ".join(cells) + " |", flush=True)
+                del batches, steps
+        print("\nratio = S x (batched updates/s) / (single-seed updates/s): the speed-up over S separate runs one "
+              "after another at one thread each. Target (issue 23): >= 2x at S = 3.")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
