@@ -114,7 +114,8 @@ class DpoConfig:
     model: TinyLMConfig = field(default_factory=TinyLMConfig)
     """Shape of the tiny model built when no model_path is given (vocab_size follows the tokenizer)."""
     tokenizer_path: str | None = None
-    """A local tokenizer folder; by default one is trained on the data (see ``tokenizer``)."""
+    """A local tokenizer folder; by default model_path's when it holds one, else one is trained on the data (see
+    ``tokenizer``)."""
     tokenizer: Literal["word", "bpe"] = "word"
     """Tokenizer to train when no tokenizer_path is given: one token per word, or byte-level BPE."""
     bpe_vocab_size: int = 512
@@ -223,8 +224,11 @@ def _load_data(cfg: DpoConfig):
     if not cfg.data:
         raise PbrlError("data: expected a JSONL file or datasets folder of preference records")
     records = load_preferences(cfg.data)
-    if cfg.tokenizer_path:
-        tok = load_tokenizer(cfg.tokenizer_path)
+    path = cfg.tokenizer_path
+    if not path and cfg.model_path and (Path(cfg.model_path) / "tokenizer_config.json").is_file():
+        path = cfg.model_path  # the model's own tokenizer: one trained afresh would give it other ids
+    if path:
+        tok = load_tokenizer(path)
     else:
         texts = [t for r in records for t in (r.prompt, r.chosen, r.rejected) if isinstance(t, str)]
         tok = word_tokenizer(texts) if cfg.tokenizer == "word" else bpe_tokenizer(texts, cfg.bpe_vocab_size)

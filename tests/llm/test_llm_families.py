@@ -208,10 +208,11 @@ def test_trainers_take_a_step_from_the_folder(folders, family, tmp_path):
     saved = load_model(tmp_path / "sft" / "model", backend="varlen")
     assert res["done"] and saved.config.model_type == ref_model.config.model_type
 
-    # DPO (prefix sharing + packing): the reference log-probs of the initial policy are the HF per-pair ones
+    # DPO (prefix sharing + packing; the tokenizer is the folder's, not one trained on the records): the reference
+    # log-probs of the initial policy are the HF per-pair ones
     cfg = DpoConfig(data=str(folders["prefs"]), out=str(tmp_path / "dpo"), model_path=str(path),
-                    tokenizer_path=str(path), layout="packed_shared", backend="varlen", dtype="float64",
-                    batch_size=4, max_steps=1, progress=False)
+                    layout="packed_shared", backend="varlen", dtype="float64", batch_size=4, max_steps=1,
+                    progress=False)
     res = train_dpo(cfg)
     pairs = tokenize_records(load_preferences(folders["prefs"]), folders["tok"])
     got = torch.load(tmp_path / "dpo" / "ref_logps.pt", weights_only=True)  # stored in float32
