@@ -13,15 +13,19 @@ built on OpenRLHF), per step k:
                without EOS, 0.05 in the paper's Llama-3.1 run; c = 10)
     GAE        delta_t = r_t + gamma V(s_{t+1}) - V(s_t),  A_t = sum_l (gamma lam)^l delta_{t+l},  R_t = A_t + V(s_t)
                (gamma 1, lam 0.95; V = 0 after the last token), advantages whitened over the whole rollout
-    update     ppo_epochs passes over shuffled minibatches of responses:
+    update     ppo_epochs passes over shuffled minibatches (of whole prompt groups with prefix sharing):
                actor   L_pi = mean_t -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t),  rho_t = pi/pi_old, eps 0.2
                critic  L_V  = mean_t 1/2 max((V - R_t)^2, (V_old + clip(V - V_old, -d, d) - R_t)^2)
                (d = 0.25 for dense rewards, 0.2 for the bandit; means over the minibatch's response tokens)
 
 The critic is the initial policy's transformer with a fresh linear value head (the paper does not start it from
 the reward model); V(s_t) is read at the position whose hidden state predicts y_t, i.e. the state x, y_<t. The
-log-probs in the loss are the policy's own (temperature 1, no nucleus), recomputed after the rollout, so the PPO
-ratio starts at exactly 1 whatever the sampling temperature.
+log-probs in the loss are the policy's own (temperature 1, no nucleus). log pi_old is the sampler's log-prob when
+it sampled from exactly that distribution (temperature 1, top_p 1: no extra forward pass; equal up to float
+rounding), else it is recomputed after the rollout. With ``prefix_sharing`` (the default) every forward and
+backward pass runs each prompt once for its n responses, through the KV cache (``SharedBatch``).
+
+One process: data parallel (``accelerate launch``) is refused with one line, not implemented yet.
 
 Rewards: ``RewardFn = (prompt_ids, response_ids) -> [rewards of each response, one per token]``. ``JudgeReward``
 makes one from a judge (``row, text -> score``, as for online DPO, e.g. ``pbrl_envs.chat:judge``); a learned LM
@@ -448,8 +452,9 @@ class PpoConfig:
     """Run each prompt once for its n responses (through the KV cache, see ``SharedBatch``) in every forward and
     backward pass; False: one row [prompt, response] per response (minibatches of any size)."""
     sampler_logprobs: bool = True
-    """At temperature 1 and top_p 1, take log pi_old from the sampler (the distribution it drew from is the
-    policy's own) instead of one more forward pass; otherwise they are always recomputed."""
+    """At temperature 1 and top_p 1 in float32, take log pi_old from the sampler (the distribution it drew from is
+    the policy's own) instead of one more forward pass; otherwise (or in bfloat16, where the cached decode and a
+    full forward round differently) they are recomputed."""
     actor_lr: float = 5e-7
     """AdamW learning rate of the policy (paper, 8B models: 5e-7; tiny models need far more)."""
     critic_lr: float = 9e-6
@@ -683,7 +688,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             per_unit = B // batch.size  # responses per minibatch unit (n with prefix sharing, else 1)
             fwd = max(1, cfg.forward_batch // per_unit)
             with torch.no_grad():
-                if cfg.sampler_logprobs and cfg.temperature == 1 and cfg.top_p == 1:
+                if cfg.sampler_logprobs and cfg.temperature == 1 and cfg.top_p == 1 and cfg.dtype == "float32":
                     old_lp = _padded(ro["logprobs"], T, device)
                 else:
                     old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, fwd)

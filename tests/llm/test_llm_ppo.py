@@ -199,6 +199,24 @@ def test_prefix_shared_batches_give_the_log_probs_values_and_gradients_of_plain_
                                rtol=1e-6, atol=1e-6)
 
 
+def test_the_samplers_log_probs_at_temperature_1_are_the_policys():
+    # what sampler_logprobs relies on: at temperature 1 and top_p 1 the sampler's log-probs equal a forward pass's
+    from pbrl.llm.ppo import build_shared_batch, token_logprobs
+    from pbrl.llm.sampler import HFSampler, SamplingConfig
+
+    torch.set_num_threads(1)
+    model = build_model(TinyLMConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                     intermediate_size=64), seed=1).eval()
+    prompts = [[3, 4, 5, 6], [7, 8], [9, 10, 11]]
+    gen = HFSampler(model).generate(prompts, SamplingConfig(n=3, max_new_tokens=6, eos_token_id=0, seed=2))
+    responses = [y for group in gen.tokens for y in group]
+    sampled = [torch.tensor(lp, dtype=torch.float32) for group in gen.logprobs for lp in group]
+    with torch.no_grad():
+        lp = token_logprobs(model, build_shared_batch(prompts, responses, 3, pad_id=0))
+    for i, s in enumerate(sampled):
+        torch.testing.assert_close(lp[i, : len(s)], s, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------- runs
 def _model_folder(tmp_path, texts):
     tok = word_tokenizer(texts, chat=True)
