@@ -175,8 +175,19 @@ class DTR(Policy):
         cfg = self.config
         return WindowSampler(self, dataset, cfg.context, cfg.batch_size, cfg.rtg_scale, generator)
 
-    def _q(self, critic: Critic, states: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Q of the actor's output at each position [2, B, K]: Q(s, a^), or E_{a~softmax(logits)} Q(s, a)."""
+    def _q(self, critic: Critic, states: torch.Tensor, out: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """Q of the actor's output at each position [2, B, K]: Q(s, a^), or E_{a~softmax(logits)} Q(s, a).
+
+        first_only: Q_1 alone [1, B, K], from the first member's weights (views, so gradients still reach `out`):
+        the paper's policy term reads only Q_1, and the twin's forward and backward would be a third of the pass
+        through the critic that the actor's loss pays for. The inputs are laid out as `Critic.forward` does."""
+        if first_only:
+            first = {k: v[:1] for k, v in critic.net.named_parameters()}  # [1, ...] of every [2, ...] weight
+            lead = states.shape[:-1]
+            x = states if self.spec.discrete else torch.cat([states, out], dim=-1)
+            q = torch.func.functional_call(critic.net, first, (x.reshape(1, -1, x.shape[-1]),))  # [1, B*K, A | 1]
+            q = q.reshape(1, *lead, q.shape[-1])
+            return (q * F.softmax(out, -1)).sum(-1) if self.spec.discrete else q[..., 0]
         if self.spec.discrete:
             return (critic.all_actions(states) * F.softmax(out, -1)).sum(-1)
         return critic(states, out)
@@ -213,7 +224,7 @@ class DTR(Policy):
         if cfg.state_loss:
             dt_loss = dt_loss + masked_mean((s_next - batch.next_states).pow(2).mean(-1), m)
         with frozen(self.critic):
-            q_pi = self._q(self.critic, s, out)  # [2, B, K]
+            q_pi = self._q(self.critic, s, out, first_only=cfg.q_term == "paper")  # [2 | 1, B, K]
         eta = self.eta()
         if cfg.q_term == "release" and torch.rand(()) < 0.5:
             q_loss = policy_q_term(q_pi[1], q_pi[0], m, eta)

@@ -135,3 +135,20 @@ def test_scaled_warmup_drives_the_learning_rate_and_is_saved(pendulum, tmp_path)
     policy.save(tmp_path / "p.pt")
     loaded, _ = load_policy(tmp_path / "p.pt")
     assert loaded.config.warmup_steps == 20  # the checkpoint records the effective value
+
+
+@pytest.mark.parametrize("data", ["pendulum", "cartpole"])
+def test_dtr_first_critic_alone_equals_the_twin_pass(data, request):
+    # the paper's policy term evaluates Q_1 only: same values and same gradient into the actor's output
+    ds = request.getfixturevalue(data)
+    torch.manual_seed(0)
+    policy = make_policy("dtr", PolicySpec.from_dataset(ds), small_config("dtr"), 10)
+    s = torch.randn(3, 5, policy.spec.obs_dim)
+    out = torch.randn(3, 5, policy.spec.act_dim, requires_grad=True)
+    q1 = policy._q(policy.critic, s, out, first_only=True)
+    (g1,) = torch.autograd.grad(q1.sum(), out)
+    q = policy._q(policy.critic, s, out)
+    (g,) = torch.autograd.grad(q[0].sum(), out)
+    assert q1.shape == (1, 3, 5) and q.shape == (2, 3, 5)
+    torch.testing.assert_close(q1, q[:1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g1, g, rtol=1e-6, atol=1e-6)
