@@ -455,16 +455,15 @@ def train_seeds(
     st = _settings(algo, dataset, config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
                    device=device, env_id=env_id, resume=resume, checkpoint_every=checkpoint_every,
                    log_every=log_every, stop_at=stop_at, progress=progress, tensorboard=tensorboard,
-                   has_out=out_dir is not None)
+                   has_out=out_dir is not None or out_dirs is not None)
     if out_dirs is not None:
         if out_dir is not None or len(out_dirs) != len(seeds):
             raise PbrlError("out_dirs: one folder per seed, and no out_dir beside it")
         outs: list[Path | None] = [Path(o) for o in out_dirs]
-        out_dir = outs[0]  # a folder is given: settings below that need one see it
     else:
         outs = [seed_folder(out_dir, s) if out_dir is not None else None for s in seeds]
     stale: list[list[str]] = [[] for _ in seeds]
-    if out_dir is not None and not resume:  # every seed's folder is checked before any work
+    if outs[0] is not None and not resume:  # every seed's folder is checked before any work
         stale = [check_fresh_out(str(o), RUN_FILES, overwrite, "pass --resume to continue it or --overwrite to "
                                  "start it afresh") for o in outs]
     st.torch_device = resolve_device(device)
