@@ -29,6 +29,8 @@ machine's other work only slows a run down), rescaled to the first run's token c
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import tempfile
 import time
@@ -133,7 +135,8 @@ def run_trl(args, folder: Path, rows, repeat: int) -> dict[str, float]:
     tok = load_tokenizer(folder / "base")
     model = load_model(folder / "base")
     trainer = Timed(model=model, reward_funcs=chat_reward, args=cfg, train_dataset=data, processing_class=tok)
-    trainer.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its final metrics dict
+        trainer.train()
     lo, hi = args.warmup, args.warmup + args.steps
     if len(times["starts"]) < hi + 1:
         raise SystemExit(f"TRL ran {len(times['starts'])} rollouts, expected {hi + 1}")
@@ -202,8 +205,13 @@ def run_one(args: argparse.Namespace) -> None:
 
     for s in STAGES:
         line(s, ours[s], theirs[s])
-    line("all stages (sum)", sum(ours[s] for s in STAGES), sum(theirs[s] for s in STAGES))
+    total_a, total_b = sum(ours[s] for s in STAGES), sum(theirs[s] for s in STAGES)
+    line("all stages (sum)", total_a, total_b)
+    ratio = (ours["tokens"] / total_a) / (theirs["tokens"] / total_b)
     print()
+    print(f"target (>= 1.5x per generated token over all stages): {'met' if ratio >= 1.5 else 'NOT met'} "
+          f"({ratio:.2f}x); pbrl's forward and update stages run two transformers (policy and critic; the "
+          "reference in forward), TRL's GRPO one (no critic)")
     print(f"generated tokens over the timed steps: pbrl {ours['tokens']:,}, TRL {theirs['tokens']:,} "
           f"(at most {args.steps * args.prompts * args.n * args.new_tokens:,})")
 

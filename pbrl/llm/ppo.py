@@ -31,6 +31,11 @@ Rewards: ``RewardFn = (prompt_ids, response_ids) -> [rewards of each response, o
 makes one from a judge (``row, text -> score``, as for online DPO, e.g. ``pbrl_envs.chat:judge``); a learned LM
 reward model (``pbrl.rewards.lm``) gives dense ones (``ModelReward``).
 
+Metrics per step: ``ppo/score`` (mean over responses of the summed pre-KL rewards: the judge's score for the
+bandit), ``ppo/kl`` (mean summed log pi_old - log pi_ref), ``ppo/reward`` (the shaped return), response length,
+EOS fraction, the losses, clip fraction, approximate KL of the update and grad norms, and for each stage its
+seconds and generated tokens per second (``perf/rollout_tokens_per_s`` ... ``perf/update_tokens_per_s``).
+
 Layout of ``out``: config.json, metrics.jsonl (one row per step, with tokens/s of every stage), checkpoint.pt
 (policy, critic, both optimizers and the step, written as one file), model/ (the final policy and its tokenizer),
 critic.pt, summary.json. Resume: from checkpoint.pt; a resumed run reaches the same weights as an uninterrupted
