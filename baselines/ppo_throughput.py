@@ -210,8 +210,9 @@ def run_one(args: argparse.Namespace) -> None:
     ratio = (ours["tokens"] / total_a) / (theirs["tokens"] / total_b)
     print()
     print(f"target (>= 1.5x per generated token over all stages): {'met' if ratio >= 1.5 else 'NOT met'} "
-          f"({ratio:.2f}x); pbrl's forward and update stages run two transformers (policy and critic; the "
-          "reference in forward), TRL's GRPO one (no critic)")
+          f"({ratio:.2f}x); pbrl's update trains two transformers (policy and critic), TRL's GRPO one (no "
+          "critic); in forward both run two (pbrl: reference and critic, the old log-probs from the sampler; "
+          "TRL: the policy's old and the reference log-probs)")
     print(f"generated tokens over the timed steps: pbrl {ours['tokens']:,}, TRL {theirs['tokens']:,} "
           f"(at most {args.steps * args.prompts * args.n * args.new_tokens:,})")
 
