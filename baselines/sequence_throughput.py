@@ -12,7 +12,8 @@ inner 256; every other setting the algorithm's default), --threads torch threads
 trainer does. A timed update includes drawing its batch. Rounds alternate the two trees (the order flips every
 round) so that a change in the machine's load hits both; each rate is the median over the rounds, and the ratio is
 current / baseline. Also reported: rates over the process's CPU time (less sensitive to other work on the cores).
-Targets (issue 23): DT >= 4x and DTR >= 5x the baseline's rate.
+Targets (issue 23): DT >= 4x and DTR >= 5x the baseline's rate. Last, the FLOPs of one update and the float32
+GEMM rate measured at its main shapes give the rate a pure-matmul update would reach (what float32 allows).
 Writes results/sequence_throughput.md (or --out) with baselines/record.py's header.
 """
 
@@ -69,8 +70,42 @@ def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int
     return out
 
 
-def run_worker(tree: Path, args: argparse.Namespace, config: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--algos", *args.algos,
+def floor_worker(algos: list[str], config: dict, threads: int) -> dict:
+    """Runs in this tree: FLOPs of one update (torch's FlopCounterMode) and the float32 GEMM rate at the update's
+    main shapes, giving the rate an update could reach if it were nothing but its matrix products."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pbrl.data import collect_episodes
+    from pbrl.policies.base import PolicySpec, default_config, make_policy
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    ds = collect_episodes("Hopper-v5", num_transitions=2000, seed=0)
+    flops = {}
+    for algo in algos:
+        policy = make_policy(algo, PolicySpec.from_dataset(ds), default_config(algo, **config), 10**6)
+        batch = policy.make_sampler(ds, torch.Generator().manual_seed(0))()
+        with FlopCounterMode(display=False) as counter:
+            policy.update(batch)
+        flops[algo] = counter.get_total_flops()
+    B, K, E = config["batch_size"], 20, config["embed_dim"]
+    inner = config.get("n_inner") or 4 * E
+    shapes = [(B * 3 * K, E, inner), (B * 3 * K, inner, E), (B * 3 * K, E, 3 * E), (B * K, 256, 256)]  # MLP, qkv, critic
+    rates = {}
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(5):
+            a @ b
+        t0, reps = time.perf_counter(), 50
+        for _ in range(reps):
+            a @ b
+        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.perf_counter() - t0)
+    return {"flops": flops, "gemm": rates}
+
+
+def run_worker(tree: Path, args: argparse.Namespace, config: dict, floor: bool = False) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--floor" if floor else "--worker", "--algos", *args.algos,
            "--config", json.dumps(config), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--data-size", str(args.data_size)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -92,8 +127,12 @@ def main() -> None:
     ap.add_argument("--data-size", type=int, default=20_000)
     ap.add_argument("--out", default=str(ROOT / "results" / "sequence_throughput.md"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.floor:
+        print(json.dumps(floor_worker(args.algos, json.loads(args.config), args.threads)))
+        return
     if args.worker:
         print(json.dumps(worker(args.algos, json.loads(args.config), args.steps, args.warmup, args.threads,
                                 args.data_size)))
@@ -155,6 +194,23 @@ def main() -> None:
                                 f"{'met' if cw / bw >= target else 'NOT met'}")
         print()
         print("Targets (wall-clock ratio): " + "; ".join(verdicts) + ".")
+        floor = run_worker(ROOT, args, config, floor=True)
+        gemm = max(floor["gemm"].values())
+        print()
+        print("What the arithmetic allows: FLOPs of one update (torch's FlopCounterMode, this tree) and the float32 "
+              "GEMM rate measured now at the update's main shapes ("
+              + ", ".join(f"{k}: {v / 1e9:.0f}" for k, v in floor["gemm"].items())
+              + " GFLOP/s); the ceiling is the update's FLOPs at the best of those rates, as if it were nothing but "
+              "matrix products.")
+        print()
+        print("| algo | GFLOP per update | matmul-bound ceiling updates/s | ceiling / baseline | target / baseline |")
+        print("|---|---|---|---|---|")
+        for algo in args.algos:
+            bw = statistics.median(w for w, _ in rates["baseline"][algo])
+            ceiling = gemm / floor["flops"][algo]
+            target = TARGETS.get(algo)
+            print(f"| {algo} | {floor['flops'][algo] / 1e9:.2f} | {ceiling:.3g} | {ceiling / bw:.2f}x | "
+                  f"{'-' if target is None else f'{target:g}x'} |")
 
 
 if __name__ == "__main__":
