@@ -22,11 +22,13 @@ the same `steps * batch_size` conversations. TRL's rows per step are chosen so t
 over the same tokens (same tokens per step on average). Denormals are flushed for all three (as `train_sft` does).
 
 Timing: every run trains from the same initial weights, so a mode's step k is the same computation in every round.
-One untimed warm-up round, then `rounds` rounds with the three modes in rotating order (load changes on the machine
-hit all alike). A step's time covers building its batch, forward, backward, clipping and the optimizer step (pbrl:
-its per-step `perf` row; TRL: from one `on_step_end` to the next, so its batch fetch and collation are inside). The
-first `warmup` steps of each run are left out (optimizer state allocation). tokens/s = real (non-pad) tokens of the
-timed steps / the sum over those steps of the median (over rounds) step time.
+One untimed warm-up round, then `rounds` rounds. Within a round the three runs advance together, step k of each mode
+in turn (rotating the order from round to round), so that the load of a shared machine hits all alike: pbrl through
+`train_sft(stop_after=1)` resumed from its checkpoint (the same trajectory as one uninterrupted run), TRL in a thread
+that a callback holds at the end of each step. A step's time covers building its batch, forward, backward, clipping
+and the optimizer step (pbrl: its per-step `perf` row; TRL: from its release to `on_step_end`, its batch fetch and
+collation inside). The first `warmup` steps of each run are left out (optimizer state allocation). tokens/s = real
+(non-pad) tokens of the timed steps / the sum over those steps of the median (over rounds) step time.
 
 Packed vs padded: the padded layout computes on its padded slots too. bound = padded slots / real tokens is the
 speedup packing would give if time were proportional to the tokens computed; efficiency = (packed tokens/s / padded
@@ -44,6 +46,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,20 +146,20 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- pbrl
-def pbrl_run(cfg: BenchConfig, prep: dict, layout: str, out: Path) -> list[dict]:
-    """One `train_sft` run from the saved weights -> per step {seconds, tokens (real), slots, trained}."""
+def pbrl_step(cfg: BenchConfig, prep: dict, layout: str, out: Path) -> dict:
+    """The next step of the `train_sft` run in `out` (from the saved weights at first, then resumed from its
+    checkpoint, `stop_after=1`: the same trajectory as one uninterrupted run) -> {seconds, tokens (real), slots,
+    trained}: its per-step `perf` row (batch building, forward, backward, clipping, optimizer step)."""
     res = train_sft(SftConfig(
         data=str(prep["data"]), out=str(out), model_path=str(prep["model"]), max_length=cfg.max_length,
         overlong="refuse", layout=layout, batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr,
         warmup_steps=cfg.warmup_steps, min_lr_ratio=0.1, max_grad_norm=1.0, seed=cfg.seed, device="cpu",
-        progress=False, resume=False, checkpoint_every=10**9, threads=cfg.threads))
-    rows = []
-    for r in res["history"]:
-        dt = 1 / r["perf/steps_per_s"]
-        tokens = round(r["perf/tokens_per_s"] * dt)
-        rows.append({"seconds": dt, "tokens": tokens, "slots": round(tokens / (1 - r["sft/padding_fraction"])),
-                     "trained": r["sft/trained_tokens"], "loss": r["sft/loss"]})
-    return rows
+        progress=False, resume=True, stop_after=1, checkpoint_every=10**9, threads=cfg.threads))
+    r = res["history"][-1]
+    dt = 1 / r["perf/steps_per_s"]
+    tokens = round(r["perf/tokens_per_s"] * dt)
+    return {"seconds": dt, "tokens": tokens, "slots": round(tokens / (1 - r["sft/padding_fraction"])),
+            "trained": r["sft/trained_tokens"]}
 
 
 # ----------------------------------------------------------------------------------------------- TRL
@@ -188,56 +191,97 @@ def trl_rows_per_step(cfg: BenchConfig, prep: dict) -> tuple[int, int, int]:
     return rows, per_step, -(-rows // per_step)
 
 
-def trl_run(cfg: BenchConfig, prep: dict, per_step: int, out: Path) -> list[dict]:
-    """One SFTTrainer run from the saved weights -> per step {seconds, tokens (real), trained}."""
-    import datasets
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+class TrlStepper:
+    """TRL's SFTTrainer from the saved weights, run in a thread one optimizer step at a time, so that its steps can
+    alternate with pbrl's: `step()` lets it take its next step and waits for that step's end -> {seconds, tokens
+    (real), trained}. A step's time runs from its release to its `on_step_end` (the batch fetch and collation, the
+    forward, backward, clipping, optimizer and scheduler steps)."""
 
-    from pbrl.llm.models import load_model
+    def __init__(self, cfg: BenchConfig, prep: dict, per_step: int, out: Path):
+        self.go, self.done = threading.Semaphore(0), threading.Semaphore(0)
+        self.seconds: list[float] = []
+        self.counts: list[tuple[int, int]] = []
+        self.error: BaseException | None = None
+        self.finished = self.closing = False
+        self.thread = threading.Thread(target=self._train, args=(cfg, prep, per_step, out), daemon=True)
+        self.thread.start()
+        self._wait()  # built, at the start of training
 
-    ends: list[float] = []
-    counts: list[tuple[int, int]] = []
+    def _wait(self) -> None:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
 
-    class Timer(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            ends.append(time.perf_counter())
+    def step(self) -> dict:
+        if self.finished:
+            raise RuntimeError("TRL: no steps left")
+        self.go.release()
+        self._wait()
+        k = len(self.seconds) - 1
+        # the label at each document's first token is dropped by TRL's collator (it would be predicted across the
+        # boundary); that token is <bos>, never trained, so the trained counts equal pbrl's
+        return {"seconds": self.seconds[k], "tokens": self.counts[k][0], "trained": self.counts[k][1]}
 
-        def on_step_end(self, args, state, control, **kw):
-            ends.append(time.perf_counter())
+    def close(self) -> None:
+        self.closing = True
+        self.go.release()  # the waiting callback (after the last step, or earlier) returns and training stops
+        self.thread.join()
 
-    tok = trl_tokenizer(prep["tokenizer"])
-    chats = [m for _, m in read_chats(prep["data"])]
-    ds = datasets.Dataset.from_list([{"messages": m} for m in chats])
-    model = load_model(prep["model"], backend="hf_sdpa")
-    args = SFTConfig(
-        output_dir=str(out), per_device_train_batch_size=per_step, max_steps=-1, num_train_epochs=1,
-        learning_rate=cfg.lr, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused",
-        packing=True, packing_strategy="bfd", max_length=cfg.max_length, assistant_only_loss=True,
-        train_sampling_strategy="sequential", use_cpu=True, report_to="none", save_strategy="no",
-        logging_steps=10**9, disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
-    collate = trainer.data_collator
+    def _train(self, cfg: BenchConfig, prep: dict, per_step: int, out: Path) -> None:
+        try:
+            import datasets
+            from transformers import PrinterCallback, TrainerCallback
+            from trl import SFTConfig, SFTTrainer
 
-    def counting(examples):  # tokens and trained labels of each step's batch (one batch per step, in order)
-        batch = collate(examples)
-        counts.append((sum(sum(e["seq_lengths"]) for e in examples), int((batch["labels"] != -100).sum())))
-        return batch
+            from pbrl.llm.models import load_model
 
-    trainer.data_collator = counting
-    trainer.remove_callback(PrinterCallback)  # its end-of-training line would land in the results file
-    trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    del trainer, model
-    steps = [t1 - t0 for t0, t1 in zip(ends, ends[1:])]
-    if len(steps) != len(counts):
-        raise RuntimeError(f"TRL: {len(steps)} timed steps but {len(counts)} collated batches")
-    # the label at each document's first token is dropped by TRL's collator (it would be predicted across the
-    # boundary); that token is <bos>, never trained, so the trained counts equal pbrl's
-    return [{"seconds": s, "tokens": n, "trained": m, "loss": losses[-1] if losses else float("nan")}
-            for s, (n, m) in zip(steps, counts)]
+            torch.set_num_threads(cfg.threads)  # both are per thread, as in the main thread
+            torch.set_flush_denormal(True)
+            me = self
+
+            class Baton(TrainerCallback):
+                def on_train_begin(self, args, state, control, **kw):
+                    me.done.release()
+                    me.go.acquire()
+                    control.should_training_stop = me.closing
+                    me.t0 = time.perf_counter()
+
+                def on_step_end(self, args, state, control, **kw):
+                    me.seconds.append(time.perf_counter() - me.t0)
+                    me.finished = state.global_step >= state.max_steps
+                    me.done.release()
+                    me.go.acquire()
+                    control.should_training_stop = me.closing  # closed early (an error elsewhere): stop here
+                    me.t0 = time.perf_counter()
+
+            tok = trl_tokenizer(prep["tokenizer"])
+            chats = [m for _, m in read_chats(prep["data"])]
+            ds = datasets.Dataset.from_list([{"messages": m} for m in chats])
+            model = load_model(prep["model"], backend="hf_sdpa")
+            args = SFTConfig(
+                output_dir=str(out), per_device_train_batch_size=per_step, max_steps=-1, num_train_epochs=1,
+                learning_rate=cfg.lr, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
+                warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused",
+                packing=True, packing_strategy="bfd", max_length=cfg.max_length, assistant_only_loss=True,
+                train_sampling_strategy="sequential", use_cpu=True, report_to="none", save_strategy="no",
+                logging_steps=10**9, disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
+            )
+            trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Baton()])
+            collate = trainer.data_collator
+
+            def counting(examples):  # tokens and trained labels of each step's batch (one batch per step, in order)
+                batch = collate(examples)
+                self.counts.append((sum(sum(e["seq_lengths"]) for e in examples),
+                                    int((batch["labels"] != -100).sum())))
+                return batch
+
+            trainer.data_collator = counting
+            trainer.remove_callback(PrinterCallback)  # its end-of-training line would land in the results file
+            trainer.train()
+        except BaseException as e:  # handed to the waiting main thread
+            self.error = e
+            self.finished = True
+            self.done.release()
 
 
 def check_trl_document_masking(prep: dict, per_step: int, cfg: BenchConfig) -> float:
@@ -293,6 +337,10 @@ def measure(cfg: BenchConfig, log=print) -> dict:
             trl_rows, per_step, trl_steps = trl_rows_per_step(cfg, prep)
             leak = check_trl_document_masking(prep, per_step, cfg)
         lengths = [len(e.ids) for e in prep["examples"]]
+        import transformers
+        import trl
+
+        log(f"CPU, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
         log(f"model: llama, {prep['params'] / 1e6:.2f}M parameters (hidden {cfg.model.hidden_size}, "
             f"{cfg.model.num_layers} layers, {cfg.model.num_heads} heads / {cfg.model.num_kv_heads} kv heads, MLP "
             f"{cfg.model.intermediate_size}, vocab {prep['vocab']} byte-level BPE on {cfg.corpus_docs} chat corpus "
@@ -311,22 +359,34 @@ def measure(cfg: BenchConfig, log=print) -> dict:
                 f"each document alone = {leak:.1e} ({'no' if leak < 1e-4 else 'ATTENDS'} cross-document attention)")
         runs: dict[str, list[list[dict]]] = {m: [] for m in modes}
 
-        def one(mode: str, r: int) -> list[dict]:
-            out = work / f"{mode}-{r}"
-            if mode == "trl_packed":
-                return trl_run(cfg, prep, per_step, out)
-            return pbrl_run(cfg, prep, mode.split("_")[1], out)
+        def one_round(r: int, order: list[str]) -> dict[str, list[dict]]:
+            """Every mode's run, step by step: step k of each mode in turn, then step k + 1."""
+            rows: dict[str, list[dict]] = {m: [] for m in order}
+            trl = TrlStepper(cfg, prep, per_step, work / f"trl-{r}") if cfg.trl else None
+            try:
+                for _ in range(cfg.steps):
+                    for m in order:
+                        if m == "trl_packed":
+                            if not trl.finished:
+                                rows[m].append(trl.step())
+                        else:
+                            rows[m].append(pbrl_step(cfg, prep, m.split("_")[1], work / f"{m}-{r}"))
+            finally:
+                if trl is not None:
+                    trl.close()
+            return rows
 
         t0 = time.perf_counter()
-        for m in modes:  # warm-up round, untimed
-            one(m, -1)
-        log(f"warm-up round: {time.perf_counter() - t0:.0f} s; {cfg.rounds} timed rounds, modes in rotating order")
+        one_round(-1, modes)  # warm-up round, untimed
+        log(f"warm-up round: {time.perf_counter() - t0:.0f} s; {cfg.rounds} timed rounds, each mode's steps "
+            "alternating with the others', modes in rotating order")
         for r in range(cfg.rounds):
             t1 = time.perf_counter()
-            for m in modes[r % len(modes):] + modes[: r % len(modes)]:
-                runs[m].append(one(m, r))
-            rates = {m: sum(s["tokens"] for s in runs[m][-1][cfg.warmup:])
-                     / sum(s["seconds"] for s in runs[m][-1][cfg.warmup:]) for m in modes}
+            rows = one_round(r, modes[r % len(modes):] + modes[: r % len(modes)])
+            for m in modes:
+                runs[m].append(rows[m])
+            rates = {m: sum(s["tokens"] for s in rows[m][cfg.warmup:])
+                     / sum(s["seconds"] for s in rows[m][cfg.warmup:]) for m in modes}
             log(f"round {r + 1}/{cfg.rounds}: {time.perf_counter() - t1:.0f} s; tokens/s "
                 + ", ".join(f"{m} {v:,.0f}" for m, v in rates.items()))
         res = summarize(cfg, runs)
@@ -364,7 +424,7 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[list[dict]]]) -> dict:
 def report(cfg: BenchConfig, res: dict, log=print) -> None:
     names = {"pbrl_packed": "pbrl packed (BFD, varlen)", "pbrl_padded": "pbrl padded (HF sdpa)",
              "trl_packed": "TRL SFTTrainer packed (bfd, padding-free, HF sdpa)"}
-    log("\n| mode | steps timed | real tokens / step | slots / step | tokens/s | vs pbrl packed |")
+    log("\n| mode | steps timed | real tokens / step | row slots / step | tokens/s | vs pbrl packed |")
     log("|---|---|---|---|---|---|")
     pk = res["modes"]["pbrl_packed"]["tokens_per_s"]
     for m, r in res["modes"].items():
