@@ -17,13 +17,13 @@ the old and reference log-probs after each rollout). A step's stages:
               optimizer steps of the minibatches, and the Trainer's own per-step work)
 
 pbrl does more work per step than GRPO: a critic (a second transformer) is evaluated and trained. Every rate is
-generated tokens (EOS included) / stage seconds, summed over the timed steps (after `--warmup` steps); the ratio
-is pbrl / TRL per generated token. TRL's step time is measured from one rollout's start to the next one's. The
-two sides run one after the other, `--repeats` times alternating; each stage keeps its fastest run (a shared
-machine's other work only slows a run down), rescaled to the first run's token count.
+generated tokens (EOS included) / stage seconds of one timed step (steps after `--warmup` per run); the ratio is
+pbrl / TRL per generated token. TRL's step time is measured from one rollout's start to the next one's. The two
+sides run one after the other, `--repeats` times alternating, and each stage keeps its best step (a shared
+machine's other work only slows a step down); "all stages" adds up the best per-token times of the stages.
 
     python baselines/ppo_throughput.py [--threads 1] [--prompts 8] [--n 4] [--new-tokens 32] [--minibatch 8]
-        [--hidden 128 256] [--layers 4] [--steps 3] [--warmup 1] [--repeats 2] [--out results/ppo_throughput.md]
+        [--hidden 128 256] [--layers 4] [--steps 3] [--warmup 1] [--repeats 3] [--out results/ppo_throughput.md]
 """
 
 from __future__ import annotations
@@ -61,16 +61,19 @@ def setup(args: argparse.Namespace, folder: Path):
     return rows, tok, num_parameters(model), cfg
 
 
-def _fastest(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Per stage, the run with the highest rate (generated tokens / seconds)."""
-    out: dict[str, float] = {"tokens": runs[0]["tokens"]}
-    for s in STAGES:
-        best = max(runs, key=lambda r: r["tokens"] / r[s])
-        out[s] = best[s] * runs[0]["tokens"] / best["tokens"]  # seconds at the first run's token count
+Steps = list[dict[str, float]]
+"""Timed steps: per step, each stage's seconds and the step's generated tokens."""
+
+
+def best_rates(steps: Steps) -> dict[str, float]:
+    """Per stage, the highest rate over the timed steps (generated tokens / stage seconds); for all stages, the
+    rate of the summed best per-token times: 1 / sum_s (1 / rate_s)."""
+    out = {s: max(st["tokens"] / st[s] for st in steps) for s in STAGES}
+    out["all"] = 1 / sum(1 / out[s] for s in STAGES)
     return out
 
 
-def run_pbrl(args, folder: Path, repeat: int) -> dict[str, float]:
+def run_pbrl(args, folder: Path, repeat: int) -> Steps:
     from pbrl.llm.ppo import PpoConfig, train_ppo
     from pbrl_envs.chat import judge
 
@@ -80,12 +83,10 @@ def run_pbrl(args, folder: Path, repeat: int) -> dict[str, float]:
                     minibatch_size=args.minibatch, actor_lr=1e-5, critic_lr=1e-5, kl_beta=0.01,
                     checkpoint_every=10**6, progress=False, device="cpu", resume=False)
     rows = train_ppo(cfg, judge=judge)["history"][args.warmup:]
-    out = {s: sum(r[f"perf/{s}_s"] for r in rows) for s in STAGES}
-    out["tokens"] = sum(r["perf/generated_tokens"] for r in rows)
-    return out
+    return [{**{s: r[f"perf/{s}_s"] for s in STAGES}, "tokens": r["perf/generated_tokens"]} for r in rows]
 
 
-def run_trl(args, folder: Path, rows, repeat: int) -> dict[str, float]:
+def run_trl(args, folder: Path, rows, repeat: int) -> Steps:
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
@@ -140,12 +141,14 @@ def run_trl(args, folder: Path, rows, repeat: int) -> dict[str, float]:
     lo, hi = args.warmup, args.warmup + args.steps
     if len(times["starts"]) < hi + 1:
         raise SystemExit(f"TRL ran {len(times['starts'])} rollouts, expected {hi + 1}")
-    out = {"rollout": sum(times["rollout"][lo:hi]), "scoring": sum(times["scoring"][lo:hi])}
-    out["forward"] = sum(times["generate_and_score"][lo:hi]) - out["rollout"] - out["scoring"]
-    steps_s = sum(times["starts"][i + 1] - times["starts"][i] for i in range(lo, hi))
-    out["update"] = steps_s - sum(times["generate_and_score"][lo:hi])
-    out["tokens"] = sum(tokens[lo:hi])
-    return out
+    steps = []
+    for i in range(lo, hi):
+        gen_score = times["generate_and_score"][i]
+        st = {"rollout": times["rollout"][i], "scoring": times["scoring"][i], "tokens": tokens[i]}
+        st["forward"] = gen_score - st["rollout"] - st["scoring"]
+        st["update"] = times["starts"][i + 1] - times["starts"][i] - gen_score
+        steps.append(st)
+    return steps
 
 
 def main() -> None:
@@ -159,7 +162,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3, help="timed steps")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; each stage's fastest kept")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; each stage's best step kept")
     ap.add_argument("--out", default=None, help="also write the output with its conditions, e.g. "
                     "results/ppo_throughput.md")
     args = ap.parse_args()
@@ -186,35 +189,30 @@ def run_one(args: argparse.Namespace) -> None:
         print(f"model: llama, {params / 1e6:.2f}M parameters (hidden {cfg.hidden_size}, {cfg.num_layers} layers, "
               f"vocab {cfg.vocab_size}), float32, cpu; {args.prompts} chat-task prompts x {args.n} samples, at most "
               f"{args.new_tokens} new tokens, temperature 1; minibatch {args.minibatch}, one pass per rollout; "
-              f"{args.steps} timed steps after {args.warmup} warm-up, fastest of {args.repeats} runs per side; "
+              f"{args.steps} timed steps after {args.warmup} warm-up, best step of {args.repeats} runs per side; "
               f"threads={args.threads}; "
               f"trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
         print()
-        # the sides alternate, repeats times; each stage keeps its fastest run (load on a shared machine only slows)
-        runs: dict[str, list[dict[str, float]]] = {"pbrl": [], "trl": []}
+        # the sides alternate, repeats times; each stage keeps its best step (load on a shared machine only slows)
+        runs: dict[str, Steps] = {"pbrl": [], "trl": []}
         for r in range(args.repeats):
-            runs["pbrl"].append(run_pbrl(args, folder, r))
-            runs["trl"].append(run_trl(args, folder, rows, r))
-        ours, theirs = (_fastest(runs[k]) for k in ("pbrl", "trl"))
-    print("| stage | pbrl s | pbrl tokens/s | TRL GRPO s | TRL tokens/s | pbrl / TRL per generated token |")
-    print("|---|---|---|---|---|---|")
-
-    def line(name: str, a: float, b: float) -> None:
-        ra, rb = ours["tokens"] / a, theirs["tokens"] / b
-        print(f"| {name} | {a:.2f} | {ra:,.0f} | {b:.2f} | {rb:,.0f} | {ra / rb:.2f}x |")
-
-    for s in STAGES:
-        line(s, ours[s], theirs[s])
-    total_a, total_b = sum(ours[s] for s in STAGES), sum(theirs[s] for s in STAGES)
-    line("all stages (sum)", total_a, total_b)
-    ratio = (ours["tokens"] / total_a) / (theirs["tokens"] / total_b)
+            runs["pbrl"] += run_pbrl(args, folder, r)
+            runs["trl"] += run_trl(args, folder, rows, r)
+    ours, theirs = best_rates(runs["pbrl"]), best_rates(runs["trl"])
+    print("| stage | pbrl tokens/s | TRL GRPO tokens/s | pbrl / TRL per generated token |")
+    print("|---|---|---|---|")
+    for s in (*STAGES, "all"):
+        name = "all stages" if s == "all" else s
+        print(f"| {name} | {ours[s]:,.0f} | {theirs[s]:,.0f} | {ours[s] / theirs[s]:.2f}x |")
+    ratio = ours["all"] / theirs["all"]
     print()
+    tok = lambda steps: f"{min(x['tokens'] for x in steps):.0f}-{max(x['tokens'] for x in steps):.0f}"  # noqa: E731
+    print(f"generated tokens per step: pbrl {tok(runs['pbrl'])}, TRL {tok(runs['trl'])} "
+          f"(at most {args.prompts * args.n * args.new_tokens}); {len(runs['pbrl'])} timed steps per side")
     print(f"target (>= 1.5x per generated token over all stages): {'met' if ratio >= 1.5 else 'NOT met'} "
           f"({ratio:.2f}x); pbrl's update trains two transformers (policy and critic), TRL's GRPO one (no "
           "critic); in forward both run two (pbrl: reference and critic, the old log-probs from the sampler; "
           "TRL: the policy's old and the reference log-probs)")
-    print(f"generated tokens over the timed steps: pbrl {ours['tokens']:,}, TRL {theirs['tokens']:,} "
-          f"(at most {args.steps * args.prompts * args.n * args.new_tokens:,})")
 
 
 if __name__ == "__main__":

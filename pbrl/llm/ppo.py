@@ -583,9 +583,10 @@ def _clip_step(params, optimizer, max_norm: float) -> float:
 
 @denormals_flushed()
 def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | None = None) -> dict[str, Any]:
-    """Run PPO (module docstring). The reward is ``reward_fn`` when given, else ``judge`` (or ``cfg.judge``
-    resolved) at the last token, else the LM reward model at ``cfg.reward``. Returns the summary written to
-    ``out/summary.json`` (per-step rows under "history")."""
+    """Run PPO (module docstring). The reward is ``reward_fn`` when given (dense, for the default value clip, when
+    it has an attribute ``dense = True``), else ``judge`` (or ``cfg.judge`` resolved) at the last token, else the
+    LM reward model at ``cfg.reward``. Returns the summary written to ``out/summary.json`` (per-step rows under
+    "history")."""
     from pbrl.llm.models import load_model, num_parameters
     from pbrl.llm.sampler import HFSampler
     from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
