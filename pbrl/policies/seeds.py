@@ -72,8 +72,9 @@ class SeedBatch:
     """S policies of the same algorithm and config, updated as one model.
 
     policies: built like separate runs (each after `set_seed(its seed)`), with their optimizer states (fresh, or
-      loaded from checkpoints at the same step). generators: each seed's sampling generator. noise: each seed's
-      generator for the update's noise (its separate run's torch stream, on the policies' device).
+      loaded from checkpoints at the same step). samplers: each seed's sampler over the same data, with its own
+      generator (the duplicates' data is dropped for the first's). noise: each seed's generator for the update's
+      noise (its separate run's torch stream, on the policies' device).
     `update()` draws S batches and runs one batched update, returning S metrics dicts; `unstack()` copies the
     stacked weights and optimizer states back into the S policies (before evaluating or saving them).
     """
@@ -91,6 +92,12 @@ class SeedBatch:
             raise PbrlError(f"{policies[0].algo} cannot train seeds as one batched model: {why}")
         if not all(isinstance(s, TransitionSampler) for s in samplers):
             raise PbrlError("a seed batch samples uniform transitions (TransitionSampler) only")
+        fields = [f.name for f in dataclasses.fields(Transitions)]
+        for other in samplers[1:]:  # one copy of the data serves every seed's indices
+            if other.data is not samplers[0].data:
+                if not all(torch.equal(getattr(other.data, f), getattr(samplers[0].data, f)) for f in fields):
+                    raise PbrlError("a seed batch trains every seed on the same data")
+                other.data = samplers[0].data
         self.policies, self.samplers, self.noise = policies, samplers, noise
         self.template = policies[0]
         names = [n for n, _ in self.template.named_parameters()]

@@ -581,13 +581,16 @@ def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[
 
 def _batches_seeds(config: dict[str, Any]) -> bool:
     """Whether the sweep should group this config's seeds: algorithms whose update is written as phases, without
-    actor dropout (see `pbrl.policies.seeds.seed_batchable`); others run one process per seed, in parallel."""
+    actor dropout (see `pbrl.policies.seeds.seed_batchable`), and not CQL on a CPU; others run one process per
+    seed."""
     from pbrl.policies.base import algorithm
 
     try:
         cls, _ = algorithm(str(config.get("algo")))
     except PbrlError:
         return False  # the run itself reports the bad name
+    if str(config.get("algo")) == "cql" and str(config.get("device", "cpu")) == "cpu":
+        return False  # batched CQL on a CPU runs below separate runs' aggregate rate (results/seed_batching.md)
     return cls.phases is not Policy.phases and not dict(config.get("policy", {})).get("actor_dropout", 0)
 
 

@@ -153,3 +153,20 @@ def test_train_command_with_seeds(pendulum, tmp_path, capsys):
     assert main([*args, "--resume"]) == 0  # finished seeds: resuming is a no-op
     assert main(["train", "iql", "pbrl/pendulum-seeds/random-v0", "--seeds", "1", "1", "--out", str(out)]) == 2
     assert "--seeds: give each seed once" in capsys.readouterr().err
+
+
+def test_seed_batch_refuses_different_data_and_unbatchable_policies(pendulum, cartpole):
+    from pbrl.policies.base import PolicySpec, make_policy
+    from pbrl.policies.seeds import SeedBatch
+
+    spec = PolicySpec.from_dataset(pendulum)
+    cfg = small_config("bc")
+    a, b = make_policy("bc", spec, cfg, 10), make_policy("bc", spec, cfg, 10)
+    sa = a.make_sampler(pendulum, torch.Generator().manual_seed(0))
+    sb = b.make_sampler(pendulum, torch.Generator().manual_seed(1))
+    sb.data = type(sb.data)(*(t.flip(0) for t in sb.data.__dict__.values()))  # the same rows, another order
+    with pytest.raises(PbrlError, match="same data"):
+        SeedBatch([a, b], [sa, sb], [torch.Generator(), torch.Generator()])
+    dt = make_policy("dt", spec, small_config("dt"), 10)
+    with pytest.raises(PbrlError, match="dt cannot train seeds as one batched model"):
+        SeedBatch([dt], [sa], [torch.Generator()])

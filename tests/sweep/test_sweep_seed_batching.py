@@ -75,7 +75,7 @@ def test_sweep_batches_seeds_and_resumes_per_seed(toy, tmp_path, workers):
     with open(os.path.join(out, "records", f"{done.run_id}.json"), "w") as f:
         json.dump({"run_id": done.run_id, "status": "ok"}, f)
     lines = []
-    recs = run_sweep(grid, out, workers=workers, log=lines.append)
+    recs = run_sweep(grid, out, workers=workers, log=lines.append, batch_seeds=True if workers > 1 else None)
     assert len(recs) == 11 and all(r["status"] == "ok" for r in recs)
     calls = _calls(out)
     assert sorted(c for c in calls if c.startswith("group")) == ["group 0 1 2", "group 0 2"]
@@ -88,10 +88,10 @@ def test_sweep_batches_seeds_and_resumes_per_seed(toy, tmp_path, workers):
     assert by_id[group[2]["run_id"]]["result"]["last_score"] == 10.0 * group[2]["config"]["seed"]
     assert all("seed_batch" not in r for r in recs if r["column"] == "B")
     assert run_sweep(grid, out, log=lambda s: None) == []  # every seed has its record: nothing left
-    # batch_seeds=False: one task per run
-    out2 = str(tmp_path / "plain")
-    run_sweep(grid, out2, batch_seeds=False, log=lambda s: None)
-    assert not any(c.startswith("group") for c in _calls(out2))
+    # batch_seeds=False, and the default with several workers: one task per run
+    for name, kw in (("plain", {"batch_seeds": False}), ("two", {"workers": 2})):
+        run_sweep(grid, str(tmp_path / name), log=lambda s: None, **kw)
+        assert not any(c.startswith("group") for c in _calls(str(tmp_path / name)))
 
 
 def test_a_failed_group_records_each_of_its_runs(toy, tmp_path):
