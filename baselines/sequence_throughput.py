@@ -97,10 +97,10 @@ def floor_worker(algos: list[str], config: dict, threads: int) -> dict:
         a, b = torch.randn(m, k), torch.randn(k, n)
         for _ in range(5):
             a @ b
-        t0, reps = time.perf_counter(), 50
+        t0, reps = time.process_time(), 50  # CPU time, as the CPU-time update rates it is compared with
         for _ in range(reps):
             a @ b
-        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.perf_counter() - t0)
+        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.process_time() - t0)
     return {"flops": flops, "gemm": rates}
 
 
@@ -197,20 +197,23 @@ def main() -> None:
         floor = run_worker(ROOT, args, config, floor=True)
         gemm = max(floor["gemm"].values())
         print()
-        print("What the arithmetic allows: FLOPs of one update (torch's FlopCounterMode, this tree) and the float32 "
-              "GEMM rate measured now at the update's main shapes ("
+        print("What float32 allows: FLOPs of one update (torch's FlopCounterMode, this tree) and the float32 GEMM "
+              "rate per CPU second at the update's main shapes ("
               + ", ".join(f"{k}: {v / 1e9:.0f}" for k, v in floor["gemm"].items())
               + " GFLOP/s); the ceiling is the update's FLOPs at the best of those rates, as if it were nothing but "
-              "matrix products.")
+              "matrix products, against the CPU-time rates above (both per CPU second, so other work on the cores "
+              "does not enter the comparison).")
         print()
-        print("| algo | GFLOP per update | matmul-bound ceiling updates/s | ceiling / baseline | target / baseline |")
-        print("|---|---|---|---|---|")
+        print("| algo | GFLOP per update | baseline updates/CPU-s | this tree updates/CPU-s | matmul-bound ceiling "
+              "updates/CPU-s | ceiling / baseline | target |")
+        print("|---|---|---|---|---|---|---|")
         for algo in args.algos:
-            bw = statistics.median(w for w, _ in rates["baseline"][algo])
+            bc = statistics.median(c for _, c in rates["baseline"][algo])
+            cc = statistics.median(c for _, c in rates["current"][algo])
             ceiling = gemm / floor["flops"][algo]
             target = TARGETS.get(algo)
-            print(f"| {algo} | {floor['flops'][algo] / 1e9:.2f} | {ceiling:.3g} | {ceiling / bw:.2f}x | "
-                  f"{'-' if target is None else f'{target:g}x'} |")
+            print(f"| {algo} | {floor['flops'][algo] / 1e9:.2f} | {bc:.3g} | {cc:.3g} | {ceiling:.3g} | "
+                  f"{ceiling / bc:.2f}x | {'-' if target is None else f'{target:g}x'} |")
 
 
 if __name__ == "__main__":
