@@ -285,6 +285,9 @@ def test_previous_release_checkpoint_loads_and_acts_the_same():
     expected = json.loads((here / "expected.json").read_text())
     policy, _ = load_policy(here / "policy.pt")
     obs = np.asarray(expected["observations"], dtype=np.float32)
-    np.testing.assert_array_equal(policy.act(obs), np.asarray(expected["actions"], dtype=np.float32))
+    # float32 kernels of another CPU vector width round differently (1.2e-7 measured on one action): equal up to
+    # float32 rounding, not bit for bit
+    np.testing.assert_allclose(policy.act(obs), np.asarray(expected["actions"], dtype=np.float32), rtol=1e-5,
+                               atol=1e-6)
     returns = evaluate(policy, policy.spec.env_id, len(expected["eval_returns"]), seed=expected["eval_seed"])
-    np.testing.assert_allclose(returns, expected["eval_returns"], rtol=1e-6)
+    np.testing.assert_allclose(returns, expected["eval_returns"], rtol=1e-4)
