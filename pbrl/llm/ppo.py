@@ -25,7 +25,10 @@ it sampled from exactly that distribution (temperature 1, top_p 1: no extra forw
 rounding), else it is recomputed after the rollout. With ``prefix_sharing`` (the default) every forward and
 backward pass runs each prompt once for its n responses, through the KV cache (``SharedBatch``).
 
-One process: data parallel (``accelerate launch``) is refused with one line, not implemented yet.
+Data parallel: launched as several processes (``accelerate launch`` / torchrun), each process samples, scores and
+evaluates its share of every step's prompts, the advantages are whitened with the mean and variance over all
+processes, each minibatch is split over the processes (DDP averages the actor's and the critic's gradients), and
+the metrics are sums over all processes; the first process writes the folder.
 
 Rewards: ``RewardFn = (prompt_ids, response_ids) -> [rewards of each response, one per token]``. ``JudgeReward``
 makes one from a judge (``row, text -> score``, as for online DPO, e.g. ``pbrl_envs.chat:judge``); a learned LM
@@ -547,17 +550,50 @@ def _step_rows(n_rows: int, cfg: PpoConfig, k: int) -> list[int]:
     return [int(order[(k * m + i) % n_rows]) for i in range(m)]
 
 
-def _refuse_data_parallel(cfg: PpoConfig) -> None:
+def _accelerator(cfg: PpoConfig):
+    """An ``accelerate.Accelerator`` when launched as several processes (``accelerate launch`` / torchrun), else
+    None."""
     try:
+        from accelerate import Accelerator
         from accelerate.state import PartialState
-
-        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        world = PartialState(cpu=cpu).num_processes
     except ImportError:
-        return
-    if world > 1:
-        raise PbrlError(f"pbrl llm ppo runs in one process (data parallel is not supported yet), launched with "
-                        f"{world}; run it without accelerate launch / torchrun")
+        return None
+    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu) if PartialState(cpu=cpu).num_processes > 1 else None
+
+
+class _Logps(torch.nn.Module):
+    """The policy as one module call (what DDP wraps): batch -> token log-probs [B, T]."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: AnyBatch) -> torch.Tensor:
+        return token_logprobs(self.model, batch)
+
+
+class _Values(torch.nn.Module):
+    """The critic as one module call (what DDP wraps): batch -> token values [B, T]."""
+
+    def __init__(self, critic: ValueModel):
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, batch: AnyBatch) -> torch.Tensor:
+        return token_values(self.critic, batch)
+
+
+def _global_whiten(x: torch.Tensor, mask: torch.Tensor, accelerator, eps: float = 1e-8) -> torch.Tensor:
+    """``masked_whiten`` with the mean and variance over every process's entries."""
+    if accelerator is None:
+        return masked_whiten(x, mask, eps)
+    m = mask.to(x.dtype)
+    t = torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()]).double()
+    tot, sq, n = accelerator.reduce(t, reduction="sum").tolist()
+    mean = tot / max(n, 1.0)
+    var = max(sq / max(n, 1.0) - mean * mean, eps)
+    return (x - mean) * (var ** -0.5) * m
 
 
 def _context_length(model_path: str) -> int:
@@ -575,8 +611,8 @@ def _context_length(model_path: str) -> int:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _clip_step(params, optimizer, max_norm: float) -> float:
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if max_norm > 0 else 0.0
+def _clip_step(params, optimizer, max_norm: float, clip_norm=torch.nn.utils.clip_grad_norm_) -> float:
+    norm = float(clip_norm(params, max_norm)) if max_norm > 0 else 0.0
     optimizer.step()
     return norm
 
@@ -602,10 +638,16 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
         from pbrl.utils import use_threads
 
         use_threads(cfg.threads)
-    _refuse_data_parallel(cfg)
+    accelerator = _accelerator(cfg)
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    if cfg.prompts_per_step % world or (cfg.minibatch_size // (cfg.n if cfg.prefix_sharing else 1)) % world:
+        raise PbrlError(f"prompts_per_step ({cfg.prompts_per_step}) and the minibatch's "
+                        f"{'prompt groups' if cfg.prefix_sharing else 'responses'} must divide by the "
+                        f"{world} processes")
     rows = load_prompts(cfg.prompts)
     tokenizer = load_tokenizer(cfg.tokenizer_path or cfg.model_path)
-    device = _device(cfg)
+    device = accelerator.device if accelerator else _device(cfg)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     prompts = [prompt_ids(tokenizer, r) for r in rows]
     context = _context_length(cfg.model_path)
@@ -657,15 +699,20 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
         except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as e:
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise PbrlError(f"{ckpt}: does not fit the models ({type(e).__name__}: {msg})") from None
-    run = RunFolder(out, config, fingerprint=fp, resume=cfg.resume, device=str(device),
-                    extra={"num_parameters": num_parameters(policy), "value_clip": vclip, "dense_reward": dense})
+    run = RunFolder(out, config, fingerprint=fp, resume=cfg.resume, device=str(device), write=rank == 0,
+                    extra={"num_parameters": num_parameters(policy), "value_clip": vclip, "dense_reward": dense,
+                           "processes": world})
     history = run.rewind(step)  # rows a killed run logged after its checkpoint come again
+    actor, value_fn = _Logps(policy), _Values(critic)  # DDP averages their gradients over the processes
+    if accelerator is not None:
+        actor, value_fn, actor_opt, critic_opt = accelerator.prepare(actor, value_fn, actor_opt, critic_opt)
+    clip_norm = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
 
     eot = end_of_turn_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
     sampler = HFSampler(policy)  # holds the policy itself: every rollout samples the current weights
     bar = None
-    if cfg.progress:
+    if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="ppo", unit="step")
@@ -679,7 +726,9 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
         while step < cfg.steps:
             # ---- rollout
             t0 = sync()
-            ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)], cfg, step, eot, pad)
+            # each process samples its share of the step's prompts
+            ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)[rank::world]], cfg, step,
+                          eot, pad)
             # ---- scoring
             t1 = sync()
             scores_l = check_rewards(reward_fn(ro["prompts"], ro["responses"]), ro["responses"])
@@ -706,7 +755,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                                         no_eos_penalty=cfg.no_eos_penalty, clamp=cfg.reward_clamp)
                 adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
                 if cfg.whiten_advantages:
-                    adv = masked_whiten(adv, mask)
+                    adv = _global_whiten(adv, mask, accelerator)
             # ---- update: ppo_epochs passes over shuffled minibatches, actor then critic on each
             t3 = sync()
             policy.train()
@@ -714,7 +763,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             sums = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "approx_kl", "actor_grad_norm",
                                   "critic_grad_norm"), 0.0)
             updates = 0
-            mb = max(1, cfg.minibatch_size // per_unit)
+            mb = max(1, cfg.minibatch_size // per_unit // world)  # units per process and minibatch
             for epoch in range(cfg.ppo_epochs):
                 order = torch.from_numpy(np.random.default_rng([cfg.seed, step, epoch]).permutation(batch.size))
                 for i in range(0, batch.size, mb):
@@ -724,14 +773,15 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                     T_ = sub.mask.shape[1]
                     o_lp, a, o_v, ret = (x[rows_, :T_] for x in (old_lp, adv, old_v, returns))
                     actor_opt.zero_grad(set_to_none=True)
-                    lp = token_logprobs(policy, sub)
+                    lp = actor(sub)
                     pl, cf = policy_loss(lp, o_lp, a, sub.mask, cfg.clip)
                     pl.backward()
-                    sums["actor_grad_norm"] += _clip_step(policy.parameters(), actor_opt, cfg.max_grad_norm)
+                    sums["actor_grad_norm"] += _clip_step(actor.parameters(), actor_opt, cfg.max_grad_norm, clip_norm)
                     critic_opt.zero_grad(set_to_none=True)
-                    vl = value_loss(token_values(critic, sub), o_v, ret, sub.mask, vclip)
+                    vl = value_loss(value_fn(sub), o_v, ret, sub.mask, vclip)
                     vl.backward()
-                    sums["critic_grad_norm"] += _clip_step(critic.parameters(), critic_opt, cfg.max_grad_norm)
+                    sums["critic_grad_norm"] += _clip_step(value_fn.parameters(), critic_opt, cfg.max_grad_norm,
+                                                           clip_norm)
                     sums["approx_kl"] += float(masked_mean(o_lp - lp.detach(), sub.mask))
                     sums["policy_loss"] += float(pl.detach())
                     sums["value_loss"] += float(vl.detach())
@@ -740,15 +790,23 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             t4 = sync()
             step += 1
             m = mask.float()
-            n_tok = int(m.sum())
+            # sums over this process's responses, then over all processes
+            per = torch.stack([(scores * m).sum(), ((old_lp - ref_lp) * m).sum(), (rewards * m).sum(), m.sum(),
+                               has_eos.float().sum(), torch.tensor(float(B), device=device),
+                               *(torch.tensor(v / max(1, updates), device=device) for v in sums.values())]).double()
+            if accelerator is not None:
+                per = accelerator.reduce(per, reduction="sum")
+                per[6:] /= world  # the update metrics: mean over processes
+            tot = per.tolist()
+            n_tok, n_resp = int(tot[3]), tot[5]
             row = {
                 "step": step,
-                "ppo/score": float((scores * m).sum(-1).mean()),
-                "ppo/kl": float(((old_lp - ref_lp) * m).sum(-1).mean()),
-                "ppo/reward": float((rewards * m).sum(-1).mean()),
-                "ppo/response_tokens": float(m.sum(-1).mean()),
-                "ppo/eos_fraction": float(has_eos.float().mean()),
-                **{f"ppo/{k}": v / max(1, updates) for k, v in sums.items()},
+                "ppo/score": tot[0] / n_resp,
+                "ppo/kl": tot[1] / n_resp,
+                "ppo/reward": tot[2] / n_resp,
+                "ppo/response_tokens": tot[3] / n_resp,
+                "ppo/eos_fraction": tot[4] / n_resp,
+                **{f"ppo/{k}": v for k, v in zip(sums, tot[6:])},
                 "ppo/value_clip": vclip,
                 "perf/generated_tokens": n_tok,
                 "perf/rollout_s": t1 - t0,
@@ -769,9 +827,10 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                 bar.update(1)
                 bar.set_postfix(score=f"{row['ppo/score']:.3f}", kl=f"{row['ppo/kl']:.3f}",
                                 tok_s=f"{row['perf/tokens_per_s']:.0f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                opts = [getattr(o, "optimizer", o) for o in (actor_opt, critic_opt)]  # accelerate's wrapper
                 atomic_torch_save({"policy": policy.state_dict(), "critic": critic.state_dict(),
-                                   "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                                   "actor_opt": opts[0].state_dict(), "critic_opt": opts[1].state_dict(),
                                    "step": step}, str(ckpt))
     finally:
         if bar is not None:
@@ -779,12 +838,13 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     import shutil
 
     final, tmp = out / "model", out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    atomic_torch_save(critic.state_dict(), str(out / "critic.pt"))
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        atomic_torch_save(critic.state_dict(), str(out / "critic.pt"))
     summary = {"history": history, "model": str(final), "value_clip": vclip, "dense_reward": dense,
                "final": history[-1] if history else {}}
     run.write_summary(summary)
@@ -844,20 +904,26 @@ class LlmPpo(PpoConfig):
 
     def run(self) -> None:
         import json
+        import os
 
         from pbrl.utils import choose_threads, threads_line
 
         n, note = choose_threads(self.threads)
-        rows = self.steps * self.prompts_per_step * self.n
-        print(f"pbrl llm ppo on {self.prompts}: {threads_line(n, note)}; {self.steps} steps of "
-              f"{self.prompts_per_step} prompts x {self.n} samples ({rows} responses of at most "
-              f"{self.max_new_tokens} tokens in all)", flush=True)
+        if self.threads is None:  # the free cores are shared by the processes of a data-parallel launch
+            n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
+        first = int(os.environ.get("RANK") or 0) == 0
+        if first:
+            rows = self.steps * self.prompts_per_step * self.n
+            print(f"pbrl llm ppo on {self.prompts}: {threads_line(n, note)}; {self.steps} steps of "
+                  f"{self.prompts_per_step} prompts x {self.n} samples ({rows} responses of at most "
+                  f"{self.max_new_tokens} tokens in all)", flush=True)
         cfg = PpoConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PpoConfig)})
         summary = train_ppo(dataclasses.replace(cfg, threads=n))
-        keys = ("step", "ppo/score", "ppo/kl", "ppo/response_tokens", "ppo/eos_fraction", "perf/tokens_per_s")
-        for row in summary["history"][-1:]:
-            print(json.dumps({k: row.get(k) for k in keys}))
-        print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
+        if first:
+            keys = ("step", "ppo/score", "ppo/kl", "ppo/response_tokens", "ppo/eos_fraction", "perf/tokens_per_s")
+            for row in summary["history"][-1:]:
+                print(json.dumps({k: row.get(k) for k in keys}))
+            print(f"wrote {self.out}/model, {self.out}/metrics.jsonl")
 
 
 __all__ = ["Batch", "JudgeReward", "LlmPpo", "ModelReward", "PpoConfig", "RewardFn", "SharedBatch", "ValueModel",
