@@ -728,7 +728,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             t0 = sync()
             # each process samples its share of the step's prompts
             ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)[rank::world]], cfg, step,
-                          eot, pad)
+                          eot, pad, stream=rank)
             # ---- scoring
             t1 = sync()
             scores_l = check_rewards(reward_fn(ro["prompts"], ro["responses"]), ro["responses"])
@@ -851,9 +851,10 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     return summary
 
 
-def _rollout(sampler, prompts: list[list[int]], cfg: PpoConfig, step: int, eot: int, pad: int) -> dict[str, Any]:
+def _rollout(sampler, prompts: list[list[int]], cfg: PpoConfig, step: int, eot: int, pad: int,
+             stream: int = 0) -> dict[str, Any]:
     """n samples of each prompt: per response its prompt, tokens, sampling log-probs and whether it ended at EOS
-    (responses of prompt g in rows g n .. g n + n - 1)."""
+    (responses of prompt g in rows g n .. g n + n - 1). ``stream`` (the process) offsets the sampling seeds."""
     from pbrl.llm.sampler import SamplingConfig
 
     sampler.model.eval()
@@ -861,7 +862,8 @@ def _rollout(sampler, prompts: list[list[int]], cfg: PpoConfig, step: int, eot: 
     for b in range(0, len(prompts), cfg.sample_batch):
         part = prompts[b : b + cfg.sample_batch]
         sc = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                            eos_token_id=eot, pad_token_id=pad, seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b)
+                            eos_token_id=eot, pad_token_id=pad,
+                            seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b + 104_729 * stream)
         gen = sampler.generate(part, sc)
         for p, group, lps, reasons in zip(part, gen.tokens, gen.logprobs, gen.finish_reasons):
             out["groups"].append(p)
