@@ -125,7 +125,7 @@ class _SeedRun:
         dataset = st.dataset
         self.run_info = {
             "algo": st.algo,
-            "config": dataclasses.asdict(st.config),
+            "config": dataclasses.asdict(self.policy.config),  # effective (run-length defaults resolved)
             "steps": st.steps,
             "seed": seed,
             "eval_every": st.eval_every,
