@@ -9,7 +9,8 @@ dataset through `pbrl.data.load_dataset` and are evaluated by the same `pbrl.pol
 same episode seeds as pbrl's trainer (seed + 10000, seed + 10001, ...), so only the training differs.
 
 Each library runs at its own published settings for D4RL locomotion, which is what its users would run:
-- pbrl: `pbrl train iql|td3bc` defaults (observations z-scored, actions in [-1, 1]; IQL's actor lr cosine-decayed).
+- pbrl: `pbrl train iql|td3bc` defaults (observations z-scored, actions in [-1, 1]; IQL's actor lr cosine-decayed);
+  the column pbrl-IQL-rscale also scales the rewards as d3rlpy's IQL does (the one setting the IQL recipes differ in).
 - d3rlpy: its reproduction scripts (`reproductions/offline/iql.py`, `td3_plus_bc.py`): IQL with
   `ReturnBasedRewardScaler(multiplier=1000)` and a cosine actor lr over the run, TD3+BC with
   `StandardObservationScaler`. Both: lr 3e-4, batch 256, 256x256 MLPs, tau 0.005, gamma 0.99.
@@ -46,6 +47,9 @@ COLUMNS = [
     {"name": "d3rlpy-IQL", "lib": "d3rlpy", "algo": "iql"},
     {"name": "pbrl-TD3BC", "lib": "pbrl", "algo": "td3bc"},
     {"name": "d3rlpy-TD3BC", "lib": "d3rlpy", "algo": "td3bc"},
+    # pbrl's IQL on rewards scaled as d3rlpy's and CORL's IQL scale them (x 1000 / (max - min episode return)):
+    # isolates the one setting in which the two IQL recipes differ
+    {"name": "pbrl-IQL-rscale", "lib": "pbrl", "algo": "iql", "reward_scale": True},
 ]
 
 
@@ -161,26 +165,19 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
         with open(result_file, encoding="utf-8") as f:
             return json.load(f)
 
+    import pbrl
     from pbrl.data import load_dataset
-    from pbrl.policies.trainer import train_policy
+    from pbrl.policies.trainer import record_result, train_policy
 
     ds = load_dataset(config["dataset"])
+    if config.get("reward_scale"):
+        returns = ds.episode_returns()  # [E]
+        ds = ds.with_rewards(ds.rewards * (1000.0 / float(returns.max() - returns.min())),
+                             provenance={"reward_scale": "x 1000 / (max - min episode return)"})
     s = train_policy(config["algo"], ds, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
                      eval_every=int(config["eval_every"]), eval_episodes=int(config["eval_episodes"]),
                      progress=False, overwrite=True)
-    curve = [[e["step"], e["eval/normalized_score"]] for e in s.get("evaluations", [])]
-    import pbrl
-
-    return {
-        "dataset_name": ds.name,
-        "dataset_transitions": ds.num_transitions,
-        "last_score": s.get("last_score"),
-        "best_score": s.get("best_score"),
-        "last_return_mean": s.get("last_return_mean"),
-        "curve": curve,
-        "steps_per_s": s.get("perf/steps_per_s"),
-        "library": f"pbrl {pbrl.__version__}",
-    }
+    return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}
 
 
 def main() -> None:

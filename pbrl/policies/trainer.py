@@ -539,7 +539,8 @@ def _record_args(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _record_result(ds: EpisodeDataset, s: dict[str, Any]) -> dict[str, Any]:
+def record_result(ds: EpisodeDataset, s: dict[str, Any]) -> dict[str, Any]:
+    """What the tables read from one run's summary (`pbrl.tables`): scores, curve, throughput."""
     return {
         "dataset_name": ds.name,
         "dataset_transitions": ds.num_transitions,
@@ -563,7 +564,7 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     algo, cfg = args.pop("algo"), args.pop("config")
     s = train_policy(algo, ds, cfg, seed=int(config.get("seed", 0)), out_dir=out_dir, progress=False,
                      overwrite=True, **args)
-    return _record_result(ds, s)
+    return record_result(ds, s)
 
 
 def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
@@ -576,7 +577,7 @@ def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[
     seeds = [int(c.get("seed", 0)) for c in configs]
     summaries = train_seeds(algo, ds, cfg, seeds=seeds, out_dirs=out_dirs, progress=False, overwrite=True,
                             log=lambda _: None, **args)
-    return [_record_result(ds, s) for s in summaries]
+    return [record_result(ds, s) for s in summaries]
 
 
 def _batches_seeds(config: dict[str, Any]) -> bool:
