@@ -13,7 +13,8 @@ B-Pref teacher (ChatData's default: the perfectly rational one). Per seed s (rew
                     segment (segmenter entropy: a segment ends where the SFT model's next-token entropy exceeds
                              the entropy_quantile quantile of the training responses' entropies; reference = SFT)
     PPO             `pbrl.llm.ppo.train_ppo` from the SFT model with each reward model's dense rewards
-                    (`ModelReward`: location-normalized segment rewards spread over their segments)
+                    (`ModelReward`: location-normalized segment rewards spread over their segments), and once
+                    with the task's scorer itself at the last token (the oracle bandit reward, a reference)
 
 Reward-model metrics on held-out pairs (the held-out prompts' responses at two corruption levels, labelled by the
 same teacher; no held-out prompt is ever trained on):
@@ -65,6 +66,9 @@ POSITIONAL = ("sort", "transform")
 """Families whose parts are word positions (pbrl_envs.chat._positional): the only per-part credit with a place."""
 KINDS = {"bandit": "query", "token": "step", "segment": "entropy"}
 """Reward model -> segmenter kind of `pbrl.rewards.lm`."""
+ORACLE = "scorer (oracle)"
+"""PPO against the task's scorer itself at the last token (`pbrl_envs.chat:judge`): what the budget's PPO reaches
+with a perfect bandit reward, to tell a weak reward model from a PPO budget that does not help."""
 
 # the paper's headline table (GPT-4o judge; AlpacaEval-2 LC / Arena-Hard / MT-Bench), per backbone: segment,
 # token, bandit
@@ -108,6 +112,13 @@ BUDGETS = {
                    vocab_size=512, pretrain_steps=300, pretrain_batch=16, seq_length=128, sft_steps=150,
                    sft_batch=16, rm_epochs=2, rm_batch=32, rm_lr=3e-4, ppo_steps=6, ppo_prompts_per_step=8,
                    ppo_n=4, ppo_actor_lr=2e-5, ppo_critic_lr=1e-4, max_new_tokens=24),
+    # the LIONs tiny model's shape with fewer pre-training steps, and longer PPO
+    "small": Budget(corpus_docs=6000, train_tasks=2000, heldout_tasks=400, eval_prompts=300,
+                    model=TinyLMConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                                       intermediate_size=256, max_position=256),
+                    vocab_size=512, pretrain_steps=500, pretrain_batch=16, seq_length=128, sft_steps=300,
+                    sft_batch=16, rm_epochs=3, rm_batch=32, rm_lr=3e-4, ppo_steps=24, ppo_prompts_per_step=8,
+                    ppo_n=4, ppo_actor_lr=3e-5, ppo_critic_lr=1e-4, max_new_tokens=24),
 }
 
 
@@ -196,7 +207,7 @@ def build_shared(work: Path, b: Budget, log) -> tuple[Path, Path, list[ChatTask]
                                   batch_size=b.pretrain_batch, steps=b.pretrain_steps, seed=0, device="cpu",
                                   progress=False, resume=True))
     log(f"pretrain {pre['step']} steps, loss {pre['final'].get('pretrain/loss', float('nan')):.3f}, "
-        f"{time.perf_counter() - t:.0f} s", first=time.perf_counter() - t)
+        f"{time.perf_counter() - t:.0f} s")
     t = time.perf_counter()
     shutil.rmtree(work / "sft", ignore_errors=True)  # an unfinished SFT run of another base
     sft = train_sft(SftConfig(data=str(data / "sft.jsonl"), out=str(work / "sft"),
@@ -255,8 +266,22 @@ def rm_metrics(model, pairs_path: Path, tasks: list[ChatTask]) -> dict[str, Any]
             "mean_segments": float(np.mean(n_seg)), "threshold": model.threshold}
 
 
+def ppo_eval(data: Path, sft: Path, out: Path, b: Budget, seed: int, eval_rows: list[dict[str, Any]],
+             sft_scores: list[float], **reward: Any) -> dict[str, Any]:
+    """PPO from the SFT model with `reward` (reward=DIR or judge=module:function), then its greedy held-out eval."""
+    s = train_ppo(PpoConfig(prompts=str(data / "prompts.jsonl"), model_path=str(sft), out=str(out),
+                            steps=b.ppo_steps, prompts_per_step=b.ppo_prompts_per_step, n=b.ppo_n,
+                            max_new_tokens=b.max_new_tokens, minibatch_size=b.ppo_n * 2, actor_lr=b.ppo_actor_lr,
+                            critic_lr=b.ppo_critic_lr, seed=seed, device="cpu", progress=False, **reward))
+    texts, scores = greedy_eval(Path(s["model"]), eval_rows, b.max_new_tokens)
+    return {"mean_score": float(np.mean(scores)), "win_rate_vs_sft": win_rate(scores, sft_scores), "scores": scores,
+            "responses": texts, "train_score_first_last": [s["history"][0]["ppo/score"], s["history"][-1]["ppo/score"]],
+            "final": s["final"]}
+
+
 def run_seed(seed: int, data: Path, sft: Path, heldout: list[ChatTask], work: Path, b: Budget,
              eval_rows: list[dict[str, Any]], sft_scores: list[float], log) -> dict[str, Any]:
+    """The three reward models and PPO against each, and PPO against the scorer itself (the oracle bandit)."""
     root = work / f"seed_{seed}"
     row: dict[str, Any] = {"seed": seed, "reward_models": {}, "ppo": {}, "seconds": {}}
     for kind in KINDS:
@@ -269,20 +294,17 @@ def run_seed(seed: int, data: Path, sft: Path, heldout: list[ChatTask], work: Pa
         log(f"seed {seed}: rm {kind}: {t_rm:.0f} s, held-out accuracy {m['accuracy']:.3f}, Spearman "
             f"{m['spearman']:.3f}, boundary F1 {m['boundary']['f1']:.3f}, {m['mean_segments']:.1f} segments")
         t = time.perf_counter()
-        s = train_ppo(PpoConfig(prompts=str(data / "prompts.jsonl"), model_path=str(sft), reward=str(root / f"rm_{kind}"),
-                                out=str(root / f"ppo_{kind}"), steps=b.ppo_steps,
-                                prompts_per_step=b.ppo_prompts_per_step, n=b.ppo_n, max_new_tokens=b.max_new_tokens,
-                                minibatch_size=b.ppo_n * 2, actor_lr=b.ppo_actor_lr, critic_lr=b.ppo_critic_lr,
-                                seed=seed, device="cpu", progress=False))
-        t_ppo = time.perf_counter() - t
-        texts, scores = greedy_eval(Path(s["model"]), eval_rows, b.max_new_tokens)
-        row["ppo"][kind] = {"mean_score": float(np.mean(scores)), "win_rate_vs_sft": win_rate(scores, sft_scores),
-                            "scores": scores, "responses": texts,
-                            "train_score_first_last": [s["history"][0]["ppo/score"], s["history"][-1]["ppo/score"]],
-                            "final": s["final"]}
+        row["ppo"][kind] = ppo_eval(data, sft, root / f"ppo_{kind}", b, seed, eval_rows, sft_scores,
+                                    reward=str(root / f"rm_{kind}"))
         row["seconds"][kind] = {"reward_model": t_rm, "ppo_and_eval": time.perf_counter() - t}
-        log(f"seed {seed}: ppo {kind}: {t_ppo:.0f} s, held-out mean score {row['ppo'][kind]['mean_score']:.3f}, "
-            f"win rate vs SFT {row['ppo'][kind]['win_rate_vs_sft']:.3f}")
+        log(f"seed {seed}: ppo {kind}: {time.perf_counter() - t:.0f} s with eval, held-out mean score "
+            f"{row['ppo'][kind]['mean_score']:.3f}, win rate vs SFT {row['ppo'][kind]['win_rate_vs_sft']:.3f}")
+    t = time.perf_counter()
+    row["ppo"][ORACLE] = ppo_eval(data, sft, root / "ppo_scorer", b, seed, eval_rows, sft_scores,
+                                  judge="pbrl_envs.chat:judge")
+    row["seconds"][ORACLE] = {"ppo_and_eval": time.perf_counter() - t}
+    log(f"seed {seed}: ppo {ORACLE}: {time.perf_counter() - t:.0f} s with eval, held-out mean score "
+        f"{row['ppo'][ORACLE]['mean_score']:.3f}, win rate vs SFT {row['ppo'][ORACLE]['win_rate_vs_sft']:.3f}")
     return row
 
 
@@ -306,18 +328,21 @@ def report(rows: list[dict[str, Any]], sft_score: float) -> None:
           "boundary recall | boundary F1 | segments per response |")
     print("|---|---|---|---|---|---|---|")
     for k in KINDS:
-        g = lambda f: [f(r["reward_models"][k]) for r in rows]  # noqa: E731
+        g = lambda f, k=k: [f(r["reward_models"][k]) for r in rows]  # noqa: E731
         print(f"| {k} | {_ms(g(lambda m: m['accuracy']))} | {_ms(g(lambda m: m['spearman']))} | "
               f"{_ms(g(lambda m: m['boundary']['precision']))} | {_ms(g(lambda m: m['boundary']['recall']))} | "
               f"{_ms(g(lambda m: m['boundary']['f1']))} | {_ms(g(lambda m: m['mean_segments']))} |")
     thr = [r["reward_models"]["segment"]["threshold"] for r in rows]
+    print("\nBoundaries are counted on the response tokens before the stop token; the bandit model's one segment "
+          "ends at the stop token, so it finds no part boundary by construction (F1 0), and the token model ends "
+          "a segment at every token (recall 1).")
     print(f"\nEntropy threshold c of the segment model (0.8 quantile of the training responses' entropies under "
           f"the SFT model): {', '.join(f'{x:.3f}' for x in thr)}.")
     print(f"\n## PPO against each reward model (SFT policy: held-out mean score {sft_score:.3f})\n")
     print("| reward model | held-out mean graded score | win rate vs SFT (ties half) | PPO train score first -> last "
-          "step (dense reward, seed-mean) |")
+          "step (summed reward in the reward's own units, seed-mean) |")
     print("|---|---|---|---|")
-    for k in KINDS:
+    for k in [*KINDS, *([ORACLE] if all(ORACLE in r["ppo"] for r in rows) else [])]:
         ms = [r["ppo"][k]["mean_score"] for r in rows]
         ws = [r["ppo"][k]["win_rate_vs_sft"] for r in rows]
         fl = np.mean([r["ppo"][k]["train_score_first_last"] for r in rows], 0)
@@ -339,7 +364,18 @@ def report(rows: list[dict[str, Any]], sft_score: float) -> None:
     print(f"\n**segment >= bandit and token after PPO: {'holds' if holds else 'does not hold'} here** (mean score "
           + " / ".join(f"{k} {mean[k]:.3f}" for k in KINDS)
           + (f"; largest seed std {spread:.3f}" if n > 1 else "; one seed, so no spread")
-          + "). Held-out pair accuracy: " + " / ".join(f"{k} {acc[k]:.3f}" for k in KINDS) + ".")
+          + "). Held-out pair accuracy: " + " / ".join(f"{k} {acc[k]:.3f}" for k in KINDS) + ". "
+          + (f"Above the SFT policy ({sft_score:.3f}): {', '.join(k for k in KINDS if mean[k] > sft_score)}."
+             if any(mean[k] > sft_score for k in KINDS) else
+             f"None of the three PPO policies is above the SFT policy ({sft_score:.3f}): at this budget PPO "
+             "against a learned reward lowers the graded score (a negative result)."))
+    if all(ORACLE in r["ppo"] for r in rows):
+        o = statistics.mean(r["ppo"][ORACLE]["mean_score"] for r in rows)
+        print(f"\nPPO against the scorer itself reaches {o:.3f} (SFT {sft_score:.3f}): "
+              + ("even a perfect reward does not lift the policy at this PPO budget, so the reward models' PPO rows "
+                 "measure mostly how much each one perturbs the SFT policy." if o <= sft_score else
+                 "the budget's PPO can improve the policy with a perfect reward; the reward models' rows are "
+                 "measured against that."))
     print("\nThe normalizer's fitted-curves figure is not produced by this script.")
 
 
@@ -374,16 +410,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{b.ppo_steps} steps x {b.ppo_prompts_per_step} prompts x n = {b.ppo_n}, T = 1, KL beta 0.01, "
               f"actor lr {b.ppo_actor_lr}, critic lr {b.ppo_critic_lr}. Eval: greedy on the first "
               f"{b.eval_prompts} held-out prompts, at most {b.max_new_tokens} new tokens.\n")
-        estimated = False
+        print("This runs for minutes (pre-training and SFT first, then per seed three reward models and three "
+              "PPO runs); an estimate follows the first seed.\n", flush=True)
 
-        def log(msg: str, first: float | None = None) -> None:
-            nonlocal estimated
+        def log(msg: str) -> None:
             print(f"[{time.perf_counter() - t_all:6.0f} s] {msg}", flush=True)
-            if first is not None and not estimated:
-                estimated = True
-                # rough: on the loaded 2-core probe the rest took ~1.5x pre-training per seed
-                print(f"estimate: ~{first * (1 + 1.5 * len(args.seeds)) / 60:.1f} min in all (pretrain x "
-                      f"~1.5 per seed; revised after each seed)", flush=True)
 
         data, sft, heldout = build_shared(work, b, log)
         eval_rows = load_prompts(data / "heldout.jsonl")[: b.eval_prompts]
