@@ -190,6 +190,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/sweeps", help="sweep folder (its records/ are committed under "
                     "results/records/)")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--columns", nargs="+", metavar="NAME", help="run only these columns (the run ids, and so the "
+                    "records, are those of the whole grid: the table from all records is `pbrl table`'s)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="run only these of the budget's seeds")
     ap.add_argument("--d3rlpy-worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.d3rlpy_worker:
@@ -203,9 +206,20 @@ def main() -> None:
         return
     if not os.environ.get(D3RLPY_ENV):
         sys.exit(f"pbrl: error: set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help)")
-    b = BUDGETS[args.budget]
+    b = dict(BUDGETS[args.budget])
+    columns = COLUMNS
+    if args.columns:
+        unknown = sorted(set(args.columns) - {c["name"] for c in COLUMNS})
+        if unknown:
+            sys.exit(f"pbrl: error: --columns: unknown {', '.join(unknown)} (known: "
+                     f"{', '.join(c['name'] for c in COLUMNS)})")
+        columns = [c for c in COLUMNS if c["name"] in args.columns]
+    if args.seeds:
+        if not set(args.seeds) <= set(b["seeds"]):
+            sys.exit(f"pbrl: error: --seeds: the {args.budget} budget's seeds are {b['seeds']}")
+        b["seeds"] = [s for s in b["seeds"] if s in args.seeds]
     ensure_built(b["datasets"])
-    runs = len(b["datasets"]) * len(b["seeds"]) * len(COLUMNS)
+    runs = len(b["datasets"]) * len(b["seeds"]) * len(columns)
     print(f"peer_scores-{args.budget}: {runs} runs of {b['steps']} updates; at about 100 (pbrl) and 70 (d3rlpy) "
           f"updates/s on one thread this takes hours — it resumes where it stopped", flush=True)
     grid = Grid(
@@ -214,7 +228,7 @@ def main() -> None:
         budget=args.budget,
         base={k: b[k] for k in ("steps", "eval_every", "eval_episodes")},
         axes={"dataset": [dataset_id(n) for n in b["datasets"]], "seed": b["seeds"]},
-        columns=COLUMNS,
+        columns=columns,
         meta={
             "title": f"Peer score check: pbrl vs d3rlpy 2.8.1 — budget {args.budget}",
             "reference_note": "Both libraries at their published D4RL-locomotion settings on pbrl's hopper-medium "
