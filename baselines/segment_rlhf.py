@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import statistics
 import sys
@@ -263,7 +264,7 @@ def rm_metrics(model, pairs_path: Path, tasks: list[ChatTask]) -> dict[str, Any]
     xs, ys = spearman_pairs(per)
     return {"heldout_pairs": len(pairs), "accuracy": acc, "spearman": spearman(np.array(xs), np.array(ys)),
             "spearman_words": len(xs), "spearman_responses": len(per), "boundary": f1(*counts.tolist()),
-            "mean_segments": float(np.mean(n_seg)), "threshold": model.threshold}
+            "mean_segments": float(np.mean(n_seg)), "threshold": model.threshold, "normalizer": model.norm}
 
 
 def ppo_eval(data: Path, sft: Path, out: Path, b: Budget, seed: int, eval_rows: list[dict[str, Any]],
@@ -316,7 +317,7 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
-def report(rows: list[dict[str, Any]], sft_score: float) -> None:
+def report(rows: list[dict[str, Any]], sft_score: float, figure: str | None = None) -> None:
     if not rows:
         return
     n = len(rows)
@@ -376,7 +377,22 @@ def report(rows: list[dict[str, Any]], sft_score: float) -> None:
                  "measure mostly how much each one perturbs the SFT policy." if o <= sft_score else
                  "the budget's PPO can improve the policy with a perfect reward; the reward models' rows are "
                  "measured against that."))
-    print("\nThe normalizer's fitted-curves figure is not produced by this script.")
+    r0 = rows[0]
+    norms = {k: r0["reward_models"][k].get("normalizer") for k in KINDS}
+    if figure and all(norms.values()):
+        from pbrl.plot import plot_location_normalizers
+
+        plot_location_normalizers(norms, figure)  # type: ignore[arg-type]
+        print(f"\n## The fitted location-aware normalizers (seed {r0['seed']})\n")
+        print(f"![normalizer curves]({os.path.basename(figure)})\n")
+        print("Fitted on the training pairs' chosen and rejected responses, one point per 3-decimal key p = k/K "
+              "with at least two segments (SegmentRM's keys), Huber lines in ln p; the bandit model has one "
+              "segment per response (p = 1, ln p = 0), so its normalizer is the scalar one (slopes 0).\n")
+        print("| reward model | mu(p) = a ln p + b | sigma(p) = a ln p + b | sigma floor | segments fitted | keys |")
+        print("|---|---|---|---|---|---|")
+        for k, n in norms.items():
+            print(f"| {k} | {n['a_mu']:+.3f} ln p {n['b_mu']:+.3f} | {n['a_sigma']:+.3f} ln p {n['b_sigma']:+.3f} | "
+                  f"{n['sigma_floor']:.4f} | {n['segments']} | {len(n.get('points', {}).get('ln_p', []))} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -437,7 +453,8 @@ def main(argv: list[str] | None = None) -> None:
         except KeyboardInterrupt:
             print("\ninterrupted: reporting the finished seeds", flush=True)
         print(f"\nRaw per-seed rows: {records}/seed_<s>.json. Wall time {time.perf_counter() - t_all:.0f} s.")
-        report(rows, sft_score)
+        figure = os.path.splitext(out)[0] + "_normalizer.png" if out else None
+        report(rows, sft_score, figure)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,42 @@ def plot_runs(
     return chosen
 
 
+def plot_location_normalizers(norms: dict[str, dict[str, Any]], out_png: str | os.PathLike) -> str:
+    """The fitted location-aware normalizers (SegmentRM's figure): per model, the per-position mean and std of the
+    segment rewards against ln p (points, `normalizers.location_points`) and the fitted Huber lines
+    mu(p) = a_mu ln p + b_mu, sigma(p) = a_sigma ln p + b_sigma. `norms`: label -> a normalizer dict as LM reward
+    models store it (a_mu, b_mu, a_sigma, b_sigma, points)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (label, n) in enumerate(norms.items()):
+        pts = n.get("points") or {"ln_p": [], "mean": [], "std": []}
+        x = np.asarray(pts["ln_p"], np.float64)
+        lo = float(x.min()) if len(x) else -1.0
+        line = np.linspace(min(lo, -0.05), 0.0, 50)
+        c = colors[j % len(colors)]
+        for ax, key, a, b in ((axes[0, 0], "mean", n["a_mu"], n["b_mu"]),
+                              (axes[0, 1], "std", n["a_sigma"], n["b_sigma"])):
+            if len(x):
+                ax.scatter(x, pts[key], s=8, color=c, alpha=0.6)
+            ax.plot(line, a * line + b, color=c, label=f"{label}: {a:+.3f} ln p {b:+.3f}")
+    for ax, title in ((axes[0, 0], "mean of segment reward vs ln p"), (axes[0, 1], "std of segment reward vs ln p")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("ln p  (p = k/K, the segment's relative position)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = str(out_png)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        save_png(fig, out)
+    finally:
+        plt.close(fig)
+    return out
+
+
 @dataclass
 class Plot:
     """Learning and loss curves of run folders (train, reward train, pipeline, llm dpo) as one PNG."""

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from pbrl.errors import PbrlError
-from pbrl.plot import Plot, curve, key_group, plot_runs, read_runs, select_keys
+from pbrl.plot import Plot, curve, key_group, plot_location_normalizers, plot_runs, read_runs, select_keys
 from pbrl.runs import RunFolder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +89,19 @@ def test_plot_of_two_runs_writes_a_png(tmp_path, capsys):
     Plot(runs=[str(a)], out=str(tmp_path / "one.png"), keys=["iql/v_loss"]).run()
     assert capsys.readouterr().out.strip().endswith("1 panel (iql/v_loss) of 1 run")
     assert _png_size((tmp_path / "one.png").read_bytes()) == (420, 300)
+
+
+def test_location_normalizer_figure_draws_points_and_lines(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is in the stats and dev extras")
+    seg = {"a_mu": 0.2, "b_mu": 0.1, "a_sigma": -0.1, "b_sigma": 1.0,
+           "points": {"ln_p": [-1.1, -0.7, 0.0], "mean": [-0.1, 0.0, 0.1], "std": [1.1, 1.05, 1.0]}}
+    bandit = {"a_mu": 0.0, "b_mu": 0.3, "a_sigma": 0.0, "b_sigma": 2.0, "points": {"ln_p": [0.0], "mean": [0.3],
+                                                                                     "std": [2.0]}}
+    out = plot_location_normalizers({"segment": seg, "bandit": bandit}, tmp_path / "n.png")
+    data = (tmp_path / "n.png").read_bytes()
+    assert out.endswith("n.png") and _png_size(data) == (900, 340)  # two panels, 9.0 x 3.4 in at 100 dpi
+    assert plot_location_normalizers({"segment": seg, "bandit": bandit}, tmp_path / "m.png") and \
+        (tmp_path / "m.png").read_bytes() == data  # same input, same bytes
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ from pbrl.errors import PbrlError
 from pbrl.llm.models import TinyLMConfig
 from pbrl.rewards.learner import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, RewardModel, StepOutput
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
-from pbrl.rewards.normalizers import location_apply, location_fit
+from pbrl.rewards.normalizers import location_apply, location_fit, location_points
 from pbrl.rewards.segment import SegmenterConfig, densify_segments, last_valid, segment_ends
 from pbrl.rewards.units import RawRewards
 from pbrl.utils import atomic_torch_save, atomic_write_json
@@ -269,7 +269,7 @@ class LMRewardLearner(RewardModel):
         self._backbone_config = backbones[0].config  # saved so that `load` rebuilds the architecture
         self.reference = reference.eval().requires_grad_(False) if reference is not None else None
         self.threshold: float | None = self.segmenter.entropy_threshold
-        self.norm: dict[str, float] | None = None  # the fitted location normalizer
+        self.norm: dict[str, Any] | None = None  # the fitted location normalizer
         self.info = dict(info or {})
 
     @property
@@ -406,8 +406,11 @@ class LMRewardLearner(RewardModel):
         v = np.concatenate([s["values"].mean(0) for s in seg])
         p = np.concatenate([s["position"] for s in seg])
         a_mu, b_mu, a_sd, b_sd = location_fit(v, p, bins=None)
+        ln_p, mean, std = location_points(v, p, bins=None)
         self.norm = {"a_mu": a_mu, "b_mu": b_mu, "a_sigma": a_sd, "b_sigma": b_sd,
-                     "sigma_floor": float(max(SIGMA_FLOOR * v.std(), 1e-6)), "segments": int(len(v))}
+                     "sigma_floor": float(max(SIGMA_FLOOR * v.std(), 1e-6)), "segments": int(len(v)),
+                     # the per-key points the lines were fitted to, kept to draw the fit (SegmentRM's figure)
+                     "points": {"ln_p": ln_p.tolist(), "mean": mean.tolist(), "std": std.tolist()}}
         return self.norm
 
     # ------------------------------------------------------------------ checkpoint

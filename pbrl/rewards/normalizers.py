@@ -66,15 +66,14 @@ def huber_fit(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[floa
     return float(fit.coef_[0]), float(fit.intercept_)
 
 
-def location_fit(
-    values: np.ndarray, position: np.ndarray, bins: int | None = 20, epsilon: float = 1.35
-) -> tuple[float, float, float, float]:
-    """Fit mu(p) and sigma(p) against ln p; returns (a_mu, b_mu, a_sigma, b_sigma).
+def location_points(
+    values: np.ndarray, position: np.ndarray, bins: int | None = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points `location_fit` regresses: per group of at least two units, (mean ln p, mean, population std).
 
     values [S], position [S] in (0, 1]. Positions are grouped by value when there are at most `bins` distinct ones,
     else into `bins` equal-width bins; `bins=None` groups by the key f"{p:.3f}" (SegmentRM's code, which keys each
-    segment by k/K to three decimals). Each group's mean and population std is one point at its mean ln p.
-    With a single position (the bandit model: K = 1) the fit is the scalar normalizer: slopes 0, mean and std.
+    segment by k/K to three decimals). Returns three [G] arrays (G = 0 when no group has two units).
     """
     v, p = np.asarray(values, np.float64), np.asarray(position, np.float64)
     if v.shape != p.shape or v.ndim != 1:
@@ -98,10 +97,23 @@ def location_fit(
         xs.append(np.log(p[sel]).mean())
         mus.append(v[sel].mean())
         sds.append(v[sel].std())
-    if not xs:  # too few units to group: the scalar (bandit) normalizer
+    return np.array(xs), np.array(mus), np.array(sds)
+
+
+def location_fit(
+    values: np.ndarray, position: np.ndarray, bins: int | None = 20, epsilon: float = 1.35
+) -> tuple[float, float, float, float]:
+    """Fit mu(p) and sigma(p) against ln p; returns (a_mu, b_mu, a_sigma, b_sigma).
+
+    The points are `location_points(values, position, bins)`: each group's mean and std at its mean ln p.
+    With a single position (the bandit model: K = 1) the fit is the scalar normalizer: slopes 0, mean and std.
+    """
+    xs, mus, sds = location_points(values, position, bins)
+    if not len(xs):  # too few units to group: the scalar (bandit) normalizer
+        v = np.asarray(values, np.float64)
         return 0.0, float(v.mean()), 0.0, float(v.std())
-    a_mu, b_mu = huber_fit(np.array(xs), np.array(mus), epsilon)
-    a_sd, b_sd = huber_fit(np.array(xs), np.array(sds), epsilon)
+    a_mu, b_mu = huber_fit(xs, mus, epsilon)
+    a_sd, b_sd = huber_fit(xs, sds, epsilon)
     return a_mu, b_mu, a_sd, b_sd
 
 

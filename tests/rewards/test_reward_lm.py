@@ -25,7 +25,7 @@ from pbrl.rewards.lm import (
     token_rewards,
     tokenize_lm_pairs,
 )
-from pbrl.rewards.normalizers import location_apply, location_fit
+from pbrl.rewards.normalizers import location_apply, location_fit, location_points
 from pbrl.rewards.segment import SegmenterConfig
 from pbrl_envs.chat import make_tasks, preference_pairs
 
@@ -138,6 +138,20 @@ def test_location_fit_recovers_a_positional_drift_keyed_by_k_over_K():
     assert location_apply(np.array([1.0]), np.array([1e-6]), (0.0, 0.0, 1.0, 1.0), sigma_floor=0.5)[0] == 2.0
 
 
+def test_location_points_group_by_three_decimal_keys_by_hand():
+    # keys 0.333 (two units), 0.5 (one unit: left out), 1.0 (three units)
+    p = np.array([1 / 3, 1 / 3, 0.5, 1.0, 1.0, 1.0])
+    v = np.array([1.0, 3.0, 9.0, 0.0, 1.0, 5.0])
+    x, mean, std = location_points(v, p, bins=None)
+    np.testing.assert_allclose(x, [math.log(1 / 3), 0.0])
+    np.testing.assert_allclose(mean, [2.0, 2.0])
+    np.testing.assert_allclose(std, [1.0, np.std([0.0, 1.0, 5.0])])
+    # the fit is the Huber line through exactly these points (two points: the line through both)
+    a_mu, b_mu, a_sd, b_sd = location_fit(v, p, bins=None)
+    assert a_mu == pytest.approx(0.0, abs=1e-6) and b_mu == pytest.approx(2.0, abs=1e-6)
+    assert a_sd * math.log(1 / 3) + b_sd == pytest.approx(1.0, abs=1e-4) and b_sd == pytest.approx(std[1], abs=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------- densification
 def test_densified_rewards_of_a_segment_sum_to_its_normalized_reward():
     model = _learner("entropy", threshold=1.0)
@@ -183,6 +197,8 @@ def test_lm_learner_contract_train_reload_score(trained, chat_pairs):
     assert get_learner("lm") is LMRewardLearner and model.kind == "lm"
     assert isinstance(model, RewardLearner) and model.members == 2
     assert model.threshold is not None and model.norm["segments"] > 0
+    pts = model.norm["points"]  # the points the stored lines were fitted to, for the normalizer figure
+    assert len(pts["ln_p"]) == len(pts["mean"]) == len(pts["std"]) > 1 and max(pts["ln_p"]) == 0.0
     loaded = load_reward_model(out)
     assert type(loaded) is LMRewardLearner and load_lm_reward(out).threshold == model.threshold
     pairs = tokenize_lm_pairs(chat_pairs[1][:8], model.tokenizer, model.length)
