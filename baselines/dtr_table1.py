@@ -43,9 +43,16 @@ CI_DT = {"embed_dim": 32, "n_layers": 1, "n_heads": 1, "n_inner": 64, "batch_siz
 SMALL_SEQ_RUN = {"steps": 1500, "eval_every": 500}
 
 
+# The papers' updates per algorithm (dtr.md): the MLP algorithms 1M (CORL's IQL / TD3+BC / CQL on D4RL, the base
+# steps), DT 100k (CORL's DT; DTConfig's defaults are CORL's: embed 128, 3 layers, 1 head, batch 64, K 20), QT and
+# DTR 50k (the DTR release, 50 x 1000; DTRConfig's defaults are the release's: embed 256, 4 layers, 4 heads,
+# n_inner 1024, batch 256, K 20). Evaluation every 5000 updates, 10 episodes of the last checkpoint, 5 seeds.
+PAPER_STEPS = {"mlp": 1_000_000, "dt": 100_000, "dtr": 50_000}
+
+
 def columns(budget: str) -> list[dict]:
     if budget == "paper":
-        dt = dtr = mlp = {}
+        dt, dtr, mlp = {"steps": PAPER_STEPS["dt"]}, {"steps": PAPER_STEPS["dtr"]}, {}
     elif budget == "ci":
         dt = dtr = {"policy": CI_DT}
         mlp = {"policy": {"batch_size": 256}}
@@ -80,7 +87,7 @@ BUDGETS = {
     "paper": {
         "datasets": [f"{e}-{d}" for e in ("hopper", "walker2d", "halfcheetah") for d in ("medium", "medium-replay", "medium-expert")],
         "seeds": [0, 1, 2, 3, 4],
-        "base": {"steps": 1_000_000, "eval_every": 5000, "eval_episodes": 10, "queries": 2000, "length": 200,
+        "base": {"steps": PAPER_STEPS["mlp"], "eval_every": 5000, "eval_episodes": 10, "queries": 2000, "length": 200,
                  "tie_threshold": 10.0, "reward_epochs": 50, "device": "cuda"},
     },
 }
