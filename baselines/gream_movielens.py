@@ -45,7 +45,7 @@ MAX_HISTORY = 20
 BUDGETS: dict[str, dict[str, Any]] = {
     # seconds: a fifth of the users, one seed, two epochs (checks the path, not the numbers)
     "ci": {"users": 200, "seeds": [0], "epochs": 2, "patience": 2},
-    "full": {"users": None, "seeds": [0, 1, 2], "epochs": 200, "patience": 10},
+    "full": {"users": None, "seeds": [0, 1, 2], "epochs": 100, "patience": 8},
 }
 NEURAL = {"hidden": 64, "dropout": 0.5, "max_len": MAX_HISTORY, "loss": "ce", "lr": 1e-3, "batch_size": 128}
 COLUMNS: list[dict[str, Any]] = [
