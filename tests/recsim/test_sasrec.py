@@ -134,3 +134,24 @@ def test_bad_input_is_one_line():
         SASRec(NUM_ITEMS, small(loss="bpr"))
     with pytest.raises(PbrlError, match="scores\\(\\) before fit\\(\\)"):
         GRU4Rec(NUM_ITEMS, small()).scores([np.array([1])])
+
+
+def test_movielens_table_from_records(tmp_path):
+    from baselines.gream_movielens import METRICS, write_table
+
+    def record(column, seed, ndcg10):
+        split = {m: 0.1 for m in METRICS} | {"ndcg@10": ndcg10}
+        return {"run_id": f"{column}-{seed}", "column": column, "config": {"seed": seed, "epochs": 3, "patience": 2},
+                "budget": "test", "device_name": "cpu", "threads": 1, "wall_s": 6.0, "git_revision": "abc",
+                "result": {"dataset_users": 9, "dataset_items": 5, "dataset_interactions": 40, "dataset_transitions": 22,
+                           "valid": split, "test": split, "valid_seen_removed": split, "test_seen_removed": split,
+                           "fit_s": 2.0, "load_start": 1.0, "load_end": 3.0}}
+
+    recs = [record("SASRec", 0, 0.2), record("SASRec", 1, 0.4), record("popularity", 0, 0.05)]
+    paths = write_table(recs, str(tmp_path), "t")
+    md = open(paths["md"]).read()
+    assert "| SASRec | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | 0.3000 ± 0.1000 |" in md
+    assert md.index("| popularity |") < md.index("| SASRec |")  # the script's column order
+    assert "LLM recommender after SRPO | not run yet" in md and "1.0 to 3.0" in md
+    rows = open(paths["csv"]).read().splitlines()
+    assert "SASRec,test,ndcg@10,2,0.30000,0.10000,0.20000 0.40000" in rows
