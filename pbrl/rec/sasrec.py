@@ -16,7 +16,8 @@ s_1..s_L (most recent last, left-padded with 0 up to L = max_len):
 Training targets every position: the item after s_t is s_{t+1}. Two losses:
 - "bce" (the paper's): -log sigmoid(r_{t,pos}) - log(1 - sigmoid(r_{t,neg})) with one negative item per position,
   drawn uniformly from the items not in the training window;
-- "ce" (RecBole's and most later papers'): softmax cross-entropy over the whole catalogue, -log softmax(r_t)_{pos}.
+- "ce" (RecBole's and most later papers'): softmax cross-entropy over the whole catalogue, -log softmax(r_t)_{pos}
+  (Klenitskiy & Vasilev, RecSys 2023, find SASRec trained so clearly better than with the one-negative loss).
 Adam (lr 1e-3, betas (0.9, 0.98) as in the original code); early stopping on the validation NDCG@10 (the best
 epoch's weights are kept). Scores for a history: r at its last position against every item (full ranking).
 
