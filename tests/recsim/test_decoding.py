@@ -4,6 +4,7 @@ the reasoning mode's answer parsing and sample ranking."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from pbrl.errors import PbrlError
 from pbrl.llm.sampler import Generation, HFSampler, SamplingConfig
 from pbrl.rec.decoding import (
     IdVocab,
+    beam_metrics,
     constrained_beam_search,
     id_trie,
     invalid_rate,
@@ -178,7 +180,13 @@ def test_unconstrained_beams_and_the_ranking_helpers():
 
     per = [Beam((1,), None, -0.5), Beam((2,), 4, -1.0), Beam((3,), 7, -2.0)]
     assert ranked_items(per) == [4, 7] and ranked_items(per, filter_invalid=False) == [None, 4, 7]
-    assert target_rank([4, 7], 7) == 1 and target_rank([4, 7], 9) == 2
+    assert target_rank([4, 7], 7) == 1 and target_rank([4, 7], 9) is None
+    # metrics: prompt 1 finds its target at rank 1 of the filtered list, prompt 2 misses (2 items < K = 5 but a miss)
+    m = beam_metrics([per, per], [7, 9], ks=(1, 5))
+    assert m["rec/recall@1"] == 0.0 and m["rec/recall@5"] == 0.5
+    assert m["rec/ndcg@5"] == pytest.approx(0.5 / math.log2(3))
+    assert m["rec/invalid_rate"] == pytest.approx(1 / 3) and m["rec/invalid_top1"] == 1.0
+    assert beam_metrics([per], [4], ks=(1,), filter_invalid=False)["rec/recall@1"] == 0.0  # None keeps slot 0
     assert invalid_rate([per], top=1) == 1.0 and invalid_rate([per]) == pytest.approx(1 / 3)
     with pytest.raises(PbrlError, match="num_beams"):
         constrained_beam_search(model, prompts, None, vocab=vocab, eos_token_id=tok.eos_token_id, num_beams=0)
@@ -227,3 +235,35 @@ def test_reasoning_recommend_interface():
     ranked, bad = reasoning_recommend(FixedSampler(), [[1]], tok, ids, n=4, eos_token_id=eos)
     assert ranked == [[(0, -2.0), (1, -3.0)]]  # item 0 = <|a_1|><|b_2|> (-0.5 x 4), item 1 (-1 x 3)
     assert bad == 0.5
+
+
+def test_beam_search_equals_hf_generate_where_hf_stays_valid():
+    """HF's beam search with prefix_allowed_tokens_fn (length_penalty 0: summed log-probs) as the reference on a
+    catalog with more IDs than beams."""
+    from transformers import GenerationConfig
+
+    ids, tok, model, _ = tiny(catalog(n=12, levels=2, k=4, seed=0), [0] * 12, k=4, users=3)
+    vocab, eos, trie = IdVocab(ids, tok), tok.eos_token_id, id_trie(ids, tok)
+    tok.padding_side = "left"
+    enc = tok(["u0", "u1 u2", "u2"], return_tensors="pt", padding=True)
+    L = enc["input_ids"].shape[1]
+
+    def fn(batch_id, input_ids):
+        node = 0
+        for t in input_ids[L:].tolist():
+            if t == eos:
+                return [eos]
+            node = trie.step(node, t)
+        return trie.allowed(node, eos)
+
+    gc = GenerationConfig(num_beams=6, num_return_sequences=6, max_new_tokens=3, do_sample=False, eos_token_id=eos,
+                          pad_token_id=tok.pad_token_id, length_penalty=0.0, early_stopping=True,
+                          output_scores=True, return_dict_in_generate=True)
+    out = model.generate(**enc, generation_config=gc, prefix_allowed_tokens_fn=fn)
+    prompts = [enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist() for i in range(3)]
+    mine = constrained_beam_search(model, prompts, trie, vocab=vocab, eos_token_id=eos, num_beams=6)
+    seqs, scores = out.sequences[:, L:].tolist(), out.sequences_scores.tolist()
+    for p in range(3):
+        hf = [vocab.item(seqs[p * 6 + b][: seqs[p * 6 + b].index(eos)]) for b in range(6)]
+        assert hf == [b.item for b in mine[p]]
+        assert scores[p * 6: p * 6 + 6] == pytest.approx([b.logprob for b in mine[p]], abs=1e-5)
