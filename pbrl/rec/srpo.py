@@ -232,7 +232,8 @@ class SrpoConfig:
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (paper: 0.1)."""
     warmup_steps: int = 10
-    """Linear learning-rate warm-up over this many steps (paper: 10)."""
+    """Linear learning-rate warm-up: step s (0-based) trains at lr min(1, (s + 1) / warmup_steps) (paper: 10; verl
+    starts its warm-up at 0, a step that changes nothing)."""
     clip_low: float = 0.2
     """Ratio clip eps_low (paper: 0.2)."""
     clip_high: float = 0.2
@@ -244,7 +245,7 @@ class SrpoConfig:
     max_grad_norm: float = 1.0
     """Gradient clip (paper: 1.0; 0 = off)."""
     sample_batch: int = 64
-    """Prompts per sampler call."""
+    """Prompts per sampler call (part of a rollout's seed, so a resume must keep it)."""
     checkpoint_every: int = 10
     """Write checkpoint.pt every this many steps (and at the end)."""
     resume: bool = True
@@ -285,7 +286,7 @@ class SrpoConfig:
 
 
 # ----------------------------------------------------------------------------------------------- trainer
-_NOT_FINGERPRINTED = ("out", "resume", "steps", "progress", "device", "checkpoint_every", "threads", "sample_batch")
+_NOT_FINGERPRINTED = ("out", "resume", "steps", "progress", "device", "checkpoint_every", "threads")
 
 
 def _gen_rows(n_prompts: int, cfg: SrpoConfig, step: int, batch: int) -> list[int]:
@@ -523,10 +524,13 @@ def train_srpo(
 
 
 # ----------------------------------------------------------------------------------------------- data + command
-def read_targets(path: str | Path, ids: Any, tokenizer: Any) -> tuple[list[list[int]], list[int]]:
-    """Prompts (token ids, rendered with the generation prompt) and target items of an SFT-style JSONL file: each
-    row holds ``messages`` (a trailing assistant turn is the answer and is dropped from the prompt) or ``prompt``,
-    and the target as ``item`` (an item index) or, without it, the ID tokens of the assistant answer."""
+def read_targets(path: str | Path, ids: Any, tokenizer: Any, tasks: Sequence[str] | None = ("seqrec",)
+                 ) -> tuple[list[list[int]], list[int]]:
+    """Prompts (token ids, rendered with the generation prompt) and target items of an SFT-style JSONL file (e.g.
+    the valid.jsonl of ``pbrl.rec.align_data``): each row holds ``messages`` (a trailing assistant turn is the
+    answer and is dropped from the prompt) or ``prompt``, and the target as ``item`` (an item index) or, without
+    it, the ID tokens of the assistant answer. Rows whose ``task`` field is not in ``tasks`` are skipped (an
+    alignment file's item2index / index2item / preference rows); rows without the field are kept; None keeps all."""
     from pbrl.llm.odpo import prompt_ids
     from pbrl.utils import read_json_lines
 
@@ -538,6 +542,8 @@ def read_targets(path: str | Path, ids: Any, tokenizer: Any) -> tuple[list[list[
         where = f"{path}:{line}"
         if not isinstance(obj, dict):
             raise PbrlError(f"{where}: expected an object with messages or prompt")
+        if tasks is not None and "task" in obj and obj["task"] not in tasks:
+            continue
         answer = obj.get("completion") if isinstance(obj.get("completion"), str) else None
         row = dict(obj)
         if isinstance(obj.get("messages"), list) and obj["messages"]:
@@ -564,7 +570,7 @@ def read_targets(path: str | Path, ids: Any, tokenizer: Any) -> tuple[list[list[
         prompts.append(prompt_ids(tokenizer, row))
         targets.append(int(item))
     if not prompts:
-        raise PbrlError(f"{path}: no rows")
+        raise PbrlError(f"{path}: no rows" + (f" of task {', '.join(tasks)}" if tasks is not None else ""))
     return prompts, targets
 
 
@@ -579,6 +585,8 @@ class RecSrpo(SrpoConfig):
     """JSONL of {messages | prompt, item}: the prompt and its target item (or an assistant answer that is its ID)."""
     ids: str = ""
     """The semantic IDs file written by ``pbrl rec ids``."""
+    task: str = "seqrec"
+    """Train on the rows of this ``task`` (rows without a task field are always kept)."""
 
     def run(self) -> None:
         from pbrl.llm.tokenizer import load_tokenizer
@@ -591,7 +599,7 @@ class RecSrpo(SrpoConfig):
         n, note = choose_threads(self.threads)
         ids = SemanticIds.load(self.ids)
         tokenizer = load_tokenizer(self.model)
-        prompts, targets = read_targets(self.data, ids, tokenizer)
+        prompts, targets = read_targets(self.data, ids, tokenizer, (self.task,))
         print(f"pbrl rec srpo on {self.data}: {len(prompts)} prompts, {len(ids.codes)} items, "
               f"{threads_line(n, note)}; {self.steps} steps of {self.prompts_per_step} prompts x {self.n} rollouts",
               flush=True)

@@ -282,11 +282,16 @@ def test_rec_srpo_command_reads_sft_style_rows(tmp_path, capsys):
     rows = [{"messages": [{"role": "user", "content": f"u{i}"},
                           {"role": "assistant", "content": ids.item_text(t)}]} for i, t in enumerate(targets)]
     rows.append({"prompt": "u0", "item": 5})
+    rows.append({"messages": [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a text"}],
+                 "task": "index2item", "item": 3})  # an alignment row of another task: skipped
+    rows.append({"messages": [{"role": "user", "content": "u2"},
+                              {"role": "assistant", "content": ids.item_text(7)}], "task": "seqrec", "item": 7})
     data = tmp_path / "rl.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompts, tg = read_targets(data, ids, tok)
-    assert tg == targets + [5]
-    assert prompts[0] == prompts[-1]  # the answer turn is not part of the prompt
+    assert tg == targets + [5, 7]
+    assert len(read_targets(data, ids, tok, tasks=None)[1]) == len(rows)
+    assert prompts[0] == prompts[4]  # the answer turn is not part of the prompt
     assert tok.decode(prompts[0]).rstrip().endswith("assistant")
     RecSrpo(model=str(mdir), data=str(data), ids=str(tmp_path / "ids.json"), out=str(tmp_path / "run"), steps=1,
             prompts_per_step=2, minibatch_prompts=2, n=4, k=2, progress=False, threads=1).run()
@@ -299,4 +304,7 @@ def test_rec_srpo_command_reads_sft_style_rows(tmp_path, capsys):
         read_targets(bad, ids, tok)
     bad.write_text(json.dumps({"prompt": "u0", "item": 99}) + "\n")
     with pytest.raises(PbrlError, match="bad.jsonl:1: field 'item'"):
+        read_targets(bad, ids, tok)
+    bad.write_text(json.dumps({"prompt": "u0", "item": 1, "task": "item2index"}) + "\n")
+    with pytest.raises(PbrlError, match="no rows of task seqrec"):
         read_targets(bad, ids, tok)
