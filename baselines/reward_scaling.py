@@ -3,15 +3,15 @@
 One axis at a time is varied around a base point of the step-wise MLP ensemble (Uni-RLHF / DTR's reward model,
 `pbrl.rewards.nets.StepLearner`):
 - width of the hidden layers, depth (number of hidden layers), ensemble members;
-- the number of preference labels (scripted queries) — on this axis a short IQL policy is also trained on the
-  relabeled data (member z-score, DTR's normalization), beside an IQL on the true reward (the oracle).
+- the number of preference labels (scripted queries) — at five of its points a short IQL policy is also trained on
+  the relabeled data (member z-score, DTR's normalization), beside an IQL on the true reward (the oracle).
 
 Measured per run (3 seeds, each seed draws its own labels, initialisation and held-out pairs):
 - held-out pair accuracy: accuracy of the ensemble mean's segment scores on `heldout` fresh pairs labelled by the
   same teacher (pairs the model never saw; tied pairs excluded), `pbrl.rewards.train.evaluate_pairs`;
 - learned-vs-true reward correlation, Pearson and Spearman (scipy), per step over the whole dataset and per
   segment of the query length, `pbrl.rewards.report.reward_report`;
-- the policy's last normalized score (labels axis only).
+- the policy's last normalized score (those points of the labels axis only).
 
 Each axis's trend (metric against log2 of the axis value, with the seeds' standard errors) is classified positive /
 flat / inverse / U-shaped / inverted-U by `pbrl.llm.trends.classify_trend` when that module exists; otherwise the
@@ -178,9 +178,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
                  "heldout": 500},
         "values": {"width": [8, 16, 32, 64, 128, 256, 512, 1024], "depth": [1, 2, 3, 4, 6, 8],
                    "ensemble": [1, 2, 3, 5, 8, 12], "queries": [25, 50, 100, 200, 400, 800, 1600, 3200]},
-        # IQL 64x64 (pendulum's behaviour policy is 64x64 too), 6k updates, 10 evaluation episodes
-        "policy": {"policy": "iql", "policy_steps": 6000, "eval_every": 2000, "eval_episodes": 10,
+        # IQL 64x64 (pendulum's behaviour policy is 64x64 too), 4k updates, 10 evaluation episodes, on five
+        # points of the labels axis (a policy run costs 20-40 reward-only runs on the shared 2-core machine)
+        "policy": {"policy": "iql", "policy_steps": 4000, "eval_every": 2000, "eval_episodes": 10,
                    "policy_config": {"batch_size": 256, "hidden": [64, 64]}},
+        "policy_queries": [25, 100, 200, 400, 1600],
     },
     "ci": {
         "dataset": "pendulum-medium-replay",
@@ -189,6 +191,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "values": {"width": [8, 16], "depth": [1, 2], "ensemble": [1, 2], "queries": [20, 40]},
         "policy": {"policy": "iql", "policy_steps": 50, "eval_every": 50, "eval_episodes": 1,
                    "policy_config": {"batch_size": 32, "hidden": [16, 16]}},
+        "policy_queries": [20, 40],
     },
 }
 
@@ -199,15 +202,17 @@ def column_name(axis: str, value: Any) -> str:
 
 def grid_columns(budget: dict[str, Any]) -> list[dict[str, Any]]:
     """One column per distinct setting: each axis's values with the other settings at the base (the base point is
-    one column, shared by every axis), the policy on the labels axis, and the oracle policy on the true reward."""
+    one column, shared by every axis), the policy at the labels axis's `policy_queries`, and the oracle policy on
+    the true reward."""
     base = budget["base"]
-    cols: list[dict[str, Any]] = [{"name": "base", **base, **budget["policy"]}]
+    cols: list[dict[str, Any]] = [{"name": "base", **base,
+                                   **(budget["policy"] if base["queries"] in budget["policy_queries"] else {})}]
     for axis in AXES:
         for v in budget["values"][axis]:
             if v == base[axis]:
                 continue
             col = {"name": column_name(axis, v), **base, axis: v}
-            if axis == "queries":
+            if axis == "queries" and v in budget["policy_queries"]:
                 col.update(budget["policy"])
             cols.append(col)
     cols.append({"name": "oracle-true-reward", "reward": "true", **budget["policy"]})
@@ -313,7 +318,7 @@ def scaling_table(records: list[dict[str, Any]], out_dir: str, name: str, budget
         *budget_lines(records),
         f"- base point: {base}; held-out pairs per run: {base['heldout']} (drawn with seed + {HELDOUT_SEED_OFFSET}); "
         f"reward epochs at most {base['epochs']} (early stop at 0.968 train accuracy)",
-        f"- policy on the labels axis: {budget['policy']}, on the member z-score relabeled data; "
+        f"- policy at labels {budget['policy_queries']}: {budget['policy']}, on the member z-score relabeled data; "
         "`oracle-true-reward` is the same policy on the dataset's own reward",
         "- threads: 1 per run; the machine was shared with other work (numbers are not timings)",
         "",
@@ -404,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     args = ap.parse_args(argv)
     import torch
 
-    from pbrl.sweep import run_sweep
+    from pbrl.sweep import expand, run_sweep
     from pbrl.tables import load_records, make_table
 
     torch.set_num_threads(1)
@@ -419,12 +424,14 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     if any(r["status"] != "ok" for r in done):
         raise PbrlError(f"some runs failed; see {run_dir}/records/*.failed.json")
     rec_dir = os.path.join(run_dir, "records")
+    # only this grid's runs: records of an earlier version of the grid (other settings, other ids) stay out
+    ids = {r.run_id for r in expand(grid)}
+    files = [os.path.join(rec_dir, f"{i}.json") for i in sorted(ids)]
     if args.copy_records:
         os.makedirs(args.copy_records, exist_ok=True)
-        for f in sorted(os.listdir(rec_dir)):
-            if f.endswith(".json") and not f.endswith(".failed.json"):
-                shutil.copy2(os.path.join(rec_dir, f), os.path.join(args.copy_records, f))
-    records = load_records([rec_dir])
+        for f in files:
+            shutil.copy2(f, os.path.join(args.copy_records, os.path.basename(f)))
+    records = load_records(files)
     paths = scaling_table(records, args.results, grid.name, b)
     policy_cols = [c["name"] for c in grid.columns if c.get("policy")]
     paths.update({f"policy_{k}": v for k, v in make_table(
