@@ -10,7 +10,10 @@ the ID-answer tasks, `item` = the answer's item index, which the SFT loader igno
   sequence without its last two items), sliding over each sequence: target t[i] for i >= 1 with the <= max_history
   items before it (the official `_process_train_data`). valid.jsonl holds one seqrec record per user: the history
   before the validation target (second-to-last item) -> that target (prompt 0, as the official valid set).
-- item2index: the item's text -> its ID; index2item: the ID -> the item's text (every item of the catalog).
+- item2index: the item's title, or title and description, -> its ID; index2item: the ID -> its title, or title
+  and description (official answer layout "<title>\n\n<description>"); every item of the catalog once. The title
+  is the item text before its last "; " ("Toy Story (1995)"), the description the genres after it ("Animation,
+  Children's, Comedy"); an item text without "; " is all title and only the title templates are drawn.
 - preference: a history -> a statement of the genres that history holds most, counted from its items' texts
   (the part after "; ", e.g. "Toy Story (1995); Animation, Children's, Comedy"): "The user mostly chooses Drama
   (9 of 20 items), Comedy (6) and Thriller (4)." One record per user, from the last <= max_history training items.
@@ -55,14 +58,16 @@ PROMPTS: dict[str, list[str]] = {
         "Which item would the user be likely to interact with next after interacting with items {inters}?",
     ],
     "item2index": [
-        'Which item has the title: "{text}"?',
-        'An item is called "{text}", could you please let me know which item it is?',
-        'What is the item that goes by the title "{text}"?',
+        'Which item has the title: "{title}"?',
+        'An item is called "{title}", could you please let me know which item it is?',
+        'An item is called "{title}" and described as "{description}", can you tell me which item it is?',
+        'Could you please identify what item is called "{title}" and described as "{description}"?',
     ],
     "index2item": [
         "What is the title of item {item}?",
-        "Can you provide the title of item {item}?",
         "Could you please tell me what item {item} is called?",
+        "What is the title and description of item {item}?",
+        "Please tell me what item {item} is called, along with a brief description of it.",
     ],
     "preference": [
         "The user has interacted with items {inters} in chronological order. Please estimate his preferences.",
@@ -95,6 +100,12 @@ def preference_statement(texts: Sequence[str], top: int = 3) -> str | None:
     return f"The user mostly chooses {body}."
 
 
+def title_description(text: str) -> tuple[str, str]:
+    """(title, description) of an item text "<title> (<year>); <genres>": split at the last "; " ("" without)."""
+    title, sep, rest = text.rpartition("; ")
+    return (title.strip(), rest.strip()) if sep else (text.strip(), "")
+
+
 def _chat(task: str, prompt: str, answer: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
             "task": task, **extra}
@@ -116,8 +127,10 @@ def alignment_records(log: RecLog, split: LooSplit, ids: SemanticIds, tasks: Seq
     def inters(hist: np.ndarray) -> str:
         return HISTORY_SEP.join(id_text[int(i)] for i in hist)
 
-    def pick(task: str) -> str:
-        return PROMPTS[task][rng.randrange(len(PROMPTS[task]))]
+    def pick(task: str, described: bool = False) -> str:
+        # without a description only the templates that do not name one are drawn
+        choices = [p for p in PROMPTS[task] if described or "description" not in p]
+        return choices[rng.randrange(len(choices))]
 
     train: list[dict] = []
     if "seqrec" in tasks:
@@ -128,10 +141,15 @@ def alignment_records(log: RecLog, split: LooSplit, ids: SemanticIds, tasks: Seq
                                    item=int(seq[i])))
     if "item2index" in tasks:
         for i, text in enumerate(log.item_texts):
-            train.append(_chat("item2index", pick("item2index").format(text=text), id_text[i], item=i))
+            title, desc = title_description(text)
+            prompt = pick("item2index", bool(desc)).format(title=title, description=desc)
+            train.append(_chat("item2index", prompt, id_text[i], item=i))
     if "index2item" in tasks:
         for i, text in enumerate(log.item_texts):
-            train.append(_chat("index2item", pick("index2item").format(item=id_text[i]), text, item=i))
+            title, desc = title_description(text)
+            prompt = pick("index2item", bool(desc))
+            answer = f"{title}\n\n{desc}" if "description" in prompt else title
+            train.append(_chat("index2item", prompt.format(item=id_text[i]), answer, item=i))
     if "preference" in tasks:
         made = 0
         for seq in split.train:
@@ -171,7 +189,8 @@ def write_alignment_data(log: RecLog, split: LooSplit, ids: SemanticIds, out_dir
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("sft.jsonl", train), ("valid.jsonl", valid)):
         atomic_write_text(str(out / name), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return {"sft": dict(Counter(r["task"] for r in train)), "valid": {"seqrec": len(valid)}}
+    made = Counter(r["task"] for r in train)
+    return {"sft": {t: made[t] for t in tasks}, "valid": {"seqrec": len(valid)}}
 
 
 ID_TOKEN = re.compile(r"<\|[a-z]_\d+\|>")

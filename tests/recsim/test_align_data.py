@@ -14,6 +14,7 @@ from pbrl.rec.align_data import (
     alignment_tokenizer,
     item_genres,
     preference_statement,
+    title_description,
     write_alignment_data,
 )
 from pbrl.rec.movielens import RecLog, leave_one_out
@@ -42,6 +43,8 @@ def history_items(prompt, ids):
 def test_preference_statement_by_hand():
     assert item_genres("Toy Story (1995); Animation, Children's, Comedy") == ["Animation", "Children's", "Comedy"]
     assert item_genres("No genres here") == []
+    assert title_description("Toy Story (1995); Animation, Comedy") == ("Toy Story (1995)", "Animation, Comedy")
+    assert title_description("Plain") == ("Plain", "")
     s = preference_statement([TEXTS[1], TEXTS[2], TEXTS[5], TEXTS[0]])
     assert s == "The user mostly chooses Drama (3 of 4 items), Comedy (2) and Romance (1)."  # Romance seen before Action
     assert preference_statement(["x", "y"]) is None
@@ -70,9 +73,13 @@ def test_records_parse_and_seqrec_answers_are_the_right_ids(tmp_path):
             assert (hist, item) in windows
             seen.add((hist, item))
         elif row["task"] == "item2index":
-            assert ids.item_of(TOKEN.findall(answer)) == row["item"] and TEXTS[row["item"]] in user
+            title, desc = TEXTS[row["item"]].split("; ")
+            assert ids.item_of(TOKEN.findall(answer)) == row["item"] and f'"{title}"' in user
+            assert ("described as" not in user) or f'"{desc}"' in user
         elif row["task"] == "index2item":
-            assert answer == TEXTS[row["item"]] and ids.item_of(TOKEN.findall(user)) == row["item"]
+            title, desc = TEXTS[row["item"]].split("; ")
+            assert answer in (title, f"{title}\n\n{desc}") and ids.item_of(TOKEN.findall(user)) == row["item"]
+            assert (answer == title) == ("description" not in user)
     assert seen == windows  # every training window once
     assert ids.item_tokens(0)[-1] == "<|c_1|>" and ids.item_tokens(4)[-1] == "<|c_2|>"  # collisions told apart
     valid = [json.loads(line) for line in (tmp_path / "valid.jsonl").read_text().splitlines()]
