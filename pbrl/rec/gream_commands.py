@@ -74,7 +74,12 @@ class RecIds:
 
     def run(self) -> dict:
         from pbrl.rec.movielens import load_log
-        from pbrl.rec.semantic_ids import check_budget, embed_texts, semantic_ids_from_embeddings
+        from pbrl.rec.semantic_ids import (
+            check_budget,
+            embed_texts,
+            embedding_cache_path,
+            semantic_ids_from_embeddings,
+        )
         from pbrl.utils import atomic_write_json, choose_threads, git_revision, remove_paths, threads_line
 
         n, note = choose_threads(self.threads)
@@ -83,6 +88,8 @@ class RecIds:
         check_budget(log.num_items, self.levels, self.k, self.k if self.max_dedup is None else self.max_dedup)
         print(f"pbrl rec ids on {log.name}: {log.num_items} items, {log.num_users} users; {threads_line(n, note)}",
               flush=True)
+        cached = self.cache_dir is not None and \
+            embedding_cache_path(log.item_texts, self.model, self.cache_dir).is_file()
         t0 = time.perf_counter()
         emb = embed_texts(log.item_texts, model=self.model, batch_size=self.batch_size, threads=n,
                           progress=self.progress, cache_dir=self.cache_dir)
@@ -98,13 +105,15 @@ class RecIds:
         stats = ids.stats()
         atomic_write_json(str(Path(self.out) / "config.json"), {
             "command": "rec ids", "config": asdict(self), "log": log.name, "items": log.num_items,
-            "embedding_dim": int(emb.shape[1]), "embed_s": round(embed_s, 2), "cluster_s": round(cluster_s, 2),
+            "embedding_dim": int(emb.shape[1]), "embeddings_cached": cached, "embed_s": round(embed_s, 2),
+            "cluster_s": round(cluster_s, 2),
             "threads": n, "load_note": note, "stats": stats, "git_revision": git_revision(),
         })
         print(ids.stats_line())
-        print(f"embedded {log.num_items} texts in {embed_s:.1f} s ({log.num_items / embed_s:.0f} items/s), "
-              f"clustered in {cluster_s:.1f} s; wrote {Path(self.out) / 'semantic_ids.json'}")
-        return {"stats": stats, "embed_s": embed_s, "cluster_s": cluster_s}
+        embedded = (f"read {log.num_items} embeddings from {self.cache_dir}" if cached else
+                    f"embedded {log.num_items} texts in {embed_s:.1f} s ({log.num_items / embed_s:.0f} items/s)")
+        print(f"{embedded}, clustered in {cluster_s:.1f} s; wrote {Path(self.out) / 'semantic_ids.json'}")
+        return {"stats": stats, "embed_s": embed_s, "cluster_s": cluster_s, "embeddings_cached": cached}
 
 
 def _ids_path(ids: str) -> Path:

@@ -57,6 +57,12 @@ def _model_folder(model: str) -> Path:
     return folder
 
 
+def embedding_cache_path(texts: Sequence[str], model: str, cache_dir: str | Path) -> Path:
+    """Where `embed_texts` keeps the embeddings of `texts` by `model`: named by the SHA-256 of both."""
+    digest = hashlib.sha256(json.dumps([model, list(texts)]).encode()).hexdigest()[:24]
+    return Path(cache_dir) / f"emb-{digest}.npy"
+
+
 def embed_texts(texts: Sequence[str], model: str = DEFAULT_MODEL, batch_size: int = 64, threads: int | None = 1,
                 progress: bool = True, cache_dir: str | Path | None = None) -> np.ndarray:
     """[N, D] float32 L2-normalised sentence embeddings of `texts` (mean-pooled, as the model's own pooling says).
@@ -68,10 +74,8 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_MODEL, batch_size: in
         raise PbrlError("embed_texts: no texts")
     if batch_size < 1:
         raise PbrlError(f"batch_size must be >= 1, got {batch_size}")
-    cache = None
-    if cache_dir is not None:
-        digest = hashlib.sha256(json.dumps([model, texts]).encode()).hexdigest()[:24]
-        cache = Path(cache_dir) / f"emb-{digest}.npy"
+    cache = embedding_cache_path(texts, model, cache_dir) if cache_dir is not None else None
+    if cache is not None:
         if cache.is_file():
             emb = np.load(cache, allow_pickle=False)
             if emb.shape[0] == len(texts):
@@ -338,5 +342,5 @@ def add_id_tokens(tokenizer, ids: SemanticIds) -> int:
 
 __all__ = [
     "DEFAULT_MODEL", "SemanticIds", "add_id_tokens", "balance_bounds", "build_semantic_ids", "check_budget",
-    "dedup_ranks", "embed_texts", "residual_balanced_kmeans", "semantic_ids_from_embeddings",
+    "dedup_ranks", "embed_texts", "embedding_cache_path", "residual_balanced_kmeans", "semantic_ids_from_embeddings",
 ]

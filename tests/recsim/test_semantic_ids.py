@@ -131,7 +131,7 @@ def test_add_id_tokens_to_pbrl_tokenizer():
 
 @needs_kmeans
 @needs_model
-def test_real_model_embeds_ml100k_titles():
+def test_real_model_embeds_ml100k_titles(tmp_path, monkeypatch):
     texts = ["Toy Story (1995); Animation, Children's, Comedy", "GoldenEye (1995); Action, Adventure, Thriller",
              "Four Rooms (1995); Thriller", "Get Shorty (1995); Action, Comedy, Drama",
              "Copycat (1995); Crime, Drama, Thriller", "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995); Drama",
@@ -143,8 +143,13 @@ def test_real_model_embeds_ml100k_titles():
              "From Dusk Till Dawn (1996); Action, Comedy, Crime, Horror, Thriller",
              "White Balloon, The (1995); Drama", "Antonia's Line (1995); Drama",
              "Angels and Insects (1995); Drama, Romance"]
-    emb = embed_texts(texts, progress=False)
+    emb = embed_texts(texts, progress=False, cache_dir=tmp_path)
     assert emb.shape == (20, 384) and emb.dtype == np.float32
+    import pbrl.rec.semantic_ids as sid
+
+    with monkeypatch.context() as m:  # the second call reads the cache and never loads the model
+        m.setattr(sid, "_model_folder", lambda model: (_ for _ in ()).throw(AssertionError("model loaded")))
+        np.testing.assert_array_equal(embed_texts(texts, progress=False, cache_dir=tmp_path), emb)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     query = embed_texts(["toy story, an animated children's comedy"], progress=False)
     assert int(np.argmax(emb @ query[0])) == 0
