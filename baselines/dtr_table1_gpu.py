@@ -3,6 +3,12 @@
     PYTHONPATH=. python baselines/dtr_table1_gpu.py --out $OUT/dtr_table1-paper --estimate-only
     PYTHONPATH=. python baselines/dtr_table1_gpu.py --out $OUT/dtr_table1-paper --budget-minutes 8
     PYTHONPATH=. python baselines/dtr_table1_gpu.py --device cpu --smoke --out runs/smoke   # the logic, in seconds
+    PYTHONPATH=. python baselines/dtr_table1_gpu.py --out $OUT/x --steps-fraction 0.01 --budget-minutes 6  # a check
+
+At the papers' budget one unit (a column on a dataset, 5 seeds) takes longer than a 10-minute device call (50k
+DTR updates at the release's size alone), so the full table needs hours of device time: the estimate says how many.
+Resuming on a fresh machine: put the committed records back first, e.g.
+`mkdir -p $OUT/t/records && cp results/records/dtr_table1-paper/*.json $OUT/t/records/`, then `--out $OUT/t`.
 
 The budget is `baselines/dtr_table1.py`'s `paper` entry, from the papers (see dtr.md):
 - datasets: hopper / walker2d / halfcheetah x medium / medium-replay / medium-expert (pbrl's suite), 5 seeds;
@@ -155,7 +161,17 @@ def table_columns(smoke: bool) -> list[dict[str, Any]]:
              **({"steps": SMOKE["base"]["steps"]} if "steps" in c else {})} for c in cols]
 
 
-def make_grid(smoke: bool, device: str, names: list[str] | None = None, only_columns: list[str] | None = None) -> Any:
+def scaled(steps: int, fraction: float) -> dict[str, int]:
+    """A run's updates times `fraction` (at least 2) and two evaluations (half-way and last): a fraction of the
+    budget checks the pipeline and the estimate, and its evaluations do not outweigh its updates."""
+    n = max(2, round(steps * fraction))
+    return {"steps": n, "eval_every": max(1, n // 2)}
+
+
+def make_grid(smoke: bool, device: str, names: list[str] | None = None, only_columns: list[str] | None = None,
+              fraction: float = 1.0) -> Any:
+    """The table's grid; `fraction` < 1 scales every column's updates (budget `paper-x<fraction>`, its own run ids
+    and records, never mixed with the paper budget's)."""
     from pbrl.sweep import Grid
 
     b = budget_spec(smoke)
@@ -166,7 +182,12 @@ def make_grid(smoke: bool, device: str, names: list[str] | None = None, only_col
         if unknown:
             raise PbrlError(f"--columns: unknown {unknown}; known {[c['name'] for c in cols]}")
         cols = [c for c in cols if c["name"] in only_columns]
+    if not 0 < fraction <= 1:
+        raise PbrlError(f"--steps-fraction must be in (0, 1], got {fraction}")
     budget = "smoke" if smoke else "paper"
+    if fraction < 1:
+        cols = [{**c, **scaled(int(c.get("steps", b["base"]["steps"])), fraction)} for c in cols]
+        budget = f"{budget}-x{fraction:g}"
     return Grid(
         name=f"dtr_table1-{budget}",
         runner="baselines.dtr_table1_gpu:run_record",
@@ -416,6 +437,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=5, help="processes per unit (its seeds side by side)")
     ap.add_argument("--datasets", nargs="*", help="suite names overriding the budget's (table order kept)")
     ap.add_argument("--columns", nargs="*", help="only these columns")
+    ap.add_argument("--steps-fraction", type=float, default=1.0,
+                    help="scale every column's updates (two evaluations each; budget paper-x<F>): a device check of "
+                         "the pipeline and of the estimate within one short call")
     ap.add_argument("--measure-updates", type=int, default=300)
     ap.add_argument("--measure-warmup", type=int, default=30)
     ap.add_argument("--measure-eval-steps", type=int, default=50)
@@ -433,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise PbrlError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     b = budget_spec(args.smoke)
     names = args.datasets or b["datasets"]
-    grid = make_grid(args.smoke, args.device, names, args.columns)
+    grid = make_grid(args.smoke, args.device, names, args.columns, args.steps_fraction)
     check_grid_name(grid.name)
     os.makedirs(args.out, exist_ok=True)
     build_s = ensure_built_timed(names[:1])

@@ -65,6 +65,16 @@ def test_paper_grid_states_the_papers_updates_and_sizes():
     assert g.base["device"] == "cuda"
 
 
+def test_a_fraction_of_the_budget_is_its_own_grid_with_two_evaluations_per_run():
+    g = make_grid(False, "cuda", fraction=0.01)
+    assert g.name == "dtr_table1-paper-x0.01" and g.budget == "paper-x0.01"
+    by = {c["name"]: (c["steps"], c["eval_every"]) for c in g.columns}
+    assert by["Oracle-IQL"] == (10_000, 5_000) and by["Pb-DT"] == (1_000, 500) and by["DTR"] == (500, 250)
+    assert all(evaluations(n, e) == 2 for n, e in by.values())
+    with pytest.raises(PbrlError, match="steps-fraction"):
+        make_grid(False, "cuda", fraction=1.5)
+
+
 def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates_arithmetic(tmp_path, capsys):
     out = str(tmp_path / "sweep")
     first = main([*FAST, "--out", out, "--estimate-only"])
