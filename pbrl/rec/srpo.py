@@ -338,9 +338,11 @@ def train_srpo(
         from pbrl.utils import use_threads
 
         use_threads(cfg.threads)
-    if len(prompts) == 0 or len(prompts) != len(targets):
+    if len(prompts) == 0:
+        raise PbrlError("prompts: expected at least one prompt, got none")
+    if len(prompts) != len(targets):
         raise PbrlError(f"targets: expected one target item per prompt, got {len(targets)} for {len(prompts)} "
-                        "prompts" if len(prompts) else "prompts: expected at least one prompt, got none")
+                        "prompts")
     vocab = IdVocab(ids, tokenizer)
     for i, t in enumerate(targets):
         if not 0 <= int(t) < len(vocab):
@@ -373,6 +375,11 @@ def train_srpo(
     if int(policy.config.vocab_size) <= max(max(s) for s in vocab.items):
         raise PbrlError(f"{model_dir}: the model's vocabulary ({policy.config.vocab_size}) does not cover the ID "
                         "tokens (resize its embeddings after adding them)")
+    context = int(getattr(policy.config, "max_position_embeddings", 0) or 0)
+    longest = max(len(p) for p in prompts)
+    if context and longest + T > context:
+        raise PbrlError(f"prompts: the longest prompt's {longest} tokens + max_new_tokens {T} exceed the model's "
+                        f"context of {context}")
     opt = adam(policy.parameters(), cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)

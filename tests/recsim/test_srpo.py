@@ -228,6 +228,8 @@ def test_one_step_bookkeeping_and_the_extra_reward(tmp_path):
     # bad input: one line each
     with pytest.raises(PbrlError, match="targets\\[1\\]: item 12"):
         train_srpo(cfg, mdir, prompts, [0, 12, 0, 0], ids, tok)
+    with pytest.raises(PbrlError, match="targets: expected one target item per prompt, got 2 for 4"):
+        train_srpo(cfg, mdir, prompts, targets[:2], ids, tok)
     with pytest.raises(PbrlError, match="reward: 'none'"):
         train_srpo(SrpoConfig(out=str(tmp_path / "r2"), reward="none"), mdir, prompts, targets, ids, tok)
     with pytest.raises(PbrlError, match="k: expected <= n"):
