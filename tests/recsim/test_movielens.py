@@ -35,6 +35,10 @@ def test_atomic_reader_orders_by_time_and_keeps_file_order_on_ties(tmp_path):
     assert [s.tolist() for s in log.user_sequences] == [[2, 0], [2, 1, 0]]
     assert log.user_sequences[0].dtype == np.int64
     assert load_log(tmp_path).user_raw_ids == ["2", "7"]  # a folder with one .inter and one .item
+    named = load_atomic(tmp_path / "toy.inter", tmp_path / "toy.item", name="toy", text_fields=("class", "movie_title"))
+    assert named.item_texts == ["Action Comedy; Alpha", "Drama; Beta", "Sci-Fi; Gamma"]
+    with pytest.raises(PbrlError, match=r"toy.item: missing text column\(s\) \['plot'\]"):
+        load_atomic(tmp_path / "toy.inter", tmp_path / "toy.item", name="toy", text_fields=("plot",))
 
 
 def test_atomic_reader_bad_input(tmp_path):
