@@ -490,9 +490,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(line)
     summary: dict[str, Any] = {"units_todo": len(units), "ran": [], "costs": costs,
                                "estimate_s": sum(unit_estimate(u, costs, args.workers) for u in units)}
+    if args.budget_minutes is not None:
+        left = args.budget_minutes * 60 - (time.time() - t_start)
+        fits = fitting_units(units, costs, args.workers, left)
+        print(f"budget {args.budget_minutes:g} min ({max(0.0, left) / 60:.1f} left): {len(fits)} of {len(units)} "
+              f"units fit" + (f", up to {fits[-1].column} on {fits[-1].dataset}" if fits else ""))
+        summary["fits"] = len(fits)
     if args.estimate_only or not units:
         return summary
-    for u in units:
+    for u in units:  # each unit checked again against the clock: the last one may have run over its estimate
         left = (args.budget_minutes * 60 - (time.time() - t_start)) if args.budget_minutes else math.inf
         est = unit_estimate(u, costs, args.workers)
         if est > left:

@@ -95,8 +95,9 @@ def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates
 
     # a budget nothing fits into: no run starts, the first unit is named
     s = main([*FAST, "--out", out, "--budget-minutes", "1e-6"])
-    assert s["ran"] == [] and s["units_todo"] == 2
-    assert "stopping: Oracle-IQL" in capsys.readouterr().out
+    assert s["ran"] == [] and s["units_todo"] == 2 and s["fits"] == 0
+    log = capsys.readouterr().out
+    assert "0 of 2 units fit" in log and "stopping: Oracle-IQL" in log
     assert not os.path.isdir(os.path.join(out, "records")) or not os.listdir(os.path.join(out, "records"))
 
     main([*FAST, "--out", out])
