@@ -466,8 +466,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unbuilt = [n for n in names if not dataset_exists(dataset_id(n))]
     device_name = _device_label(args.device)
     est_path = os.path.join(args.out, ESTIMATE_FILE)
-    key = {"device": device_name, "grid": grid.name, "columns": grid.columns, "base": grid.base,
-           "dataset": grid.axes["dataset"][0], "updates": args.measure_updates}
+    # what the rates depend on: not a run's length (a fraction of the budget reuses the paper budget's rates when
+    # its OUT holds a copy of that estimate.json)
+    run_length = ("steps", "eval_every")
+    key = {"device": device_name, "dataset": grid.axes["dataset"][0], "updates": args.measure_updates,
+           "columns": [{k: v for k, v in c.items() if k not in run_length} for c in grid.columns],
+           "base": {k: v for k, v in grid.base.items() if k not in run_length}}
     costs = None
     if os.path.isfile(est_path) and not args.remeasure:
         with open(est_path) as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -92,6 +93,15 @@ def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates
                + 2 * costs["Pb-IQL"].eval_s))
     assert not os.path.isdir(os.path.join(out, "records")) or not os.listdir(os.path.join(out, "records"))
     capsys.readouterr()
+
+    # a fraction of the budget reuses the rates (copied estimate.json): 10 updates, evaluations at 5 and 10
+    half = str(tmp_path / "half")
+    os.makedirs(half)
+    shutil.copy(os.path.join(out, "estimate.json"), half)
+    scaled_run = main([*FAST, "--out", half, "--estimate-only", "--steps-fraction", "0.5"])
+    assert "rates measured before" in capsys.readouterr().out
+    assert scaled_run["estimate_s"] == pytest.approx(
+        unit_seconds(costs["Oracle-IQL"], 2, 1, 10, 5, 0) + unit_seconds(costs["Pb-IQL"], 2, 1, 10, 5, 1))
 
     # a budget nothing fits into: no run starts, the first unit is named
     s = main([*FAST, "--out", out, "--budget-minutes", "1e-6"])
