@@ -28,7 +28,6 @@ history is at most `max_history` (20) items before the target; the ranking is ov
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
