@@ -271,7 +271,10 @@ class SemanticIds:
 
     @classmethod
     def load(cls, path: str | Path) -> SemanticIds:
+        """From the JSON file `save` wrote (and its .npz), or from a folder holding semantic_ids.json."""
         path = Path(path)
+        if path.is_dir():
+            path = path / "semantic_ids.json"
         npz = path.with_suffix(".npz")
         for p in (path, npz):
             if not p.is_file():

@@ -108,6 +108,7 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(back.codes, codes)
     np.testing.assert_array_equal(back.dedup, [1, 0, 2])
     assert back.k == 2 and back.model == "m" and back.seed == 3
+    np.testing.assert_array_equal(SemanticIds.load(tmp_path).codes, codes)  # the folder (a `rec ids` run)
     SemanticIds(codes=codes[:, ::-1].copy(), dedup=dedup_ranks(codes), k=2).save(tmp_path / "other.json")
     (tmp_path / "other.npz").replace(tmp_path / "semantic_ids.npz")
     with pytest.raises(PbrlError, match="its index does not match semantic_ids.npz"):
