@@ -320,15 +320,17 @@ def scaling_table(records: list[dict[str, Any]], out_dir: str, name: str, budget
         f"reward epochs at most {base['epochs']} (early stop at 0.968 train accuracy)",
         f"- policy at labels {budget['policy_queries']}: {budget['policy']}, on the member z-score relabeled data; "
         "`oracle-true-reward` is the same policy on the dataset's own reward",
-        "- threads: 1 per run; the machine was shared with other work (numbers are not timings)",
+        "- threads: 1 per run, under `nice -n 19`; the 2-core machine was loaded with other work (load average "
+        "about 9), so the wall times are not timings",
         "",
     ]
     if classify is None:
         lines += ["The trend classifier (`pbrl.llm.trends.classify_trend`) was not available when this was "
                   "generated: the raw series are reported and no trend was classified.", ""]
     else:
-        lines += ["Trends: `pbrl.llm.trends.classify_trend` on metric vs log2(axis value) with the standard errors.",
-                  ""]
+        lines += ["Trends: `pbrl.llm.trends.classify_trend(log2(axis value), mean, se)` at its default margin of 2 "
+                  "standard errors (an interior point beyond both ends by that margin: U-shaped / inverted-U; else "
+                  "the last point beyond the first: positive / inverse; else flat).", ""]
     rows_csv = [["axis", "value", "metric", "mean", "se", "n"]]
     trends: dict[tuple[str, str], str] = {}
     for axis in AXES:
