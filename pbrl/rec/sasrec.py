@@ -236,7 +236,7 @@ def _check_items(sequences: Sequence[np.ndarray], num_items: int, what: str) -> 
 def init_weights(net: nn.Module) -> None:
     """Xavier-normal on every weight matrix, as the reference PyTorch SASRec (pmixer/SASRec.pytorch) and RecBole
     initialise (torch's N(0, 1) embeddings would be scaled by sqrt(d) into a huge range); the padding row is 0."""
-    for name, p in net.named_parameters():
+    for p in net.parameters():
         if p.dim() > 1:
             nn.init.xavier_normal_(p)
     with torch.no_grad():
