@@ -646,6 +646,7 @@ def plot_result(result: dict[str, Any], trends: dict[str, dict[str, Any]], path:
     for name, t in trends.items():
         chance_v = result["chance"].get(name)
         panels.append(Panel(ylabel=name, xlabel=xlabel, chance=chance_v,
+                            ylim=(-0.02, 1.02) if name in ("accuracy", "closer_to_anchor") else None,
                             log_y=name == "loss" and result["kind"] != "sequence_prob" and min(t["y"]) > 0,
                             title=f"{Path(result['task']).stem}: {t['trend'] or '-'}",
                             series=[Series(Path(result["task"]).stem, t["x"], t["y"], t["se"])]))

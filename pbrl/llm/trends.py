@@ -102,6 +102,8 @@ class Panel:
     xlabel: str = "parameters"
     log_y: bool = False
     title: str = ""
+    ylim: tuple[float, float] | None = None
+    """Fixed y range (the pipeline draws accuracy on -0.02 .. 1.02)."""
 
 
 def plot_trends(panels: Sequence[Panel], path: str | Path, title: str = "") -> str:
@@ -123,6 +125,8 @@ def plot_trends(panels: Sequence[Panel], path: str | Path, title: str = "") -> s
         ax.set_xscale("log")
         if p.log_y:
             ax.set_yscale("log")
+        if p.ylim is not None:
+            ax.set_ylim(*p.ylim)
         ax.set_xlabel(p.xlabel)
         ax.set_ylabel(p.ylabel)
         if p.title:

@@ -295,3 +295,29 @@ def test_pbrl_pretrained_model_records_flops_and_starts_after_eos(tmp_path):
     (tmp_path / "half" / "metrics.jsonl").write_text("")
     with pytest.raises(PbrlError, match="a pbrl run folder without a finished model/"):
         inv.evaluate_task([tmp_path / "half"], task, progress=False)
+
+
+def test_demo_tasks_are_official_rows_with_the_planted_structure(tmp_path):
+    from baselines import inverse_scaling_demo as demo
+
+    b = demo.BUDGETS["tiny"]
+    lang = demo.build_language(b)
+    tasks = demo.build_tasks(lang, 30)
+    paths = demo.write_tasks(tasks, tmp_path)
+    endings = {tuple(q[:-1]): q[-1] for q in lang["quotes"]}
+    kind, trap = inv.read_task(paths["trap"])
+    assert kind == "classification" and len(trap) == 30
+    for r in trap:  # the distractor is the memorised ending, the answer the instructed word
+        head, phrase = r.prompt.split(" : ")
+        wanted = head.removeprefix("end with ")
+        assert r.classes[r.answer_index] == f" {wanted}"
+        assert r.classes[1 - r.answer_index] == f" {endings[tuple(phrase.split())]}" != f" {wanted}"
+    _, control = inv.read_task(paths["control"])  # CSV with Python-literal class lists
+    docs = set(lang["docs"])
+    for r in control:
+        assert tuple(r.prompt.split(" : ")[1].split()) not in endings
+        assert not any(d.startswith(r.prompt) for d in docs)  # a new phrase
+    _, recall = inv.read_task(paths["recall"])
+    assert all(r.classes[r.answer_index] == f" {endings[tuple(r.prompt.split(' : ')[1].split())]}" for r in recall)
+    kinds = [d.split(" : ")[0] == "quote" for d in lang["docs"]]
+    assert sum(kinds) == b.num_quotes * b.quote_repeats
