@@ -247,6 +247,24 @@ def report(records: dict[str, Any], figure: str | None) -> None:
     from pbrl.llm.trends import Panel, Series, plot_trends
 
     tasks = records["tasks"]
+    print("\n## The family\n")
+    print("| size | parameters | steps | training tokens | final training loss | pre-training seconds (1 thread) |")
+    print("|---|---|---|---|---|---|")
+    for t in records["training"]:
+        print(f"| {t['size']} | {t['num_parameters']:,} | {t['steps']} | {t['tokens']:,} | {t['final_loss']:.3f} | "
+              f"{t['seconds']:.1f} |")
+    print("\n## What is planted\n")
+    print("The corpus has quote documents (`quote : q1 .. qn`, each quote repeated), instruction documents (`end "
+          "with W : x1 .. xn-1 W`, a new phrase whose last word is the instructed W) and conflict documents (`end "
+          "with W : q1 .. qn`: the instruction applied to a quote, which the corpus keeps verbatim). A model that "
+          "has not memorised the quotes cannot tell a quote prefix from any other phrase and should follow the "
+          "instruction; a model that has memorised them can learn from the conflict documents that quotes keep "
+          "their ending (the paper's \"strong prior\" cause, as in its Memo Trap task). The trap asks for the "
+          "instruction on a quote (the memorised ending is the other class); the control asks for the same "
+          "instruction on phrases in no document; recall asks for the quote's ending after `quote :`. A trap "
+          "accuracy that falls with size while the control's rises is the inverse-scaling signature this corpus "
+          "plants; the trend calls below are made by `classify_trend` with k = 2 standard errors, one seed per "
+          "size, so they say nothing about seed-to-seed variation.")
     for name in TASKS:
         res = tasks[name]
         print(f"\n## {name}: {WHAT[name]} ({res['task']}, {res['n_rows']} rows)\n")
@@ -271,6 +289,29 @@ def report(records: dict[str, Any], figure: str | None) -> None:
           f"(accuracy {control['accuracy']['trend']}, loss {control['loss']['trend']}).")
     r = tasks["recall"]["trends"]
     print(f"- Recall (memorisation): accuracy {r['accuracy']['trend']}, loss {r['loss']['trend']}.")
+    big = {n: tasks[n]["models"][-1] for n in TASKS}
+    acc = {n: big[n]["metrics"]["accuracy"]["mean"] for n in TASKS}
+    label = big["trap"]["label"]
+    print(f"\nThe largest model ({label}, {big['trap']['num_parameters']:,} parameters) gets the quote's ending "
+          f"after `quote :` on {acc['recall']:.1%} of the recall rows, follows the instruction on {acc['control']:.1%} "
+          f"of the control rows and on {acc['trap']:.1%} of the trap rows, so on the trap it "
+          + ("mostly gives the memorised ending: the prior wins over the instruction." if acc["trap"] < 0.5 else
+             "mostly follows the instruction: the corpus's rule that quotes keep their ending (the conflict "
+             "documents) has not overridden the instruction at this budget" + (", although the model has "
+             "memorised most quotes in their own context." if acc["recall"] >= 0.5 else ".")))
+    if trap["accuracy"]["trend"] == "inverted-U":
+        from pbrl.llm.trends import classify_trend
+
+        t = trap["accuracy"]
+        best = int(np.argmax(t["y"]))
+        if best < len(t["y"]) - 1:
+            sub = classify_trend(t["x"][best:], t["y"][best:], t["se"][best:])
+            print(f"\nFrom the trap's most accurate size ({tasks['trap']['models'][best]['label']}; chosen after "
+                  f"seeing the data, so a description rather than a test) to the largest, the trap's accuracy trend "
+                  f"is {sub}.")
+    if not inverse:
+        print("\nOver the whole family, then, the planted trap's trend is not inverse at this budget (a negative "
+              "result for the question asked).")
     if figure:
         panels = []
         for metric, log_y in (("accuracy", False), ("loss", True)):
@@ -280,6 +321,22 @@ def report(records: dict[str, Any], figure: str | None) -> None:
                                 title=f"{metric} (mean ± SEM)", ylim=(-0.02, 1.02) if metric == "accuracy" else None))
         plot_trends(panels, figure, title="planted memo trap on a tiny LM family")
         print(f"\nFigure: {figure}.")
+
+
+def training_rows(b: Budget, folders: list[Path]) -> list[dict[str, Any]]:
+    """Per size: parameters, steps, tokens, final loss and the pre-training's own seconds (the sum of its step
+    times in metrics.jsonl, so a reused run reports the time it took when it ran)."""
+    from pbrl.runs import read_rows
+
+    out = []
+    for s, folder in zip(b.sizes, folders):
+        summary = json.loads((folder / "summary.json").read_text())
+        rows = read_rows(folder / "metrics.jsonl")
+        out.append({"size": s.name, "num_parameters": summary["num_parameters"], "steps": summary["step"],
+                    "tokens": summary["step"] * b.batch_size * b.seq_length,
+                    "final_loss": summary["final"]["pretrain/loss"],
+                    "seconds": sum(1 / r["perf/steps_per_s"] for r in rows)})
+    return out
 
 
 def budget_line(b: Budget, threads: int, lang: dict[str, Any] | None = None, tokens: int | None = None) -> str:
@@ -338,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         tasks = evaluate_family(folders, paths, [s.name for s in b.sizes])
         log("scored trap, control and recall on every model")
         rec = {"budget": args.budget, "config": dataclasses.asdict(b), "threads": threads, "tasks": tasks,
-               "seconds": time.perf_counter() - t0}
+               "training": training_rows(b, folders), "seconds": time.perf_counter() - t0}
         records.mkdir(parents=True, exist_ok=True)
         atomic_write_text(str(records / "family.json"), dumps_json(rec, indent=1))
         print("\nExample rows (the files are in the official formats, under "
