@@ -294,9 +294,10 @@ def token_logprobs(model, seqs: Sequence[Sequence[int]], batch_size: int = 32) -
             ids[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
             mask[r, : len(seqs[i])] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.double()  # [B, L, V]
-        lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]  # [B, L - 1]
-        lp = lp.cpu().numpy()
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # [B, L - 1, V]
+        # log p = z_token - logsumexp(z), without a second full-vocabulary copy of the logits
+        picked = logits.gather(-1, ids[:, 1:, None])[..., 0].double()  # [B, L - 1]
+        lp = (picked - torch.logsumexp(logits, dim=-1).double()).cpu().numpy()
         for r, i in enumerate(idx):
             out[i] = lp[r, : len(seqs[i]) - 1]
     return out
@@ -316,9 +317,10 @@ def last_logprobs(model, seqs: Sequence[Sequence[int]], batch_size: int = 32) ->
         for r, s in enumerate(chunk):
             ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[r, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double()  # [B, L, V]
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [B, L, V]
         last = torch.tensor([len(s) - 1 for s in chunk], device=device)
-        rows.append(torch.log_softmax(logits[torch.arange(len(chunk), device=device), last], -1).cpu().numpy())
+        z = logits[torch.arange(len(chunk), device=device), last].double()  # [B, V]
+        rows.append(torch.log_softmax(z, -1).cpu().numpy())
     return np.concatenate(rows)
 
 
