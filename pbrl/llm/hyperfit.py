@@ -8,11 +8,11 @@ the validation loss gets much worse and the predictive entropy collapses.
 
 Two recipes behind ``recipe`` (each default can still be overridden field by field):
 
-    paper   E = 20 epochs, no weight decay, N sequences drawn at random (seeded) from the corpus
-    code    E = 30 epochs, AdamW weight decay 0.01, the first N documents (what the public code runs)
+    paper   E = 20 epochs, lr 1e-6, no weight decay, N sequences drawn at random (seeded) from the corpus
+    code    E = 30 epochs, lr 5e-6, weight decay 0.01, the first N documents (what the public code runs)
 
-Both: batch 8, lr 5e-6 (the public code's, for 1B-parameter models; a tiny model wants a larger one), gradient
-clipping at 1.0 (HF Trainer's default, which the public code trains with), N = 2000, L = 256.
+Both: batch 8, N = 2000, L = 256, gradient clipping at 1.0 (HF Trainer's default, which the public code trains
+with). The learning rates are those of 1B-70B models; a tiny model needs a larger one (pass ``lr``).
 
 Data: every document of the corpus (.txt, one per line, or .jsonl with a ``text`` field; ``pbrl.llm.pretrain.
 read_corpus``) is tokenized without special tokens (as pre-training saw it); a document with at least L tokens is
@@ -67,8 +67,8 @@ from pbrl.utils import (
 )
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 20, "weight_decay": 0.0, "selection": "random"},
-    "code": {"epochs": 30, "weight_decay": 0.01, "selection": "first"},
+    "paper": {"epochs": 20, "lr": 1e-6, "weight_decay": 0.0, "selection": "random"},
+    "code": {"epochs": 30, "lr": 5e-6, "weight_decay": 0.01, "selection": "first"},
 }
 """The defaults each recipe gives the fields left at None."""
 
@@ -91,8 +91,8 @@ class HyperfitConfig:
     eval_corpus: str | None = None
     """Held-out text for the statistics (default: the corpus's documents that were not selected for training)."""
     recipe: Literal["paper", "code"] = "paper"
-    """paper: 20 epochs, no weight decay, a seeded random draw of N sequences; code: 30 epochs, weight decay 0.01,
-    the first N (the public code). Fields below left unset take the recipe's value."""
+    """paper: 20 epochs, lr 1e-6, no weight decay, a seeded random draw of N sequences; code: 30 epochs, lr 5e-6,
+    weight decay 0.01, the first N (the public code). Fields below left unset take the recipe's value."""
     epochs: int | None = None
     """Epochs E (recipe: paper 20, code 30)."""
     weight_decay: float | None = None
@@ -105,8 +105,8 @@ class HyperfitConfig:
     """L tokens per sequence (a document's first L)."""
     batch_size: int = 8
     """Sequences per optimizer step."""
-    lr: float = 5e-6
-    """Fixed AdamW learning rate (no warmup, no decay)."""
+    lr: float | None = None
+    """Fixed AdamW learning rate, no warmup, no decay (recipe: paper 1e-6, code 5e-6)."""
     max_grad_norm: float = 1.0
     """Gradient clipping (0 = off)."""
     stop_loss: float | None = None

@@ -50,8 +50,8 @@ def _cfg(base, out, **kw) -> HyperfitConfig:
 
 def test_recipes_and_selection_by_hand():
     paper, code = resolved(HyperfitConfig(recipe="paper")), resolved(HyperfitConfig(recipe="code"))
-    assert (paper.epochs, paper.weight_decay, paper.selection) == (20, 0.0, "random")
-    assert (code.epochs, code.weight_decay, code.selection) == (30, 0.01, "first")
+    assert (paper.epochs, paper.lr, paper.weight_decay, paper.selection) == (20, 1e-6, 0.0, "random")
+    assert (code.epochs, code.lr, code.weight_decay, code.selection) == (30, 5e-6, 0.01, "first")
     assert resolved(HyperfitConfig(recipe="code", epochs=3)).epochs == 3  # a field given wins over the recipe
     ids = [[1] * 5, [1] * 2, [1] * 6, [1] * 9, [1] * 4]  # documents 0, 2, 3 have L = 5 tokens
     first, counts = select_sequences(ids, resolved(HyperfitConfig(recipe="code", num_sequences=2, seq_length=5)))
@@ -145,3 +145,15 @@ def test_commands(tmp_path, base, capsys):
     assert json.loads((tmp_path / "stats.json").read_text())["matched"]["temperature"] == out["matched"]["temperature"]
     with pytest.raises(PbrlError, match="stats.json: exists; pass --overwrite"):
         cmd.run()
+
+
+def test_the_benchmark_grammar_corpus_is_seeded_and_long_enough():
+    from baselines.hyperfitting import ADJS, ADVS, NOUNS, OPENERS, PREPS, VERBS, grammar_corpus
+
+    a, b = grammar_corpus(5, seed=0), grammar_corpus(5, seed=1)
+    assert a == grammar_corpus(5, seed=0) and a != b  # one draw per seed
+    words = set(NOUNS + VERBS + ADJS + ADVS + PREPS) | {"the", "a", "and"} | {w for o in OPENERS for w in o.split()}
+    for doc in a + b:
+        toks = doc.replace(".", " ").lower().split()
+        assert set(toks) <= words and doc.endswith(".") and doc[0].isupper()
+        assert 20 <= doc.count(".") < 32  # sentences per document
