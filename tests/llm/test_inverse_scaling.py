@@ -321,3 +321,10 @@ def test_demo_tasks_are_official_rows_with_the_planted_structure(tmp_path):
     assert all(r.classes[r.answer_index] == f" {endings[tuple(r.prompt.split(' : ')[1].split())]}" for r in recall)
     kinds = [d.split(" : ")[0] == "quote" for d in lang["docs"]]
     assert sum(kinds) == b.num_quotes * b.quote_repeats
+
+
+def test_command_parses_as_the_cli_row_will():
+    import tyro
+
+    c = tyro.cli(inv.LlmInverseScaling, args=["t.csv", "--models", "a", "b", "--out", "o", "--x-axis", "flops"])
+    assert (c.task, c.models, c.out, c.x_axis, c.kind) == ("t.csv", ["a", "b"], "o", "flops", None)
