@@ -334,7 +334,8 @@ def scaling_table(records: list[dict[str, Any]], out_dir: str, name: str, budget
     rows_csv = [["axis", "value", "metric", "mean", "se", "n"]]
     trends: dict[tuple[str, str], str] = {}
     for axis in AXES:
-        metrics = [(m, t) for m, t in METRICS if series(records, axis, m, base)]
+        # the policy trains at some label counts only (the base point among them): its score is the labels axis's
+        metrics = [(m, t) for m, t in METRICS if series(records, axis, m, base) and (m != "last_score" or axis == "queries")]
         lines += [f"## {axis}", "", "| " + axis + " | " + " | ".join(t for _, t in metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
         table = {m: {v: (mu, se, n) for v, mu, se, n in series(records, axis, m, base)} for m, _ in metrics}
@@ -357,6 +358,23 @@ def scaling_table(records: list[dict[str, Any]], out_dir: str, name: str, budget
     if oracle:
         mu, se, n = mean_se([r["result"].get("last_score") for r in oracle])
         lines += [f"Oracle (IQL on the true reward, same policy budget): {mu:.1f} ± {se:.1f} ({n}).", ""]
+    if classify is not None:
+        lines += ["## Verdict", ""]
+        title = dict(METRICS)
+        for kind in ("inverse", "U-shaped", "inverted-U", "flat"):
+            hits = [(a, m) for (a, m), t in trends.items() if t == kind]
+            if not hits:
+                lines.append(f"- {kind}: none")
+                continue
+            parts = []
+            for a, m in hits:
+                s_ = series(records, a, m, base)
+                peak = max(s_, key=lambda p: p[1])
+                parts.append(f"{a} / {title[m]} (best {peak[1]:.3f} at {a} {peak[0]}, {s_[-1][1]:.3f} at "
+                             f"{s_[-1][0]})")
+            lines.append(f"- {kind}: " + "; ".join(parts))
+        lines += [f"- positive: every other axis and metric ({sum(t == 'positive' for t in trends.values())} of "
+                  f"{len(trends)})", ""]
     paths = {"md": os.path.join(out_dir, f"{name}.md"), "csv": os.path.join(out_dir, f"{name}.csv")}
     os.makedirs(out_dir, exist_ok=True)
     buf = io.StringIO()
@@ -433,7 +451,9 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         os.makedirs(args.copy_records, exist_ok=True)
         for f in files:
             shutil.copy2(f, os.path.join(args.copy_records, os.path.basename(f)))
-    records = load_records(files)
+    # the tables' budget line reads `steps`: here the policy's updates (runs without a policy trained none)
+    records = [{**r, "config": {**r["config"], "steps": r["config"].get("policy_steps") if r["config"].get("policy")
+                                else "none"}} for r in load_records(files)]
     paths = scaling_table(records, args.results, grid.name, b)
     policy_cols = [c["name"] for c in grid.columns if c.get("policy")]
     paths.update({f"policy_{k}": v for k, v in make_table(
