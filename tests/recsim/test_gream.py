@@ -60,11 +60,10 @@ def small_config(tmp_path, log_folder, **over):
 
 def test_every_stage_runs_and_a_second_call_skips_them(tmp_path, capsys):
     from pbrl.llm.models import load_model
-    from pbrl.llm.tokenizer import load_tokenizer
-    from pbrl.rec.decoding import constrained_beam_search, IdVocab, id_trie
+    from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
+    from pbrl.rec.decoding import IdVocab, constrained_beam_search, id_trie
     from pbrl.rec.gream import _load, eval_prompts
     from pbrl.rec.semantic_ids import SemanticIds
-    from pbrl.llm.tokenizer import end_of_turn_id
 
     folder = synthetic_log(tmp_path)
     cached_embeddings(folder, tmp_path / "cache")
