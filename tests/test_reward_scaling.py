@@ -16,6 +16,7 @@ from baselines.reward_scaling import (
     main,
     mean_se,
     run_point,
+    scaling_table,
     series,
     trend_label,
 )
@@ -82,6 +83,38 @@ def test_point_config_refuses_bad_rows():
         PointConfig.from_dict({"dataset": "x", "queries": 0})
     with pytest.raises(PbrlError, match="needs a policy"):
         PointConfig.from_dict({"dataset": "x", "reward": "true"})
+
+
+def test_scaling_table_classifies_each_axis_and_names_the_non_positive_trends(tmp_path):
+    budget = {"base": {"width": 64, "depth": 2, "ensemble": 3, "queries": 200, "heldout": 10, "epochs": 1},
+              "policy": {"policy": "iql"}, "policy_queries": [200]}
+    base = budget["base"]
+    jitter = (-0.001, 0.0, 0.001)  # se = 0.001 / sqrt(3) per point: every gap below is many standard errors
+    curves = {  # held-out accuracy per axis value
+        "width": {8: 0.6, 64: 0.9, 512: 0.6},  # up, then down: inverted-U
+        "depth": {1: 0.9, 2: 0.9, 4: 0.9},  # flat
+        "ensemble": {1: 0.9, 3: 0.9, 8: 0.9},
+        "queries": {25: 0.7, 200: 0.9, 1600: 0.95},  # positive
+    }
+    recs, seen = [], set()
+    for axis, pts in curves.items():
+        for v, acc in pts.items():
+            cfg = {**base, axis: v}
+            if tuple(sorted(cfg.items())) in seen:
+                continue
+            seen.add(tuple(sorted(cfg.items())))
+            for seed, j in enumerate(jitter):
+                recs.append({"run_id": f"{axis}{v}-{seed}", "budget": "t", "config": {**cfg, "seed": seed},
+                             "result": {"dataset_name": "d", "dataset_transitions": 1, "heldout_accuracy": acc + j}})
+    paths = scaling_table(recs, str(tmp_path), "t", budget)
+    md = open(paths["md"]).read()
+    width = md.split("## width")[1].split("## depth")[0]
+    assert "| trend | inverted-U |" in width and "| 64 (base) | 0.900 ± 0.001 (3) |" in width
+    assert "| trend | flat |" in md.split("## depth")[1].split("## ensemble")[0]
+    assert "| trend | positive |" in md.split("## queries")[1]
+    verdict = md.split("## Verdict")[1]
+    assert "- inverse: none" in verdict and "- U-shaped: none" in verdict
+    assert "inverted-U: width / held-out pair accuracy (best 0.900 at width 64, 0.600 at 512)" in verdict
 
 
 @pytest.fixture
