@@ -22,8 +22,8 @@ What it does, in order:
 1. builds the first dataset if it is missing (timed: the build of every other missing one is estimated from it);
 2. measures each column on the device: updates/s over `--measure-updates` updates after a warm-up (the seed-batched
    rate for columns whose seeds train as one model), one evaluation (the per-step cost of acting and stepping
-   `eval_episodes` environments, times the 1000-step horizon: an upper bound, as episodes that end early are
-   cheaper) and the reward stage (training for 1 and 2 epochs gives its fixed and per-epoch cost; the estimate
+   `eval_episodes` environments, times the environment's time limit, 1000 steps for locomotion: an upper bound,
+   as episodes that end early are cheaper) and the reward stage (training for 1 and 2 epochs gives its fixed and per-epoch cost; the estimate
    charges all 50 epochs, another upper bound: training stops early at 0.968 train accuracy); the rates are kept
    in OUT/estimate.json and reused by later invocations on the same device (`--remeasure` to measure again);
 3. prints the wall-time estimate per column and in total for the runs still to run, and with `--estimate-only`
