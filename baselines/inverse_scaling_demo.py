@@ -216,6 +216,8 @@ def train_family(b: Budget, corpus: Path, work: Path, threads: int, log) -> list
             r = pretrain(cfg)
             log(f"pretrain {s.name}: {r['num_parameters']:,} parameters, {b.steps} steps, final loss "
                 f"{r['final']['pretrain/loss']:.3f}, {time.perf_counter() - t:.0f} s")
+        else:
+            log(f"pretrain {s.name}: reused the finished run in {out} (its own step times are in the table below)")
         folders.append(out)
     return folders
 
@@ -263,8 +265,9 @@ def report(records: dict[str, Any], figure: str | None) -> None:
           "instruction on a quote (the memorised ending is the other class); the control asks for the same "
           "instruction on phrases in no document; recall asks for the quote's ending after `quote :`. A trap "
           "accuracy that falls with size while the control's rises is the inverse-scaling signature this corpus "
-          "plants; the trend calls below are made by `classify_trend` with k = 2 standard errors, one seed per "
-          "size, so they say nothing about seed-to-seed variation.")
+          "plants; the trend calls below are made by `classify_trend` with k = 2 standard errors (for accuracy "
+          "the add-one proportion error, since a perfect score has a zero SEM; the tables show the pipeline's "
+          "SEM), one seed per size, so they say nothing about seed-to-seed variation.")
     for name in TASKS:
         res = tasks[name]
         print(f"\n## {name}: {WHAT[name]} ({res['task']}, {res['n_rows']} rows)\n")
@@ -278,7 +281,8 @@ def report(records: dict[str, Any], figure: str | None) -> None:
                   f"{mm['class_probability_mass']['mean']:.3f} |")
         t = res["trends"]
         print(f"\nChance: accuracy {res['chance']['accuracy']:.3f}, loss {res['chance']['loss']:.3f}. Trend over "
-              f"parameters (k = 2 SEM): accuracy **{t['accuracy']['trend']}**, loss **{t['loss']['trend']}**.")
+              f"parameters (k = 2 standard errors; accuracy with the add-one proportion error): accuracy "
+              f"**{t['accuracy']['trend']}**, loss **{t['loss']['trend']}**.")
     trap, control = tasks["trap"]["trends"], tasks["control"]["trends"]
     inverse = trap["accuracy"]["trend"] == "inverse" and trap["loss"]["trend"] == "inverse"
     positive = control["accuracy"]["trend"] == "positive" and control["loss"]["trend"] == "positive"
@@ -310,8 +314,13 @@ def report(records: dict[str, Any], figure: str | None) -> None:
                   f"seeing the data, so a description rather than a test) to the largest, the trap's accuracy trend "
                   f"is {sub}.")
     if not inverse:
-        print("\nOver the whole family, then, the planted trap's trend is not inverse at this budget (a negative "
-              "result for the question asked).")
+        small = tasks["control"]["models"][0]
+        print(f"\nOver the whole family the trap's trend is {trap['accuracy']['trend']} (accuracy) / "
+              f"{trap['loss']['trend']} (loss), not inverse: a negative result for the question asked at this "
+              "budget." + (f" The smallest model ({small['label']}) follows the instruction on "
+              f"{small['metrics']['accuracy']['mean']:.1%} of the control's new phrases, so its trap score is "
+              "limited by the instruction itself as well as by the prior." if
+              small["metrics"]["accuracy"]["mean"] < 0.99 else ""))
     if figure:
         panels = []
         for metric, log_y in (("accuracy", False), ("loss", True)):

@@ -570,6 +570,8 @@ METRIC_ORIENTATION: dict[str, bool] = {"accuracy": True, "loss": False, "abs_err
 """Whether a higher value of a metric is better, as the trend classifier reads it. logodds_difference: a rise
 counts as positive (the pipeline gives the metric no direction of its own); pass ``higher_is_better`` to read it
 the other way. Numeric: a larger distance to the anchor and fewer estimates closer to it mean less anchoring."""
+PROPORTIONS = ("accuracy", "closer_to_anchor")
+"""Means of 0/1 values: their trend is tested with ``pbrl.llm.trends.proportion_se``."""
 TREND_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("loss", "accuracy"), "sequence_prob": ("loss",),
     "logodds": ("logodds_difference", "accuracy"), "absolute_logodds": ("logodds_difference", "accuracy"),
@@ -580,9 +582,10 @@ TREND_METRICS: dict[str, tuple[str, ...]] = {
 
 def trend_table(result: dict[str, Any], x_axis: str = "params", higher_is_better: bool | None = None,
                 k: float = 2.0) -> dict[str, dict[str, Any]]:
-    """{metric: {x, y, se, trend, higher_is_better}} over the models of an ``evaluate_task`` result, x = parameters
-    or training FLOPs (every model needs its FLOPs for the latter)."""
-    from pbrl.llm.trends import classify_trend
+    """{metric: {x, y, se, test_se, trend, higher_is_better}} over the models of an ``evaluate_task`` result, x =
+    parameters or training FLOPs (every model needs its FLOPs for the latter). ``se`` is the pipeline's SEM (drawn);
+    ``test_se`` the error the trend is classified with: the SEM, or for 0/1 metrics ``proportion_se``."""
+    from pbrl.llm.trends import classify_trend, proportion_se
 
     models = result["models"]
     if x_axis == "params":
@@ -599,11 +602,15 @@ def trend_table(result: dict[str, Any], x_axis: str = "params", higher_is_better
     for name in TREND_METRICS[result["kind"]]:
         ys = [m["metrics"][name]["mean"] for m in models]
         se = [m["metrics"][name]["sem"] for m in models]
+        test_se = se
+        if name in PROPORTIONS:  # a perfect score has a zero SEM: the test uses the add-one error instead
+            test_se = [proportion_se(y, m["metrics"][name]["n"]) if m["metrics"][name]["n"] else math.nan
+                       for y, m in zip(ys, models)]
         hib = METRIC_ORIENTATION[name] if higher_is_better is None or name == "accuracy" else higher_is_better
         trend = None
-        if len(models) >= 2 and len(set(xs)) == len(xs) and all(math.isfinite(v) for v in ys + se):
-            trend = classify_trend(xs, ys, se, higher_is_better=hib, k=k)
-        out[name] = {"x": xs, "y": ys, "se": se, "trend": trend, "higher_is_better": hib}
+        if len(models) >= 2 and len(set(xs)) == len(xs) and all(math.isfinite(v) for v in ys + test_se):
+            trend = classify_trend(xs, ys, test_se, higher_is_better=hib, k=k)
+        out[name] = {"x": xs, "y": ys, "se": se, "test_se": test_se, "trend": trend, "higher_is_better": hib}
     return out
 
 
@@ -631,7 +638,7 @@ def markdown_report(result: dict[str, Any], trends: dict[str, dict[str, Any]], x
         lines += ["", "Chance (equal probability on the classes): " +
                   ", ".join(f"{k} {v:.4g}" for k, v in result["chance"].items()) + "."]
     lines += ["", f"Trends over {'parameters' if x_axis == 'params' else 'training FLOPs'} (pbrl.llm.trends, "
-              "k = 2 standard errors):", ""]
+              "k = 2 standard errors; accuracy tested with the add-one proportion error):", ""]
     for name, t in trends.items():
         lines.append(f"- {name} ({'higher' if t['higher_is_better'] else 'lower'} is better): "
                      f"{t['trend'] or 'not classified (fewer than 2 models, shared x or non-finite values)'}")

@@ -17,6 +17,11 @@ With first = the smallest model and last = the largest, and m ranging over the i
     inverse      otherwise, z_last < z_first and they differ
     flat         otherwise: no change outside the error bars
 
+For a 0/1 metric (accuracy) the standard error std / sqrt(n) is 0 at a mean of exactly 0 or 1, which would make
+any change from a perfect score "significant" (0 errors in 300 against 4 in 300 differs by 2 such standard errors,
+while Fisher's exact test gives p = 0.12). ``proportion_se`` is the error to classify such a metric with: the same
+formula on the add-one (Laplace) estimate p~ = (k + 1) / (n + 2), sqrt(p~ (1 - p~) / n), which is never 0.
+
 When a series has both a significant interior dip and a significant interior peak, the one with the larger
 margin (the smaller of its two gaps to the ends, in units of their standard error) names it. A series whose
 every change is within its error bars is flat, however the means move.
@@ -45,6 +50,15 @@ def _margin(z: np.ndarray, se: np.ndarray, i: int, j: int) -> float:
     if s == 0:
         return 0.0 if d == 0 else math.copysign(math.inf, d)
     return d / s
+
+
+def proportion_se(mean: float, n: int) -> float:
+    """Standard error of a proportion for the trend test: sqrt(p~ (1 - p~) / n) with p~ = (k + 1) / (n + 2),
+    k = mean * n successes (module docstring)."""
+    if n < 1:
+        raise PbrlError(f"proportion_se: n must be >= 1, got {n}")
+    p = (mean * n + 1) / (n + 2)
+    return math.sqrt(p * (1 - p) / n)
 
 
 def classify_trend(x: Sequence[float], y: Sequence[float], se: Sequence[float], *, higher_is_better: bool = True,

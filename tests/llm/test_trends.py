@@ -79,3 +79,17 @@ def test_plot_writes_the_same_png_for_the_same_series(tmp_path):
     assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and a.read_bytes() == b.read_bytes()
     with pytest.raises(PbrlError, match="no panels"):
         plot_trends([], a)
+
+
+def test_proportion_error_is_never_zero_and_a_perfect_score_is_not_special():
+    from pbrl.llm.trends import proportion_se
+
+    assert proportion_se(1.0, 300) == pytest.approx(math.sqrt((301 / 302) * (1 / 302) / 300))
+    assert proportion_se(0.5, 100) == pytest.approx(math.sqrt(0.25 / 100))
+    # 300 / 300 against 296 / 300: the plain SEMs (0 and 0.0066) call it a fall, the add-one errors do not
+    acc = [0.92, 1.0, 296 / 300]
+    plain = [math.sqrt(p * (1 - p) / 300) for p in acc]
+    assert classify_trend([1, 2, 3], acc, plain) == "inverted-U"
+    assert classify_trend([1, 2, 3], acc, [proportion_se(p, 300) for p in acc]) == "positive"
+    with pytest.raises(PbrlError, match="n must be"):
+        proportion_se(0.5, 0)
