@@ -255,6 +255,8 @@ def report(records: dict[str, Any], figure: str | None) -> None:
     for t in records["training"]:
         print(f"| {t['size']} | {t['num_parameters']:,} | {t['steps']} | {t['tokens']:,} | {t['final_loss']:.3f} | "
               f"{t['seconds']:.1f} |")
+    print(f"\nPre-training steps took {sum(t['seconds'] for t in records['training']):.0f} s in all (the sum of "
+          "the step times, on one thread of a machine shared with other work).")
     print("\n## What is planted\n")
     print("The corpus has quote documents (`quote : q1 .. qn`, each quote repeated), instruction documents (`end "
           "with W : x1 .. xn-1 W`, a new phrase whose last word is the instructed W) and conflict documents (`end "

@@ -137,6 +137,9 @@ def plot_trends(panels: Sequence[Panel], path: str | Path, title: str = "") -> s
         if p.chance is not None:
             ax.axhline(p.chance, linestyle="--", color="k", linewidth=1, label="chance (equal probability)")
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels of a short range overlap
         if p.log_y:
             ax.set_yscale("log")
         if p.ylim is not None:
