@@ -31,8 +31,8 @@ numeric:         10 samples at temperature 0.5 of at most 7 new tokens; each sam
                  of rows whose estimate lies closer to the anchor than to the true answer.
 
 Every metric's standard error is the pipeline's, std / sqrt(n) (numpy's std, ddof = 0). Chance baselines (the
-pipeline's "equal probability" line): accuracy mean_i(1 / n_classes_i), loss mean_i(-log(1 / n_classes_i)); none
-for sequence_prob, logodds and numeric.
+pipeline's "equal probability" line): accuracy mean_i(1 / n_classes_i) for classification and logodds rows, loss
+mean_i(-log(1 / n_classes_i)) for classification; none for sequence_prob and numeric.
 
 Tokenization: the prompt is tokenized with the start the model was trained with (``start``: a pbrl-pretrained
 model saw every document after <eos>, so "auto" puts <eos> first for it and the tokenizer's own special tokens
