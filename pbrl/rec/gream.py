@@ -93,7 +93,7 @@ class GreamConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 384
-    sft_epochs: int = 2
+    sft_epochs: int = 1
     sft_lr: float = 1e-3
     sft_batch_size: int = 32
     sft_warmup_steps: int = 20
