@@ -60,8 +60,8 @@ from pbrl_envs.commands import ChatData
 
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-    """Sizes of one budget (every stage's settings; the file header prints them all)."""
+class ChatBudget:
+    """The sizes every chat-task experiment shares: data, base-model pre-training, SFT, evaluation."""
 
     corpus_docs: int
     train_tasks: int
@@ -74,6 +74,13 @@ class Budget:
     seq_length: int
     sft_steps: int
     sft_batch: int
+    max_new_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget(ChatBudget):
+    """Sizes of one budget (every stage's settings; the file header prints them all)."""
+
     dpo_epochs: int
     dpo_batch: int
     dpo_lr: float
@@ -82,7 +89,6 @@ class Budget:
     odpo_n: int
     odpo_epochs: int
     odpo_lr: float
-    max_new_tokens: int
 
 
 BUDGETS = {
@@ -221,6 +227,8 @@ def run_seed(seed: int, data: Path, work: Path, b: Budget, eval_rows: list[dict[
 
 
 def _ms(xs: list[float]) -> str:
+    """mean ± std over seeds (NaNs left out), the one value when there is one, '-' for none."""
+    xs = [x for x in xs if x == x]
     if len(xs) < 2:
         return f"{xs[0]:.3f}" if xs else "-"
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
@@ -314,19 +322,31 @@ def _gaps(means: dict[str, list[float]]) -> str:
     return "Per-seed gains: " + "; ".join(out) + "."
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
-    p.add_argument("--out", default="results/lions_stages.md", help="the markdown report (none: print only)")
-    p.add_argument("--records", default="results/records/lions_stages", help="folder of the per-seed JSON rows")
-    p.add_argument("--work", default=None, help="run folders (default runs/lions_stages-<budget>)")
+def chat_args(argv: list[str] | None, doc: str, name: str, budgets: dict[str, Any], seeds: list[int],
+              fresh_help: str) -> argparse.Namespace:
+    """The arguments every chat-task experiment takes (seeds, budget, report, records, run folders, threads),
+    checked: one PbrlError line for repeated or negative seeds and a thread count below 1."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    p.add_argument("--budget", choices=sorted(budgets), default="tiny")
+    p.add_argument("--out", default=f"results/{name}.md", help="the markdown report (none: print only)")
+    p.add_argument("--records", default=f"results/records/{name}", help="folder of the per-seed JSON rows")
+    p.add_argument("--work", default=None, help=f"run folders (default runs/{name}-<budget>)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the free cores)")
-    p.add_argument("--fresh", action="store_true", help="delete the run folders first (default: reuse finished "
-                                                         "stages of an earlier invocation)")
+    p.add_argument("--fresh", action="store_true", help=fresh_help)
     args = p.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         raise PbrlError(f"--seeds: repeated seeds in {args.seeds}")
+    if any(s < 0 for s in args.seeds):
+        raise PbrlError(f"--seeds: expected seeds >= 0, got {args.seeds}")
+    if args.threads is not None and args.threads < 1:
+        raise PbrlError(f"--threads: expected >= 1, got {args.threads}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = chat_args(argv, __doc__, "lions_stages", BUDGETS, [0, 1, 2],
+                     "delete the run folders first (default: reuse finished stages of an earlier invocation)")
     b = BUDGETS[args.budget]
     work = Path(args.work or f"runs/lions_stages-{args.budget}")
     threads, note = use_threads(args.threads)

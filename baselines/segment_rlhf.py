@@ -38,7 +38,6 @@ results/records/segment_rlhf/<budget>/.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -51,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.lions_stages import greedy_eval, win_rate
+from baselines.lions_stages import ChatBudget, _ms, chat_args, greedy_eval, win_rate
 from baselines.record import recorded
 from pbrl.errors import PbrlError
 from pbrl.llm.models import TinyLMConfig
@@ -81,20 +80,9 @@ PAPER = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-    """Sizes of one budget (the file header prints them all)."""
+class Budget(ChatBudget):
+    """Sizes of one budget: the chat task's shared sizes plus the reward models' and PPO's (the header prints all)."""
 
-    corpus_docs: int
-    train_tasks: int
-    heldout_tasks: int
-    eval_prompts: int
-    model: TinyLMConfig
-    vocab_size: int
-    pretrain_steps: int
-    pretrain_batch: int
-    seq_length: int
-    sft_steps: int
-    sft_batch: int
     rm_epochs: int
     rm_batch: int
     rm_lr: float
@@ -103,7 +91,6 @@ class Budget:
     ppo_n: int
     ppo_actor_lr: float
     ppo_critic_lr: float
-    max_new_tokens: int
 
 
 BUDGETS = {
@@ -310,13 +297,6 @@ def run_seed(seed: int, data: Path, sft: Path, heldout: list[ChatTask], work: Pa
 
 
 # ----------------------------------------------------------------------------------------------- report
-def _ms(xs: list[float]) -> str:
-    xs = [x for x in xs if x == x]
-    if len(xs) < 2:
-        return f"{xs[0]:.3f}" if xs else "-"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
-
-
 def report(rows: list[dict[str, Any]], sft_score: float, figure: str | None = None) -> None:
     if not rows:
         return
@@ -396,21 +376,7 @@ def report(rows: list[dict[str, Any]], sft_score: float, figure: str | None = No
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="tiny")
-    p.add_argument("--out", default="results/segment_rlhf.md", help="the markdown report (none: print only)")
-    p.add_argument("--records", default="results/records/segment_rlhf", help="folder of the per-seed JSON rows")
-    p.add_argument("--work", default=None, help="run folders (default runs/segment_rlhf-<budget>)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the free cores)")
-    p.add_argument("--fresh", action="store_true", help="delete the run folders first")
-    args = p.parse_args(argv)
-    if len(set(args.seeds)) != len(args.seeds):
-        raise PbrlError(f"--seeds: repeated seeds in {args.seeds}")
-    if any(s < 0 for s in args.seeds):
-        raise PbrlError(f"--seeds: expected seeds >= 0, got {args.seeds}")
-    if args.threads is not None and args.threads < 1:
-        raise PbrlError(f"--threads: expected >= 1, got {args.threads}")
+    args = chat_args(argv, __doc__, "segment_rlhf", BUDGETS, [0], "delete the run folders first")
     b = BUDGETS[args.budget]
     work = Path(args.work or f"runs/segment_rlhf-{args.budget}")
     threads, note = use_threads(args.threads)
