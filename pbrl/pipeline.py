@@ -39,8 +39,10 @@ from pbrl.utils import (
 PIPELINE_FILES = ("config.json", "summary.json", "prefs", "reward", "policy")
 """What a pipeline run folder holds (a folder with any of them holds a run)."""
 
-RewardChoice = Literal["true", LearnerName]
-"""A reward learner of pbrl.rewards, or `true` (the dataset's own rewards, the oracle baseline)."""
+RewardChoice = Literal["true", "step", "segment", "pt"]
+"""A reward learner of step datasets, or `true` (the dataset's own rewards, the oracle baseline). The `lm` learner
+trains on text records instead (`pbrl reward train PAIRS.jsonl --model lm`), so the pipeline does not offer it."""
+assert set(get_args(RewardChoice)) - {"true"} < set(get_args(LearnerName)), "the pipeline's learners are registered"
 
 
 @dataclass
