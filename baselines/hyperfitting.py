@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         matched: dict[str, dict[str, Any]] = {}
         for recipe, res in runs.items():
             target = res["final"]["eval/mean_entropy"]
-            found = match_temperature(model, ctx, target, bracket=(0.02, 3.0))
+            found = match_temperature(model, ctx, target, bracket=(0.02, 3.0),
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))  # progress, not report
             matched[recipe] = {**found, "stats": sampled_stats(model, tok, ctx, val, found["temperature"],
                                                                 b.sampling_seeds)}
             log(f"entropy-matched temperature for the {recipe} model's {target:.3f} nats: "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,7 +479,8 @@ class LlmTextstats:
         if self.match_entropy_of:
             target = text_stats(models[1][1], tok, ctx, **kw)
             found = match_temperature(model, ctx, target["mean_entropy"], bracket=self.bracket,
-                                      max_new_tokens=self.new_tokens, seed=self.seed, batch_size=self.batch_size)
+                                      max_new_tokens=self.new_tokens, seed=self.seed, batch_size=self.batch_size,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))  # stdout: the JSON
             result["other"] = {"model": self.match_entropy_of, "stats": target}
             result["matched"] = {**found, "stats": text_stats(model, tok, ctx, temperature=found["temperature"],
                                                               **kw)}

@@ -31,7 +31,8 @@ attention a token never sees the padding after it, so no attention mask is neede
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -182,7 +183,8 @@ def mean_entropy_at(model: torch.nn.Module, contexts: Sequence[Sequence[int]], t
 
 def match_temperature(model: torch.nn.Module, contexts: Sequence[Sequence[int]], target_entropy: float, *,
                       bracket: tuple[float, float] = (0.05, 3.0), max_new_tokens: int = NEW_TOKENS, seed: int = 0,
-                      xtol: float = 1e-3, batch_size: int = 16) -> dict[str, Any]:
+                      xtol: float = 1e-3, batch_size: int = 16,
+                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The sampling temperature T at which ``model``'s mean predictive entropy over its own continuations (sampled
     at T from ``contexts``, seed fixed) equals ``target_entropy`` (e.g. a hyperfitted model's greedy entropy).
 
@@ -191,7 +193,7 @@ def match_temperature(model: torch.nn.Module, contexts: Sequence[Sequence[int]],
     its uniform, so f is continuous in T between such points and jumps at them; H(softmax(z/T)) rises with T for
     fixed logits, so f rises overall, and Brent's method returns a T within ``xtol`` of a sign change of f.
     Returns {"temperature", "entropy" (at that T), "target", "evaluations", "bracket"}; a target the bracket does
-    not enclose is refused with the entropies at its ends.
+    not enclose is refused with the entropies at its ends. ``log`` gets one line per evaluation (T, entropy, time).
     """
     from scipy.optimize import brentq
 
@@ -204,8 +206,14 @@ def match_temperature(model: torch.nn.Module, contexts: Sequence[Sequence[int]],
 
     def f(t: float) -> float:
         if t not in seen:
+            t0 = time.perf_counter()
             seen[t] = mean_entropy_at(model, contexts, t, max_new_tokens=max_new_tokens, seed=seed,
                                       batch_size=batch_size)
+            if log is not None:
+                dt = time.perf_counter() - t0
+                log(f"match_temperature: evaluation {len(seen)}, T = {t:.4f}, mean entropy {seen[t]:.4f} nats "
+                    f"(target {target_entropy:.4f}), {dt:.1f} s, {len(contexts) * max_new_tokens / dt:.0f} "
+                    "tokens/s")
         return seen[t] - target_entropy
 
     f_lo, f_hi = f(lo), f(hi)

@@ -116,9 +116,11 @@ def test_match_temperature_recovers_a_known_temperature():
     target = mean_entropy_at(m, [[0], [1]], 0.6, max_new_tokens=8)
     q = [p ** (1 / 0.6) for p in row]
     assert target == pytest.approx(H([x / sum(q) for x in q]))
-    found = match_temperature(m, [[0], [1]], target, max_new_tokens=8, xtol=1e-6)
+    lines: list[str] = []
+    found = match_temperature(m, [[0], [1]], target, max_new_tokens=8, xtol=1e-6, log=lines.append)
     assert found["temperature"] == pytest.approx(0.6, abs=1e-5) and found["entropy"] == pytest.approx(target)
-    assert found["evaluations"] >= 3
+    assert found["evaluations"] >= 3 and len(lines) == found["evaluations"]  # one progress line per evaluation
+    assert lines[0].startswith("match_temperature: evaluation 1, T = 0.0500") and "tokens/s" in lines[0]
     with pytest.raises(PbrlError, match="outside the entropies over the temperature bracket"):
         match_temperature(m, [[0]], math.log(4) + 0.1, max_new_tokens=8)  # above the uniform's entropy
 
