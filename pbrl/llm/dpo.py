@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
-from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
+from pbrl.llm.models import TinyLMConfig, build_model, load_model, multi_process_accelerator, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
 from pbrl.runs import RunFolder, fingerprint_file
 from pbrl.utils import (
@@ -333,16 +333,7 @@ def train_dpo(cfg: DpoConfig, pairs: list[TokenizedPair] | None = None, tokenize
         raise PbrlError(f"beta: expected > 0, got {cfg.beta}")
     if cfg.threads is not None:  # once, before any tensor work (a bad count is refused here, nothing written)
         use_threads(cfg.threads)
-    accelerator = None
-    try:
-        from accelerate import Accelerator
-        from accelerate.state import PartialState
-
-        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        if PartialState(cpu=cpu).num_processes > 1:  # launched by `accelerate launch` / torchrun: one per device
-            accelerator = Accelerator(cpu=cpu)
-    except ImportError:
-        pass
+    accelerator = multi_process_accelerator(cfg.device)  # launched by `accelerate launch` / torchrun: one per device
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     device = accelerator.device if accelerator else _device(cfg)

@@ -113,3 +113,15 @@ def load_model(
 def num_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def multi_process_accelerator(device: str):
+    """An ``accelerate.Accelerator`` when this process is one of several (launched by torchrun or ``accelerate
+    launch``), else None (a single process, or accelerate not installed)."""
+    try:
+        from accelerate import Accelerator
+        from accelerate.state import PartialState
+    except ImportError:
+        return None
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu) if PartialState(cpu=cpu).num_processes > 1 else None

@@ -550,18 +550,6 @@ def _step_rows(n_rows: int, cfg: PpoConfig, k: int) -> list[int]:
     return [int(order[(k * m + i) % n_rows]) for i in range(m)]
 
 
-def _accelerator(cfg: PpoConfig):
-    """An ``accelerate.Accelerator`` when launched as several processes (``accelerate launch`` / torchrun), else
-    None."""
-    try:
-        from accelerate import Accelerator
-        from accelerate.state import PartialState
-    except ImportError:
-        return None
-    cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu) if PartialState(cpu=cpu).num_processes > 1 else None
-
-
 class _Logps(torch.nn.Module):
     """The policy as one module call (what DDP wraps): batch -> token log-probs [B, T]."""
 
@@ -623,7 +611,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     it has an attribute ``dense = True``), else ``judge`` (or ``cfg.judge`` resolved) at the last token, else the
     LM reward model at ``cfg.reward``. Returns the summary written to ``out/summary.json`` (per-step rows under
     "history")."""
-    from pbrl.llm.models import load_model, num_parameters
+    from pbrl.llm.models import load_model, multi_process_accelerator, num_parameters
     from pbrl.llm.sampler import HFSampler
     from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer
 
@@ -638,7 +626,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
         from pbrl.utils import use_threads
 
         use_threads(cfg.threads)
-    accelerator = _accelerator(cfg)
+    accelerator = multi_process_accelerator(cfg.device)
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     if cfg.prompts_per_step % world or (cfg.minibatch_size // (cfg.n if cfg.prefix_sharing else 1)) % world:

@@ -65,7 +65,7 @@ import torch
 from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.dpo import BranchLogps, resolve_backend
-from pbrl.llm.models import TinyLMConfig, build_model, load_model, num_parameters
+from pbrl.llm.models import TinyLMConfig, build_model, load_model, multi_process_accelerator, num_parameters
 from pbrl.llm.prefix_sharing import IGNORE, PROMPT, DpoBatch
 from pbrl.llm.pretrain import _load_checkpoint, _save_pretrained, lr_at
 from pbrl.runs import RunFolder, fingerprint_file
@@ -354,25 +354,13 @@ def _tokens_sha256(examples: Sequence[SftExample]) -> str:
     return h.hexdigest()
 
 
-def _accelerator(device: str):
-    """An ``accelerate.Accelerator`` when this process is one of several (launched by torchrun or ``accelerate
-    launch``), else None (a single process, or accelerate not installed)."""
-    try:
-        from accelerate import Accelerator
-        from accelerate.state import PartialState
-    except ImportError:
-        return None
-    cpu = device == "cpu" or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu) if PartialState(cpu=cpu).num_processes > 1 else None
-
-
 @denormals_flushed()
 def train_sft(cfg: SftConfig) -> dict:
     """Fine-tune a causal LM on ``cfg.data`` (see the module docstring). Returns the summary (steps, the data
     counts, the final row), the per-step history (of this and earlier, resumed-from runs) and this process's rank.
     Every input is checked before the output folder is written."""
     _check(cfg)
-    accelerator = _accelerator(cfg.device)
+    accelerator = multi_process_accelerator(cfg.device)
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     if cfg.threads is not None:  # once, before any tensor work (after accelerate, which may set its own count)

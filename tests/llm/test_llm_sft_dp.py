@@ -37,7 +37,7 @@ def setup(tmp_path):
 def test_batch_must_divide_by_processes_times_grad_accum(tmp_path, setup, monkeypatch):
     data, tok = setup
     # what a 2-process launch hands the trainer (the check comes before the accelerator is used)
-    monkeypatch.setattr(sft, "_accelerator", lambda device: SimpleNamespace(num_processes=2, process_index=0,
+    monkeypatch.setattr(sft, "multi_process_accelerator", lambda device: SimpleNamespace(num_processes=2, process_index=0,
                                                                             device=torch.device("cpu")))
     cfg = SftConfig(data=str(data), out=str(tmp_path / "out"), tokenizer_path=str(tok), batch_size=6, grad_accum=2,
                     max_length=32, model=TinyLMConfig(hidden_size=32, intermediate_size=64), progress=False)
