@@ -619,8 +619,8 @@ def _fmt(ms: dict[str, float]) -> str:
 
 
 def markdown_report(result: dict[str, Any], trends: dict[str, dict[str, Any]], x_axis: str = "params") -> str:
-    """One table (a row per model: parameters, training FLOPs, every metric mean ± SEM), the chance baselines and
-    the classified trends."""
+    """One table (a row per model, smallest first: parameters, training FLOPs, every metric mean ± SEM), the chance
+    baselines and the classified trends."""
     models = result["models"]
     names = list(models[0]["metrics"]) if models else []
     names = [n for n in names if n != "invalid"]
@@ -628,7 +628,7 @@ def markdown_report(result: dict[str, Any], trends: dict[str, dict[str, Any]], x
              "| model | parameters | training FLOPs | " + " | ".join(names) +
              (" | invalid rows |" if result["kind"] == "numeric" else " |"),
              "|---|---|---|" + "---|" * (len(names) + (result["kind"] == "numeric"))]
-    for m in models:
+    for m in sorted(models, key=lambda m: m["num_parameters"]):  # the family in size order, as the plot reads
         flops = "unknown" if m["training_flops"] is None else f"{m['training_flops']:.3g}"
         cells = [_fmt(m["metrics"][n]) for n in names]
         if result["kind"] == "numeric":
