@@ -157,3 +157,19 @@ def test_the_benchmark_grammar_corpus_is_seeded_and_long_enough():
         toks = doc.replace(".", " ").lower().split()
         assert set(toks) <= words and doc.endswith(".") and doc[0].isupper()
         assert 20 <= doc.count(".") < 32  # sentences per document
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_end_to_end_on_the_smoke_budget(tmp_path):
+    """baselines/hyperfitting.py on a toy model (about 30 s on one loaded thread): the report, figure and record."""
+    from baselines.hyperfitting import main
+
+    main(["--budget", "smoke", "--threads", "1", "--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "f.png"),
+          "--records", str(tmp_path / "rec"), "--work", str(tmp_path / "w")])
+    text = (tmp_path / "r.md").read_text()
+    assert "## Verdict" in text and "entropy-matched" in text and (tmp_path / "f.png").stat().st_size > 0
+    rec = json.loads((tmp_path / "rec" / "smoke.json").read_text())
+    assert set(rec["runs"]) == {"paper", "code"} and rec["runs"]["code"]["epochs"] == 30
+    for recipe, m in rec["matched"].items():  # the control's entropy equals the hyperfitted model's
+        target = rec["runs"][recipe]["curve"][-1]["eval/mean_entropy"]
+        assert m["entropy"] == pytest.approx(target, abs=0.05)
