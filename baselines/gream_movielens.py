@@ -184,7 +184,7 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
         f"- device: {', '.join(devices)}; torch threads per run: {threads}; wall times include waiting for "
         f"the shared cores; total {wall / 60:.1f} min of run wall time",
         (f"- machine load (1-minute load average at the start and end of each run): {min(loads):.1f} to "
-         f"{max(loads):.1f} on {os.cpu_count()} cores — the machine was shared with other work, so times are "
+         f"{max(loads):.1f} (cores: see device) — the machine was shared with other work, so times are "
          "upper bounds" if loads else "- machine load: not recorded"),
         f"- platform: {', '.join(hosts_cpu)}; git revision(s): {', '.join(revs)}",
         "",
