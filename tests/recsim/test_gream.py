@@ -134,3 +134,35 @@ def test_eval_sample_is_seeded_and_sorted():
     a, b = eval_sample(100, 10), eval_sample(100, 10)
     assert np.array_equal(a, b) and np.all(np.diff(a) > 0) and len(a) == 10
     assert np.array_equal(eval_sample(5, 10), np.arange(5)) and np.array_equal(eval_sample(5, None), np.arange(5))
+
+
+def test_gream_llm_table_from_records(tmp_path):
+    """baselines/gream_llm.py's table: mean ± std over the seeds' records, readings computed per seed."""
+    import copy
+
+    from baselines.gream_llm import write_table
+
+    folder = synthetic_log(tmp_path)
+    cached_embeddings(folder, tmp_path / "cache")
+    cfg = small_config(tmp_path, folder, rl=("srpo",), decodings=("trie",), rl_steps=1)
+    summary = run_gream(cfg)
+    base = {"table": "gream_llm", "budget": "test", "config": vars(cfg), "device": "cpu", "platform": "x",
+            "cores": 2, "load_start": 1.0, "load_end": 3.0,
+            "popularity_same_users": {f"rec/{m}": 0.1 for m in ("recall@1", "recall@5", "recall@10", "ndcg@5",
+                                                                  "ndcg@10")}}
+    recs = []
+    for seed, (sft, srpo) in enumerate([(0.2, 0.1), (0.4, 0.3)]):
+        s = copy.deepcopy(summary)
+        s["eval"]["sft-trie"]["rec/ndcg@10"] = sft
+        s["eval"]["srpo-trie"]["rec/ndcg@10"] = srpo
+        recs.append({**base, "seed": seed, "summary": s})
+    text = open(write_table(recs, str(tmp_path), "out")).read()
+    rows = {line.split(" | ")[0] + " | " + line.split(" | ")[1]: line.split(" | ") for line in text.splitlines()
+            if line.startswith("| LLM") or line.startswith("| +")}
+    assert rows["| LLM after alignment SFT | trie"][2] == "0, 1"
+    assert rows["| LLM after alignment SFT | trie"][7] == "0.3000 ± 0.1000"  # mean and population std of 0.2, 0.4
+    assert rows["| +SRPO (RSVR + BGAE) | trie"][7] == "0.2000 ± 0.1000"
+    assert "| +binary GRPO | per-level sets | — | not run" in text
+    assert "SRPO - SFT (trie), NDCG@10 per seed: -0.1000, -0.1000 (mean -0.1000; lower in every seed)" in text
+    assert "NDCG@10 +0.2000 (2 of 2 seeds above)" in text  # SFT vs popularity's 0.1
+    assert "load average at run starts and ends): 1.0 to " in text and " on 2 cores" in text
