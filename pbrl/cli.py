@@ -41,6 +41,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("relabel",): ("pbrl.rewards.commands:Relabel", "relabel a dataset with a learned reward, save as Minari"),
     ("rec", "prefs"): ("pbrl.rec.commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
     ("rec", "baselines"): ("pbrl.rec.commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
+    ("rec", "ids"): ("pbrl.rec.gream_commands:RecIds", "semantic item IDs: text embeddings -> residual balanced k-means codes"),
+    ("rec", "align-data"): ("pbrl.rec.gream_commands:RecAlignData", "GREAM alignment SFT data (seqrec, item2index, index2item, preference)"),
+    ("rec", "srpo"): ("pbrl.rec.srpo:RecSrpo", "SRPO on a semantic-ID recommender: RSVR reward + pass@k-bonus advantage (or binary GRPO), ID-constrained rollouts"),
+    ("rec", "gream"): ("pbrl.rec.gream:RecGream", "GREAM end to end on a log: IDs -> alignment SFT -> SRPO / GRPO -> beam evaluation, resumable"),
     ("train",): ("pbrl.policies.commands:TrainCommand", "train an offline policy (iql cql td3bc bc dt qt dtr) on a dataset"),
     ("eval",): ("pbrl.policies.commands:EvalCommand", "evaluate a saved policy in its environment"),
     ("pipeline",): ("pbrl.pipeline:PipelineConfig", "prefs -> reward -> relabel -> policy -> normalized score"),
@@ -55,6 +59,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("llm", "lions"): ("pbrl.llm.lions:LlmLions", "the LIONs stages end to end on a chat-data folder: SFT -> offline DPO -> online DPO, resumable"),
     ("llm", "dpo"): ("pbrl.llm.commands:LlmDpo", "DPO with prefix sharing / packing on preference JSONL"),
     ("llm", "synth"): ("pbrl.llm.commands:LlmSynth", "synthetic preference JSONL with one of six length profiles"),
+    ("llm", "hyperfit"): ("pbrl.llm.hyperfit:LlmHyperfit", "hyperfitting: full fine-tuning on a few sequences at a fixed lr until the loss is near zero, text statistics per epoch"),
+    ("llm", "textstats"): ("pbrl.llm.hyperfit:LlmTextstats", "TTR, distinct-n, repetition, validation loss and entropy of a model's greedy text (and the entropy-matched temperature)"),
+    ("llm", "inverse-scaling"): ("pbrl.llm.inverse_scaling:LlmInverseScaling", "an inverse-scaling task (official row formats) over several models, with the trend classified"),
 }
 
 
