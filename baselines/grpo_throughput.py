@@ -20,7 +20,7 @@ per-token times of the stages. The ratio is pbrl / TRL per generated token; targ
 
     PYTHONPATH=. python baselines/grpo_throughput.py --align runs/gream/full-s0/align \\
         [--prompts 16] [--n 10] [--minibatch 4] [--steps 3] [--warmup 1] [--repeats 2] \\
-        [--out results/grpo_throughput.md]
+        [--trl-gradient-checkpointing off] [--out results/grpo_throughput.md]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def run_trl(args, folder: Path, data, repeat: int) -> Steps:
                      num_iterations=1, max_completion_length=args.ids_levels + 2, temperature=1.0, top_p=1.0,
                      beta=0.001, learning_rate=1e-5, max_steps=total, use_cpu=True, bf16=False, report_to=[],
                      logging_steps=10**6, save_strategy="no", seed=repeat, disable_tqdm=True,
-                     dataloader_num_workers=0)
+                     dataloader_num_workers=0, gradient_checkpointing=args.trl_gradient_checkpointing == "on")
     trainer = Timed(model=load_model(folder / "base"), reward_funcs=reward, args=cfg, train_dataset=data_,
                     processing_class=load_tokenizer(folder / "base"))
     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its final metrics dict
@@ -206,7 +206,14 @@ def run(args: argparse.Namespace) -> None:
           f"tokens per step: pbrl {np.mean([x['prompt_tokens'] for x in runs['pbrl']]):.1f}, TRL "
           f"{np.mean([x['prompt_tokens'] for x in runs['trl']]):.1f} (the same messages, the same chat template)")
     print(f"target (>= 1.5x per generated token over all stages): {'met' if ratio >= 1.5 else 'NOT met'} "
-          f"({ratio:.2f}x)")
+          f"({ratio:.2f}x); TRL gradient checkpointing {args.trl_gradient_checkpointing} (GRPOConfig's default: on)")
+    p_len = float(np.mean([x["prompt_tokens"] for x in runs["pbrl"]]))
+    T = ids.levels + 2
+    print(f"why: pbrl shares each prompt over its {args.n} rollouts (sampling prefills it once; the log-prob and "
+          f"update batches hold it once per group, pbrl.llm.ppo.build_shared_batch), about {p_len:.0f} + {args.n} x "
+          f"{T} = {p_len + args.n * T:.0f} token positions per group; TRL repeats it in every row, {args.n} x "
+          f"({p_len:.0f} + {T}) = {args.n * (p_len + T):.0f} ({args.n * (p_len + T) / (p_len + args.n * T):.1f}x "
+          "more), with short answers after long prompts as here")
 
 
 def main() -> None:
@@ -222,6 +229,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=2, help="runs per side, alternating; each stage's best step kept")
+    ap.add_argument("--trl-gradient-checkpointing", choices=("on", "off"), default="off",
+                    help="TRL's GRPOConfig turns it on by default (a second forward in backward); off = TRL at its "
+                    "fastest on a model this small")
     ap.add_argument("--out", default=None, help="also write the output with its conditions (results/...md)")
     args = ap.parse_args()
     if args.prompts % args.minibatch:
