@@ -166,3 +166,11 @@ def test_gream_llm_table_from_records(tmp_path):
     assert "SRPO - SFT (trie), NDCG@10 per seed: -0.1000, -0.1000 (mean -0.1000; lower in every seed)" in text
     assert "NDCG@10 +0.2000 (2 of 2 seeds above)" in text  # SFT vs popularity's 0.1
     assert "load average at run starts and ends): 1.0 to " in text and " on 2 cores" in text
+
+
+def test_rec_gream_parses_through_tyro():
+    import tyro
+
+    c = tyro.cli(RecGream, args=["--out", "x", "--rl", "srpo", "--decodings", "trie", "--eval-users", "50"])
+    assert c.rl == ("srpo",) and c.decodings == ("trie",) and c.eval_users == 50 and c.out == "x"
+    assert tyro.cli(RecGream, args=["--out", "x", "--rl"]).rl == ()
