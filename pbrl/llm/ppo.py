@@ -37,7 +37,9 @@ reward model (``pbrl.rewards.lm``) gives dense ones (``ModelReward``).
 Metrics per step: ``ppo/score`` (mean over responses of the summed pre-KL rewards: the judge's score for the
 bandit), ``ppo/kl`` (mean summed log pi_old - log pi_ref), ``ppo/reward`` (the shaped return), response length,
 EOS fraction, the losses, clip fraction, approximate KL of the update and grad norms, and for each stage its
-seconds and generated tokens per second (``perf/rollout_tokens_per_s`` ... ``perf/update_tokens_per_s``).
+seconds and generated tokens per second (``perf/rollout_tokens_per_s`` ... ``perf/update_tokens_per_s``), and the
+critic's share of the forward and update seconds (``perf/critic_forward_s``, ``perf/critic_update_s``). Each stage
+runs under a ``torch.profiler`` label ``ppo/<stage>`` (``ppo/update/actor``, ``ppo/update/critic``, ...).
 
 Layout of ``out``: config.json, metrics.jsonl (one row per step, with tokens/s of every stage), checkpoint.pt
 (policy, critic, both optimizers and the step, written as one file), model/ (the final policy and its tokenizer),
@@ -599,6 +601,12 @@ def _context_length(model_path: str) -> int:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _stage(name: str) -> torch.profiler.record_function:
+    """A profiler label ``ppo/<name>`` around a stage of the step (no cost without an active profiler): a
+    ``torch.profiler`` trace of ``train_ppo`` groups its ops by stage."""
+    return torch.profiler.record_function(f"ppo/{name}")
+
+
 def _clip_step(params, optimizer, max_norm: float, clip_norm=torch.nn.utils.clip_grad_norm_) -> float:
     norm = float(clip_norm(params, max_norm)) if max_norm > 0 else 0.0
     optimizer.step()
@@ -715,11 +723,13 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             # ---- rollout
             t0 = sync()
             # each process samples its share of the step's prompts
-            ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)[rank::world]], cfg, step,
-                          eot, pad, stream=rank)
+            with _stage("rollout"):
+                ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)[rank::world]], cfg,
+                              step, eot, pad, stream=rank)
             # ---- scoring
             t1 = sync()
-            scores_l = check_rewards(reward_fn(ro["prompts"], ro["responses"]), ro["responses"])
+            with _stage("scoring"):
+                scores_l = check_rewards(reward_fn(ro["prompts"], ro["responses"]), ro["responses"])
             # ---- forward: old log-probs, reference log-probs, old values; shaped rewards, GAE
             t2 = sync()
             if cfg.prefix_sharing:
@@ -735,8 +745,12 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                     old_lp = _padded(ro["logprobs"], T, device)
                 else:
                     old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, fwd)
-                ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, fwd)
-                old_v = _chunked(lambda x: token_values(critic, x), batch, fwd)
+                with _stage("forward/reference"):
+                    ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, fwd)
+                tc = sync()
+                with _stage("forward/critic"):
+                    old_v = _chunked(lambda x: token_values(critic, x), batch, fwd)
+                critic_forward_s = sync() - tc
                 scores = _padded(scores_l, T, device)
                 has_eos = torch.tensor(ro["has_eos"], dtype=torch.bool, device=device)
                 rewards = shape_rewards(scores, old_lp, ref_lp, mask, has_eos, beta=cfg.kl_beta,
@@ -750,7 +764,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             critic.train()
             sums = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "approx_kl", "actor_grad_norm",
                                   "critic_grad_norm"), 0.0)
-            updates = 0
+            updates, critic_update_s = 0, 0.0
             mb = max(1, cfg.minibatch_size // per_unit // world)  # units per process and minibatch
             for epoch in range(cfg.ppo_epochs):
                 order = torch.from_numpy(np.random.default_rng([cfg.seed, step, epoch]).permutation(batch.size))
@@ -760,16 +774,21 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                     rows_ = batch.responses(units).to(device)
                     T_ = sub.mask.shape[1]
                     o_lp, a, o_v, ret = (x[rows_, :T_] for x in (old_lp, adv, old_v, returns))
-                    actor_opt.zero_grad(set_to_none=True)
-                    lp = actor(sub)
-                    pl, cf = policy_loss(lp, o_lp, a, sub.mask, cfg.clip)
-                    pl.backward()
-                    sums["actor_grad_norm"] += _clip_step(actor.parameters(), actor_opt, cfg.max_grad_norm, clip_norm)
-                    critic_opt.zero_grad(set_to_none=True)
-                    vl = value_loss(value_fn(sub), o_v, ret, sub.mask, vclip)
-                    vl.backward()
-                    sums["critic_grad_norm"] += _clip_step(value_fn.parameters(), critic_opt, cfg.max_grad_norm,
-                                                           clip_norm)
+                    with _stage("update/actor"):
+                        actor_opt.zero_grad(set_to_none=True)
+                        lp = actor(sub)
+                        pl, cf = policy_loss(lp, o_lp, a, sub.mask, cfg.clip)
+                        pl.backward()
+                        sums["actor_grad_norm"] += _clip_step(actor.parameters(), actor_opt, cfg.max_grad_norm,
+                                                              clip_norm)
+                    tc = sync()
+                    with _stage("update/critic"):
+                        critic_opt.zero_grad(set_to_none=True)
+                        vl = value_loss(value_fn(sub), o_v, ret, sub.mask, vclip)
+                        vl.backward()
+                        sums["critic_grad_norm"] += _clip_step(value_fn.parameters(), critic_opt, cfg.max_grad_norm,
+                                                               clip_norm)
+                    critic_update_s += sync() - tc
                     sums["approx_kl"] += float(masked_mean(o_lp - lp.detach(), sub.mask))
                     sums["policy_loss"] += float(pl.detach())
                     sums["value_loss"] += float(vl.detach())
@@ -801,6 +820,8 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                 "perf/scoring_s": t2 - t1,
                 "perf/forward_s": t3 - t2,
                 "perf/update_s": t4 - t3,
+                "perf/critic_forward_s": critic_forward_s,  # the parts of forward_s and update_s that are the critic's
+                "perf/critic_update_s": critic_update_s,
                 "perf/rollout_tokens_per_s": n_tok / max(t1 - t0, 1e-9),
                 "perf/scoring_tokens_per_s": n_tok / max(t2 - t1, 1e-9),
                 "perf/forward_tokens_per_s": n_tok / max(t3 - t2, 1e-9),

@@ -407,3 +407,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["llm", "ppo", str(bad), *base[1:], "--judge", "json:dumps"]) == 2
     assert "bad.jsonl:2: expected a field 'messages'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_ppo_step_labels_its_stages_for_the_profiler_and_times_the_critic(tmp_path):
+    torch.set_num_threads(1)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        s = train_ppo(_toy(tmp_path, steps=1, ppo_epochs=1), judge=count_red)
+    names = {e.name for e in prof.events()}
+    for stage in ("rollout", "scoring", "forward/reference", "forward/critic", "update/actor", "update/critic"):
+        assert f"ppo/{stage}" in names
+    row = s["history"][0]
+    # the critic's parts are inside their stages and smaller than them (the reference / the actor run there too)
+    assert 0 < row["perf/critic_forward_s"] < row["perf/forward_s"]
+    assert 0 < row["perf/critic_update_s"] < row["perf/update_s"]
