@@ -20,10 +20,20 @@ pbrl does more work per step than GRPO: a critic (a second transformer) is evalu
 generated tokens (EOS included) / stage seconds of one timed step (steps after `--warmup` per run); the ratio is
 pbrl / TRL per generated token. TRL's step time is measured from one rollout's start to the next one's. The two
 sides run one after the other, `--repeats` times alternating, and each stage keeps its best step (a shared
-machine's other work only slows a step down); "all stages" adds up the best per-token times of the stages.
+machine's other work only slows a step down); "all stages" adds up the best per-token times of the stages. The
+issue's ratio counts the critic (PPO's cost); a second line gives it without the critic's seconds (pbrl's
+`perf/critic_forward_s` and `perf/critic_update_s` taken out of its forward and update stages), GRPO's work only.
+
+`--profile` adds one more run per side under `torch.profiler` (untimed: the profiler slows every op) and prints,
+per stage and millisecond of a step, the CPU time in matrix products (aten::mm / addmm / bmm), in attention
+(scaled_dot_product kernels) and in everything else (elementwise ops, copies, concatenations, the optimizer, the
+Python between ops): pbrl's stages from its `ppo/<stage>` profiler labels, TRL's from labels put around
+`_generate`, `_calculate_rewards`, `_generate_and_score_completions` (forward = the rest of it), and the Trainer's
+`training_step` with the optimizer step (update).
 
     python baselines/ppo_throughput.py [--threads 1] [--prompts 8] [--n 4] [--new-tokens 32] [--minibatch 8]
-        [--hidden 128 256] [--layers 4] [--steps 3] [--warmup 1] [--repeats 3] [--out results/ppo_throughput.md]
+        [--hidden 128 256] [--layers 4] [--steps 3] [--warmup 1] [--repeats 3] [--profile]
+        [--out results/ppo_throughput.md]
 """
 
 from __future__ import annotations
@@ -32,14 +42,19 @@ import argparse
 import contextlib
 import io
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from record import recorded  # baselines/record.py (the script's folder is on sys.path)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import recorded  # noqa: E402  (baselines/record.py)
 
 STAGES = ("rollout", "scoring", "forward", "update")
+CRITIC = {"forward": "critic_forward", "update": "critic_update"}
+"""pbrl's stages that hold critic work, and the step key of the critic's seconds in each."""
 
 
 def setup(args: argparse.Namespace, folder: Path):
@@ -65,11 +80,44 @@ Steps = list[dict[str, float]]
 """Timed steps: per step, each stage's seconds and the step's generated tokens."""
 
 
-def best_rates(steps: Steps) -> dict[str, float]:
+def best_rates(steps: Steps, without_critic: bool = False) -> dict[str, float]:
     """Per stage, the highest rate over the timed steps (generated tokens / stage seconds); for all stages, the
-    rate of the summed best per-token times: 1 / sum_s (1 / rate_s)."""
-    out = {s: max(st["tokens"] / st[s] for st in steps) for s in STAGES}
+    rate of the summed best per-token times: 1 / sum_s (1 / rate_s). ``without_critic``: each stage's seconds
+    less the critic's part of it (``CRITIC``; steps without those keys have no critic)."""
+
+    def seconds(st: dict[str, float], s: str) -> float:
+        return st[s] - (st.get(CRITIC[s], 0.0) if without_critic and s in CRITIC else 0.0)
+
+    out = {s: max(st["tokens"] / seconds(st, s) for st in steps) for s in STAGES}
     out["all"] = 1 / sum(1 / out[s] for s in STAGES)
+    return out
+
+
+def op_kind(name: str) -> str:
+    """The profiler's op name -> "matmul", "attention" or "other"."""
+    if name.startswith(("aten::mm", "aten::addmm", "aten::bmm")):
+        return "matmul"
+    if "scaled_dot_product" in name:
+        return "attention"
+    return "other"
+
+
+def stage_shares(events, labels: dict[str, str], steps: int) -> dict[str, dict[str, float]]:
+    """Milliseconds per step by stage and op kind from a profiler's events: the self CPU time of every event
+    under a label (``labels``: label -> stage; a label inside another's stage counts for its own stage only).
+    Kinds as ``op_kind``; the labels' own self time (Python between ops) counts as other."""
+    out = {stage: dict.fromkeys(("matmul", "attention", "other"), 0.0) for stage in dict.fromkeys(labels.values())}
+
+    def walk(e, stage: str) -> None:
+        if e.name in labels and labels[e.name] != stage:
+            return  # counted under its own label
+        out[stage][op_kind(e.name)] += e.self_cpu_time_total / 1e3 / steps
+        for c in e.cpu_children:
+            walk(c, stage)
+
+    for e in events:
+        if e.name in labels:
+            walk(e, labels[e.name])
     return out
 
 
@@ -83,7 +131,8 @@ def run_pbrl(args, folder: Path, repeat: int) -> Steps:
                     minibatch_size=args.minibatch, actor_lr=1e-5, critic_lr=1e-5, kl_beta=0.01,
                     checkpoint_every=10**6, progress=False, device="cpu", resume=False)
     rows = train_ppo(cfg, judge=judge)["history"][args.warmup:]
-    return [{**{s: r[f"perf/{s}_s"] for s in STAGES}, "tokens": r["perf/generated_tokens"]} for r in rows]
+    return [{**{s: r[f"perf/{s}_s"] for s in STAGES}, **{k: r[f"perf/{k}_s"] for k in CRITIC.values()},
+             "tokens": r["perf/generated_tokens"]} for r in rows]
 
 
 def run_trl(args, folder: Path, rows, repeat: int) -> Steps:
@@ -101,26 +150,46 @@ def run_trl(args, folder: Path, rows, repeat: int) -> Steps:
     times: dict[str, list[float]] = {"rollout": [], "scoring": [], "generate_and_score": [], "starts": []}
     tokens: list[int] = []
 
+    label = torch.profiler.record_function  # no cost without an active profiler
+
     class Timed(GRPOTrainer):
         def _generate(self, prompts):
             t0 = time.perf_counter()
-            out = super()._generate(prompts)
+            with label("trl/rollout"):
+                out = super()._generate(prompts)
             times["rollout"].append(time.perf_counter() - t0)
             return out
 
         def _calculate_rewards(self, *a, **k):
             t0 = time.perf_counter()
-            out = super()._calculate_rewards(*a, **k)
+            with label("trl/scoring"):
+                out = super()._calculate_rewards(*a, **k)
             times["scoring"].append(time.perf_counter() - t0)
             return out
 
         def _generate_and_score_completions(self, inputs):
             t0 = time.perf_counter()
             times["starts"].append(t0)
-            out = super()._generate_and_score_completions(inputs)
+            with label("trl/forward"):
+                out = super()._generate_and_score_completions(inputs)
             times["generate_and_score"].append(time.perf_counter() - t0)
             tokens.append(int(out["completion_mask"].sum()))
             return out
+
+        def training_step(self, *a, **k):
+            with label("trl/update"):
+                return super().training_step(*a, **k)
+
+        def create_optimizer(self, *a, **k):
+            opt = super().create_optimizer(*a, **k)
+            step = opt.step
+
+            def labelled_step(*sa, **sk):
+                with label("trl/update"):
+                    return step(*sa, **sk)
+
+            opt.step = labelled_step
+            return opt
 
     per_step = args.prompts * args.n // args.minibatch  # optimizer steps per rollout
     # one more rollout than timed: a step's time runs from its rollout's start to the next one's
@@ -163,6 +232,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; each stage's best step kept")
+    ap.add_argument("--profile", action="store_true", help="also one profiled run per side: per stage the "
+                    "milliseconds in matrix products, attention and everything else")
     ap.add_argument("--out", default=None, help="also write the output with its conditions, e.g. "
                     "results/ppo_throughput.md")
     args = ap.parse_args()
@@ -198,6 +269,7 @@ def run_one(args: argparse.Namespace) -> None:
         for r in range(args.repeats):
             runs["pbrl"] += run_pbrl(args, folder, r)
             runs["trl"] += run_trl(args, folder, rows, r)
+        shares = profile_stages(args, folder, rows) if args.profile else None
     ours, theirs = best_rates(runs["pbrl"]), best_rates(runs["trl"])
     print("| stage | pbrl tokens/s | TRL GRPO tokens/s | pbrl / TRL per generated token |")
     print("|---|---|---|---|")
@@ -213,6 +285,45 @@ def run_one(args: argparse.Namespace) -> None:
           f"({ratio:.2f}x); pbrl's update trains two transformers (policy and critic), TRL's GRPO one (no "
           "critic); in forward both run two (pbrl: reference and critic, the old log-probs from the sampler; "
           "TRL: the policy's old and the reference log-probs)")
+    bare = best_rates(runs["pbrl"], without_critic=True)
+    crit = 1 - ours["all"] / bare["all"]
+    print(f"without the critic (pbrl's forward and update less the critic's seconds, GRPO's work only; not the "
+          f"issue's measure): pbrl {bare['all']:,.0f} tokens/s, {bare['all'] / theirs['all']:.2f}x TRL; the critic "
+          f"is {100 * crit:.0f}% of pbrl's step (forward {bare['forward'] / theirs['forward']:.2f}x, update "
+          f"{bare['update'] / theirs['update']:.2f}x TRL without it)")
+    if shares is not None:
+        print()
+        print("profiled (one more run per side under torch.profiler, which slows every op; milliseconds of CPU "
+              "time per step):")
+        print()
+        print("| side | stage | matmul | attention | other | other share |")
+        print("|---|---|---|---|---|---|")
+        for side, stages in shares.items():
+            for stage, ms in stages.items():
+                total = sum(ms.values())
+                print(f"| {side} | {stage} | {ms['matmul']:,.0f} | {ms['attention']:,.0f} | {ms['other']:,.0f} | "
+                      f"{100 * ms['other'] / max(total, 1e-9):.0f}% |")
+
+
+def profile_stages(args: argparse.Namespace, folder: Path, rows) -> dict[str, dict[str, dict[str, float]]]:
+    """One run per side of ``args.warmup + 1`` steps under ``torch.profiler``: per side ``stage_shares`` of its
+    stages (all the run's steps, per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    one = argparse.Namespace(**{**vars(args), "steps": 1})
+    n = one.warmup + 1
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_pbrl(one, folder, "profiled")
+    pbrl_labels = {"ppo/rollout": "rollout", "ppo/scoring": "scoring", "ppo/forward/reference": "forward (reference)",
+                   "ppo/forward/critic": "forward (critic)", "ppo/update/actor": "update (actor)",
+                   "ppo/update/critic": "update (critic)"}
+    out = {"pbrl": stage_shares(prof.events(), pbrl_labels, n)}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_trl(one, folder, rows, "profiled")
+    trl_labels = {f"trl/{s}": s for s in STAGES}
+    # TRL ran one more rollout than its timed steps (a step runs from one rollout's start to the next one's)
+    out["TRL"] = stage_shares(prof.events(), trl_labels, n + 1)
+    return out
 
 
 if __name__ == "__main__":
