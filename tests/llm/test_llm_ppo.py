@@ -422,3 +422,37 @@ def test_ppo_step_labels_its_stages_for_the_profiler_and_times_the_critic(tmp_pa
     # the critic's parts are inside their stages and smaller than them (the reference / the actor run there too)
     assert 0 < row["perf/critic_forward_s"] < row["perf/forward_s"]
     assert 0 < row["perf/critic_update_s"] < row["perf/update_s"]
+
+
+def test_throughput_rates_without_the_critic_by_hand():
+    from baselines.ppo_throughput import best_rates
+
+    steps = [{"rollout": 1.0, "scoring": 0.5, "forward": 2.0, "update": 4.0, "critic_forward": 1.0,
+              "critic_update": 3.0, "tokens": 100},
+             {"rollout": 2.0, "scoring": 0.25, "forward": 1.0, "update": 5.0, "critic_forward": 0.75,
+              "critic_update": 1.0, "tokens": 100}]
+    r = best_rates(steps)
+    assert (r["rollout"], r["scoring"], r["forward"], r["update"]) == (100.0, 400.0, 100.0, 25.0)
+    assert r["all"] == pytest.approx(1 / (0.01 + 0.0025 + 0.01 + 0.04))
+    bare = best_rates(steps, without_critic=True)
+    # forward 2 - 1 = 1 s and 1 - 0.75 = 0.25 s: best 400; update 4 - 3 = 1 s and 5 - 1 = 4 s: best 100
+    assert (bare["rollout"], bare["forward"], bare["update"]) == (100.0, 400.0, 100.0)
+    assert best_rates([{k: v for k, v in steps[0].items() if "critic" not in k}], without_critic=True)["update"] == 25.0
+
+
+def test_stage_shares_count_each_op_under_its_innermost_label():
+    from types import SimpleNamespace
+
+    from baselines.ppo_throughput import stage_shares
+
+    def ev(name, us, *children):
+        return SimpleNamespace(name=name, self_cpu_time_total=us, cpu_children=list(children))
+
+    inner = ev("trl/rollout", 100.0, ev("aten::mm", 3000.0), ev("aten::mul", 500.0))
+    outer = ev("trl/forward", 200.0, ev("aten::addmm", 1000.0), inner,
+               ev("aten::_scaled_dot_product_flash_attention_for_cpu", 400.0))
+    events = [outer, inner, *outer.cpu_children[:1], ev("aten::mm", 9999.0)]  # the last one is under no label
+    out = stage_shares(events, {"trl/forward": "forward", "trl/rollout": "rollout"}, steps=2)
+    # microseconds / 1000 / 2 steps; the labels' own time counts as other
+    assert out["forward"] == {"matmul": 0.5, "attention": 0.2, "other": 0.1}
+    assert out["rollout"] == {"matmul": 1.5, "attention": 0.0, "other": 0.3}
