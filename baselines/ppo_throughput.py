@@ -256,7 +256,10 @@ def run_one(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rows, _tok, params, cfg = setup(args, folder)
+        rows, tokenizer, params, cfg = setup(args, folder)
+        from pbrl.llm.odpo import prompt_ids
+
+        prompt_tokens = sum(len(prompt_ids(tokenizer, r)) for r in rows)  # of the step's P prompts
         print(f"model: llama, {params / 1e6:.2f}M parameters (hidden {cfg.hidden_size}, {cfg.num_layers} layers, "
               f"vocab {cfg.vocab_size}), float32, cpu; {args.prompts} chat-task prompts x {args.n} samples, at most "
               f"{args.new_tokens} new tokens, temperature 1; minibatch {args.minibatch}, one pass per rollout; "
@@ -281,6 +284,11 @@ def run_one(args: argparse.Namespace) -> None:
     tok = lambda steps: f"{min(x['tokens'] for x in steps):.0f}-{max(x['tokens'] for x in steps):.0f}"  # noqa: E731
     print(f"generated tokens per step: pbrl {tok(runs['pbrl'])}, TRL {tok(runs['trl'])} "
           f"(at most {args.prompts * args.n * args.new_tokens}); {len(runs['pbrl'])} timed steps per side")
+    gen = sum(x["tokens"] for x in runs["pbrl"]) / len(runs["pbrl"])
+    shared, rows_ = prompt_tokens + gen, args.n * prompt_tokens + gen
+    print(f"token positions of one model's pass over a step's responses (prompts {prompt_tokens} tokens in all, "
+          f"{gen:.0f} generated on average): pbrl {shared:.0f} (each prompt once for its {args.n} samples), TRL "
+          f"{rows_:.0f} (each prompt {args.n} times), {rows_ / shared:.2f}x as many for TRL")
     print(f"target (>= 1.5x per generated token over all stages): {'met' if ratio >= 1.5 else 'NOT met'} "
           f"({ratio:.2f}x); pbrl's update trains two transformers (policy and critic), TRL's GRPO one (no "
           "critic); in forward both run two (pbrl: reference and critic, the old log-probs from the sampler; "
