@@ -172,20 +172,21 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
            f"{recs[0]['cores']} cores: the machine was shared with other work, so all times are upper bounds" if loads else "- machine load: not recorded"),
           f"- git revision(s): {', '.join(sorted({str(r['summary'].get('git_revision'))[:12] for r in recs}))}", ""]
     head = ("| model | decoding | seeds | Recall@1 | Recall@5 | Recall@10 | NDCG@5 | NDCG@10 | invalid-ID rate "
-            "(all beams) | invalid top-1 |")
-    md += [f"## Test, {users} users (mean ± std over seeds)", "", head, "|---|---|---|" + "---|" * 7]
+            "(all beams) | invalid top-1 | distinct top-1 items |")
+    md += [f"## Test, {users} users (mean ± std over seeds)", "", head, "|---|---|---|" + "---|" * 8]
     for model, label in MODELS:
         for dec, dlabel in DECODINGS:
             s = seeds_of(model, dec)
             if not s:
-                md.append(f"| {label} | {dlabel} | — | " + " | ".join("not run" for _ in range(7)) + " |")
+                md.append(f"| {label} | {dlabel} | — | " + " | ".join("not run" for _ in range(8)) + " |")
                 continue
             md.append(f"| {label} | {dlabel} | {', '.join(map(str, s))} | " +
                       " | ".join(_ms(vals(model, dec, m)) for m in METRICS) + " | " +
-                      f"{_ms(vals(model, dec, 'rec/invalid_rate'))} | {_ms(vals(model, dec, 'rec/invalid_top1'))} |")
+                      f"{_ms(vals(model, dec, 'rec/invalid_rate'))} | {_ms(vals(model, dec, 'rec/invalid_top1'))} | "
+                      f"{np.mean(vals(model, dec, 'distinct_top1')):.0f} |")
     pop = [r["popularity_same_users"] for r in recs]
     md.append("| popularity (same users, full ranking) | — | — | " +
-              " | ".join(f"{np.mean([p[m] for p in pop]):.4f}" for m in METRICS) + " | — | — |")
+              " | ".join(f"{np.mean([p[m] for p in pop]):.4f}" for m in METRICS) + " | — | — | 1 |")
     md += ["", "Classical baselines on the same protocol over all 943 test users (popularity, co-occurrence, "
            "SASRec, GRU4Rec): [gream_movielens.md](gream_movielens.md).", ""]
 
@@ -193,6 +194,24 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
     md += ["## Reading (computed from the records)", ""]
     pop_ndcg = float(np.mean([p["rec/ndcg@10"] for p in pop]))
     pop_r10 = float(np.mean([p["rec/recall@10"] for p in pop]))
+    sft_t = vals("sft", "trie", "rec/ndcg@10")
+    if sft_t:
+        below = float(np.mean(sft_t)) < pop_ndcg
+        rl_lower = [name for name, _ in MODELS[1:] if vals(name, "trie", "rec/ndcg@10") and all(
+            float(ev(r, f"{name}-trie")["rec/ndcg@10"]) < float(ev(r, "sft-trie")["rec/ndcg@10"])
+            for r in recs if ev(r, f"{name}-trie") and ev(r, "sft-trie"))]
+        verdict = ("**Negative result at this budget**: the SFT model ranks below popularity on the same users"
+                   if below else "The SFT model ranks above popularity on the same users")
+        if rl_lower:
+            verdict += (", and " + " and ".join(n.upper() for n in rl_lower) +
+                        " lowered test NDCG@10 (trie) in every seed")
+            rising = [n.upper() for n in rl_lower if n in st0 and
+                      np.mean([r["summary"]["stages"][n]["last5"]["srpo/rsvr"] for r in recs]) >
+                      np.mean([r["summary"]["stages"][n]["first5"]["srpo/rsvr"] for r in recs])]
+            if rising:
+                verdict += (" while the rollouts' RSVR on the training prompts rose (" + ", ".join(rising) +
+                            "; RL table below)")
+        md += [verdict + ".", ""]
     for dec, dlabel in DECODINGS:
         xs, rs = vals("sft", dec, "rec/ndcg@10"), vals("sft", dec, "rec/recall@10")
         if xs:
