@@ -2,7 +2,7 @@
 constrained decoding. Runs `pbrl.rec.gream.run_gream` per seed, records each run, writes the table from records.
 
     PYTHONPATH=. python baselines/gream_llm.py --budget ci          # a minute: the path, not the numbers
-    PYTHONPATH=. python baselines/gream_llm.py --budget full        # ~25-40 min per seed on a loaded 2-core CPU
+    PYTHONPATH=. python baselines/gream_llm.py --budget full        # ~46 min per seed (SFT 33), 3 side by side, loaded 2 cores
     PYTHONPATH=. python baselines/gream_llm.py --table-only results/records/gream_llm-full
 
 Each seed is one run folder <runs>/<budget>-s<seed> (resumable: finished stages are skipped). The semantic IDs and
