@@ -1,7 +1,7 @@
 """The GREAM LLM recommender on MovieLens-100k: alignment SFT, + SRPO (RSVR + BGAE), + binary GRPO; trie vs per-level
 constrained decoding. Runs `pbrl.rec.gream.run_gream` per seed, records each run, writes the table from records.
 
-    PYTHONPATH=. python baselines/gream_llm.py --budget ci          # a minute: the path, not the numbers
+    PYTHONPATH=. python baselines/gream_llm.py --budget ci          # a few minutes: the path, not the numbers
     PYTHONPATH=. python baselines/gream_llm.py --budget full        # ~46 min per seed (SFT 33), 3 side by side, loaded 2 cores
     PYTHONPATH=. python baselines/gream_llm.py --table-only results/records/gream_llm-full
 
