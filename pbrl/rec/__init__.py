@@ -1,4 +1,5 @@
-"""Recommendation: session logs (MovieLens, Amazon), the session teacher, baseline recommenders, ranking metrics.
+"""Recommendation: session logs (MovieLens, Amazon), the session teacher, baseline recommenders, ranking metrics,
+and the LLM recommender (GREAM: semantic IDs, alignment data, SRPO, constrained decoding, the end-to-end pipeline).
 
 Generic over session datasets (any EpisodeDataset whose episodes are sessions and whose actions are item ids); the
 RecSim simulator and its dataset recipes are a task of the `pbrl_envs` package. Dataset specs `movielens:<path>` and
@@ -20,7 +21,38 @@ from pbrl.rec.movielens import LooSplit, RecLog, evaluate_ranking, leave_one_out
 from pbrl.rec.semantic_ids import SemanticIds, add_id_tokens, build_semantic_ids, embed_texts
 from pbrl.rec.sessions import returns_to_go, session_preferences
 
+# the torch-based modules load on first use, so that reading a log (pbrl.rec.logs) does not import torch
+_LAZY = {
+    **dict.fromkeys(("constrained_beam_search", "id_trie", "level_sets_allowed"), "pbrl.rec.decoding"),
+    **dict.fromkeys(("GreamConfig", "run_gream"), "pbrl.rec.gream"),
+    **dict.fromkeys(("GRU4Rec", "SASRec", "SeqRecConfig"), "pbrl.rec.sasrec"),
+    **dict.fromkeys(("SrpoConfig", "bgae_advantages", "grpo_advantages", "rsvr_reward", "train_srpo"),
+                    "pbrl.rec.srpo"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pbrl.rec' has no attribute {name!r}")
+
+
 __all__ = [
+    "GRU4Rec",
+    "GreamConfig",
+    "SASRec",
+    "SeqRecConfig",
+    "SrpoConfig",
+    "bgae_advantages",
+    "constrained_beam_search",
+    "grpo_advantages",
+    "id_trie",
+    "level_sets_allowed",
+    "rsvr_reward",
+    "run_gream",
+    "train_srpo",
     "CooccurrenceRecommender",
     "LooSplit",
     "PopularityRecommender",
