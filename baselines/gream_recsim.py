@@ -1,0 +1,455 @@
+"""The LLM recommender on RecSim: next-item SFT, then SRPO with the verifiable reward, the learned session reward, or
+both, each run as a policy in `pbrl/RecSim-v0` for its clicks per session.
+
+The claim tested (issue "GREAM ... fed by learned rewards"): a reward learned from session preferences on the logs
+(`pbrl.rec.session_preferences`: windows compared by the clicks of the rest of their session) makes the LLM
+recommender beat next-item imitation on long-term session return. Pipeline, one run folder per seed:
+
+    data     `recsim-mixed` (a quarter each of random, popularity, click-chasing and planner sessions), `size` steps;
+             a seeded 10 % of sessions held out for the offline next-item metrics
+    ids      the catalog's item texts (dataset metadata) -> embeddings (MiniLM, `pbrl.rec.semantic_ids.embed_texts`,
+             or seeded Gaussian vectors with --embed random) -> residual balanced k-means semantic IDs
+    sft      chat records: seqrec = the items of the step's observation history (<= 5, oldest first) -> the item the
+             user clicked at that step (every clicked logged step of the training sessions), plus item2index /
+             index2item for every item; a BPE tokenizer with the ID tokens; a tiny Llama trained from scratch
+             (`pbrl.llm.sft.train_sft`, max_masked_fraction 1.0 as in `pbrl.rec.gream`)
+    reward   a step-wise MLP ensemble (`pbrl.rewards.train_reward`) on session preferences of the whole log;
+             `pbrl.rec.session_reward.SessionReward` turns it into r(prompt, item): the member z-scored reward of
+             recommending the item in the prompt's logged observation (what the relabeling gives a logged step)
+    srpo     three runs from the SFT model on the same prompts (clicked training steps, target = the clicked item):
+             verifiable = RSVR (graded code match to the clicked item); learned = reward "none" + r(p, i);
+             both = RSVR + r(p, i) (`SessionReward.combined(1, 1)`); BGAE advantages, trie-constrained rollouts
+    eval     offline: trie beam search on the held-out clicked steps, Recall@1/5/10, NDCG@5/10; in the simulator:
+             the same seeded users for every row; each step the LLM's prompt is the observation's history, its
+             recommendation the best trie beam whose item is not in that history; clicks per session and session length, beside the
+             logged behaviour, the four behaviour policies (random, popular, click-model, planner oracle) on the
+             same users and, with --iql-steps, IQL on the true and on the learned reward (`pbrl.policies`, its own
+             evaluation users)
+
+    PYTHONPATH=. python baselines/gream_recsim.py --budget smoke           # a few minutes on a loaded CPU
+    PYTHONPATH=. python baselines/gream_recsim.py --budget small --seeds 0 1 2
+    PYTHONPATH=. python baselines/gream_recsim.py --table-only results/records/gream_recsim-smoke
+
+Records: results/records/gream_recsim-<budget>/seed_<s>.json (everything measured, with its settings and the
+machine's load); results/gream_recsim.md (its header names the budget) is written from the records only. Runs: runs/gream_recsim/<budget>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {"size": 4000, "queries": 500, "length": 5, "reward_epochs": 20, "reward_hidden": 64, "levels": 2,
+              "k": 16, "hidden": 64, "layers": 2, "sft_epochs": 3, "rl_steps": 30, "prompts_per_step": 16,
+              "rollouts": 8, "rl_lr": 1e-4, "rl_prompts": 256, "eval_episodes": 20, "beams": 4,
+              "offline_prompts": 100, "iql_steps": 0},
+    "small": {"size": 20_000, "queries": 2000, "length": 5, "reward_epochs": 30, "reward_hidden": 128, "levels": 2,
+              "k": 16, "hidden": 128, "layers": 3, "sft_epochs": 3, "rl_steps": 40, "prompts_per_step": 16,
+              "rollouts": 8, "rl_lr": 1e-4, "rl_prompts": 1024, "eval_episodes": 100, "beams": 4,
+              "offline_prompts": 300, "iql_steps": 3000},
+}
+EVAL_SEED = 20_000  # simulator users of the evaluation: seeds EVAL_SEED + e, apart from the data's seeds
+RL_ROWS = {"verifiable": (1.0, 0.0), "learned": (0.0, 1.0), "both": (1.0, 1.0)}  # (verifiable, learned) weights
+NO_HISTORY = "(none yet)"
+TABLE = os.path.join("results", "gream_recsim.md")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+def history_of(obs: np.ndarray, env) -> list[int]:
+    """The observation's history items, oldest first (the env lists them most recent first, -1 = empty)."""
+    ids = env.decode_history(obs)
+    return [int(i) for i in ids[::-1] if i >= 0]
+
+
+def prompt_text(history: list[int], ids) -> str:
+    from pbrl.rec.align_data import HISTORY_SEP, PROMPTS
+
+    inters = HISTORY_SEP.join(ids.item_text(i) for i in history) if history else NO_HISTORY
+    return PROMPTS["seqrec"][0].format(inters=inters)
+
+
+def sft_records(steps: np.ndarray, histories: list[list[int]], targets: np.ndarray, ids, texts: list[str]
+                ) -> list[dict[str, Any]]:
+    """seqrec records of the given steps, plus item2index / index2item for every catalog item."""
+    recs = [{"messages": [{"role": "user", "content": prompt_text(h, ids)},
+                          {"role": "assistant", "content": ids.item_text(int(t))}], "task": "seqrec", "item": int(t)}
+            for h, t in zip(histories, targets)]
+    for i, text in enumerate(texts):
+        title = text.split(":")[0]
+        recs.append({"messages": [{"role": "user", "content": f'Which item has the title: "{title}"?'},
+                                  {"role": "assistant", "content": ids.item_text(i)}], "task": "item2index",
+                     "item": i})
+        recs.append({"messages": [{"role": "user", "content": f"What is the title and description of item "
+                                                              f"{ids.item_text(i)}?"},
+                                  {"role": "assistant", "content": text}], "task": "index2item"})
+    return recs
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
+    from pbrl.llm.odpo import prompt_ids
+
+    return [prompt_ids(tokenizer, {"messages": [{"role": "user", "content": t}]}) for t in texts]
+
+
+# ----------------------------------------------------------------------------------------------- simulator
+def run_policy_sessions(make_policy, episodes: int, env_cls) -> dict[str, float]:
+    """Clicks per session and session length of a per-step policy (obs -> item) over the seeded users."""
+    clicks, lengths = [], []
+    for e in range(episodes):
+        env = env_cls()
+        obs, _ = env.reset(seed=EVAL_SEED + e)
+        pol = make_policy(env)
+        done, c, n = False, 0.0, 0
+        while not done:
+            obs, r, term, trunc, _ = env.step(pol(obs))
+            c, n, done = c + r, n + 1, term or trunc
+        clicks.append(c)
+        lengths.append(n)
+    return {"clicks": float(np.mean(clicks)), "clicks_std": float(np.std(clicks)), "length": float(np.mean(lengths)),
+            "episodes": episodes}
+
+
+def run_llm_sessions(model, tokenizer, ids, episodes: int, num_beams: int, env_cls, label: str) -> dict[str, Any]:
+    """The LLM as a policy: all sessions step together; each step one trie-constrained beam search over the live
+    sessions' prompts (their observation histories); recommended: the best beam whose item is not in the history
+    (the top beam when all are)."""
+    from tqdm.auto import tqdm
+
+    from pbrl.llm.sampler import TokenTrie
+    from pbrl.llm.tokenizer import end_of_turn_id
+    from pbrl.rec.decoding import IdVocab, constrained_beam_search
+
+    vocab = IdVocab(ids, tokenizer)
+    trie, eos = TokenTrie(vocab.items), end_of_turn_id(tokenizer)
+    envs = [env_cls() for _ in range(episodes)]
+    obs = [env.reset(seed=EVAL_SEED + e)[0] for e, env in enumerate(envs)]
+    clicks, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    live = list(range(episodes))
+    recs: list[int] = []
+    t0 = time.perf_counter()
+    bar = tqdm(desc=f"sim/{label}", unit="step", leave=False)
+    while live:
+        prompts = encode_prompts(tokenizer, [prompt_text(history_of(obs[e], envs[e]), ids) for e in live])
+        beams = constrained_beam_search(model, prompts, trie, vocab=vocab, eos_token_id=eos, num_beams=num_beams,
+                                        pad_token_id=tokenizer.pad_token_id, batch_size=len(prompts))
+        nxt = []
+        for e, per in zip(live, beams):
+            # the best beam whose item is not in the history (a recommender does not re-serve what was just
+            # shown; the env penalises repeats); the top beam when every beam repeats one
+            seen = set(history_of(obs[e], envs[e]))
+            ranked = [bm.item for bm in per if bm.item is not None]  # the trie only emits catalog IDs
+            fresh = [i for i in ranked if i not in seen]
+            item = fresh[0] if fresh else ranked[0]
+            recs.append(int(item))
+            obs[e], r, term, trunc, _ = envs[e].step(item)
+            clicks[e] += r
+            lengths[e] += 1
+            if not (term or trunc):
+                nxt.append(e)
+        bar.update(len(live))
+        live = nxt
+    bar.close()
+    dt = time.perf_counter() - t0
+    steps = int(lengths.sum())
+    return {"clicks": float(clicks.mean()), "clicks_std": float(clicks.std()), "length": float(lengths.mean()),
+            "episodes": episodes, "distinct_items": len(set(recs)), "seconds": dt, "steps_per_s": steps / dt,
+            "mean_quality": float(np.mean(envs[0].catalog.quality[recs])),
+            "mean_appeal": float(np.mean(envs[0].catalog.appeal[recs]))}
+
+
+# ----------------------------------------------------------------------------------------------- one seed
+def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
+    import torch
+
+    from pbrl.llm.models import TinyLMConfig, load_model
+    from pbrl.llm.sft import SftConfig, train_sft
+    from pbrl.llm.tokenizer import load_tokenizer
+    from pbrl.rec.align_data import alignment_tokenizer
+    from pbrl.rec.gream import evaluate_model
+    from pbrl.rec.semantic_ids import embed_texts, semantic_ids_from_embeddings
+    from pbrl.rec.session_reward import SessionReward, member_stats
+    from pbrl.rec.sessions import session_preferences
+    from pbrl.rec.srpo import SrpoConfig, train_srpo
+    from pbrl.rewards.relabel import relabel
+    from pbrl.rewards.train import RewardConfig, load_reward_model, train_reward
+    from pbrl.utils import atomic_write_text, git_revision, load_note
+    from pbrl_envs import RECIPES
+    from pbrl_envs.recsim import RecSimEnv
+    from pbrl_envs.recsim_data import POLICIES
+
+    b = BUDGETS[budget]
+    out = Path(runs) / budget / f"seed_{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    rec: dict[str, Any] = {"budget": budget, "seed": seed, "settings": b, "embed": embed, "timings": {}}
+    t_all = time.perf_counter()
+
+    def timed(name: str, t0: float) -> None:
+        rec["timings"][name] = time.perf_counter() - t0
+
+    # ---- data
+    t0 = time.perf_counter()
+    ds = RECIPES["recsim-mixed"].build(b["size"], seed)
+    env0 = RecSimEnv()
+    texts = list(ds.metadata["items"]["text"])
+    n_sess = ds.num_episodes
+    # held-out sessions: a seeded 10 % (the recipe stores its policies' sessions one policy after another)
+    held = np.random.default_rng(seed).permutation(n_sess)[: max(1, n_sess // 10)]
+    test_mask = np.isin(ds.episode_index_of(np.arange(ds.num_transitions)), held)  # [N]
+    obs = ds.observations  # [N, obs_dim]
+    hist = [history_of(o, env0) for o in obs]
+    clicked = np.flatnonzero(ds.rewards > 0)
+    train_steps, test_steps = clicked[~test_mask[clicked]], clicked[test_mask[clicked]]
+    rec["data"] = {"transitions": ds.num_transitions, "sessions": n_sess, "clicked_train_steps": len(train_steps),
+                   "clicked_test_steps": len(test_steps), "behaviour_clicks": float(ds.episode_returns().mean()),
+                   "behaviour_length": float(ds.episode_lengths.mean()),
+                   "ref_random": ds.metadata["ref_min_score"], "ref_planner": ds.metadata["ref_max_score"]}
+    timed("data", t0)
+    _say(f"[data] {ds.num_transitions} steps, {n_sess} sessions, behaviour {rec['data']['behaviour_clicks']:.2f} "
+         f"clicks/session; {len(train_steps)} clicked training steps, {len(test_steps)} held out")
+
+    # ---- semantic IDs
+    t0 = time.perf_counter()
+    if embed == "minilm":
+        emb = embed_texts(texts, threads=1, progress=False)
+    else:
+        emb = np.random.default_rng(seed).normal(size=(len(texts), 32)).astype(np.float32)
+    ids = semantic_ids_from_embeddings(emb, levels=b["levels"], k=b["k"], seed=0, progress=False)
+    rec["ids"] = ids.stats()
+    timed("ids", t0)
+    _say(f"[ids] {ids.stats_line()}")
+
+    # ---- SFT data, tokenizer, model
+    t0 = time.perf_counter()
+    records = sft_records(train_steps, [hist[t] for t in train_steps], ds.actions[train_steps], ids, texts)
+    atomic_write_text(str(out / "sft.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+    tok_dir = out / "tokenizer"
+    alignment_tokenizer(records, ids, vocab_size=600).save_pretrained(str(tok_dir))
+    sft_cfg = SftConfig(data=str(out / "sft.jsonl"), out=str(out / "sft"), tokenizer_path=str(tok_dir),
+                        model=TinyLMConfig(hidden_size=b["hidden"], num_layers=b["layers"], num_heads=4,
+                                           num_kv_heads=2, intermediate_size=3 * b["hidden"], max_position=512),
+                        max_length=192, max_masked_fraction=1.0, batch_size=32, lr=1e-3, warmup_steps=20,
+                        epochs=b["sft_epochs"], seed=seed, device="cpu", progress=True, checkpoint_every=100)
+    sft = train_sft(sft_cfg)
+    hist_rows = sft["history"]
+    rec["sft"] = {"records": len(records), "steps": sft["step"], "num_parameters": sft["num_parameters"],
+                  "first_loss": float(hist_rows[0]["sft/loss"]), "final_loss": float(hist_rows[-1]["sft/loss"])}
+    timed("sft", t0)
+    _say(f"[sft] {sft['step']} steps, loss {rec['sft']['first_loss']:.3f} -> {rec['sft']['final_loss']:.3f}, "
+         f"{sft['num_parameters']:,} parameters, {rec['timings']['sft']:.0f} s")
+    sft_model = out / "sft" / "model"
+    tokenizer = load_tokenizer(sft_model)
+
+    # ---- the learned session reward
+    t0 = time.perf_counter()
+    pairs = session_preferences(ds, b["queries"], b["length"], seed=seed)
+    hidden = (b["reward_hidden"], b["reward_hidden"])
+    train_reward(ds, pairs, RewardConfig(hidden=hidden, epochs=b["reward_epochs"], seed=seed), out_dir=out / "reward",
+                 progress=False)
+    rmodel = load_reward_model(out / "reward")
+    rl_ds = relabel(ds, rmodel)
+    corr = float(np.corrcoef(ds.episode_returns(), rl_ds.episode_returns())[0, 1])
+    rng = np.random.default_rng(seed)
+    rl_steps = np.sort(rng.choice(train_steps, size=min(b["rl_prompts"], len(train_steps)), replace=False))
+    sreward = SessionReward(rmodel, obs[rl_steps], member_stats(ds, rmodel))
+    cat = np.mean([sreward.catalog_scores(p) for p in range(len(rl_steps))], 0)  # [I] mean over the prompts
+    rec["reward"] = {"pairs": len(pairs), "final": rmodel.info.get("final", {}), "corr_session_return": corr,
+                     "corr_item_quality": float(np.corrcoef(cat, env0.catalog.quality)[0, 1]),
+                     "corr_item_appeal": float(np.corrcoef(cat, env0.catalog.appeal)[0, 1])}
+    timed("reward", t0)
+    _say(f"[reward] corr(session return, learned) {corr:.3f}; the reward's mean item score vs quality "
+         f"{rec['reward']['corr_item_quality']:.3f}, vs appeal {rec['reward']['corr_item_appeal']:.3f}")
+
+    # ---- SRPO rows
+    rl_prompts = encode_prompts(tokenizer, [prompt_text(hist[t], ids) for t in rl_steps])
+    rl_targets = [int(a) for a in ds.actions[rl_steps]]
+    models = {"next-item SFT": sft_model}
+    rec["rl"] = {}
+    for name, (wv, wl) in RL_ROWS.items():
+        t0 = time.perf_counter()
+        mode, extra = sreward.combined(wv, wl)
+        cfg = SrpoConfig(out=str(out / f"srpo-{name}"), steps=b["rl_steps"], prompts_per_step=b["prompts_per_step"],
+                         n=b["rollouts"], k=min(4, b["rollouts"]), reward=mode, advantage="bgae", decoding="trie",
+                         lr=b["rl_lr"], seed=seed, device="cpu", progress=True, checkpoint_every=10)
+        summ = train_srpo(cfg, sft_model, rl_prompts, rl_targets, ids, tokenizer, extra_reward=extra)
+        h = summ["history"]
+        rec["rl"][name] = {"reward_mode": mode, "weights": [wv, wl], "steps": len(h),
+                           "first_reward": h[0]["srpo/reward"], "last_reward": h[-1]["srpo/reward"],
+                           "first_exact": h[0]["srpo/exact"], "last_exact": h[-1]["srpo/exact"],
+                           "kept_groups": float(np.mean([r["srpo/kept_groups"] for r in h]))}
+        timed(f"srpo-{name}", t0)
+        models[f"SRPO {name}"] = Path(summ["model"])
+        _say(f"[srpo {name}] {len(h)} steps, reward {h[0]['srpo/reward']:.3f} -> {h[-1]['srpo/reward']:.3f}, exact "
+             f"{h[0]['srpo/exact']:.3f} -> {h[-1]['srpo/exact']:.3f}, {rec['timings'][f'srpo-{name}']:.0f} s")
+
+    # ---- evaluation: offline next-item metrics and sessions in the simulator
+    off_steps = test_steps[np.sort(rng.choice(len(test_steps), size=min(b["offline_prompts"], len(test_steps)),
+                                              replace=False))]
+    off_prompts = encode_prompts(tokenizer, [prompt_text(hist[t], ids) for t in off_steps])
+    off_targets = [int(a) for a in ds.actions[off_steps]]
+    rec["rows"] = {}
+    torch.manual_seed(seed)
+    for name, mdir in models.items():
+        t0 = time.perf_counter()
+        model = load_model(mdir).eval()
+        off = evaluate_model(model, off_prompts, off_targets, ids, tokenizer, "trie", num_beams=10, batch_size=32,
+                             progress=False, label=name)
+        off.pop("top1_items")
+        sim = run_llm_sessions(model, tokenizer, ids, b["eval_episodes"], b["beams"], RecSimEnv, name)
+        rec["rows"][name] = {"offline": off, "sim": sim}
+        timed(f"eval-{name}", t0)
+        _say(f"[eval {name}] clicks/session {sim['clicks']:.2f} (length {sim['length']:.1f}, {sim['distinct_items']} "
+             f"distinct items, quality {sim['mean_quality']:.2f}, appeal {sim['mean_appeal']:.2f}); held-out "
+             f"recall@10 {off['rec/recall@10']:.3f}, ndcg@10 {off['rec/ndcg@10']:.3f}")
+    rec["behaviour_policies"] = {}
+    for pname in ("random", "popular", "click", "planner"):
+        cls = POLICIES[pname]
+        rec["behaviour_policies"][pname] = run_policy_sessions(lambda env, c=cls: c(env, seed=seed + 1),
+                                                                b["eval_episodes"], RecSimEnv)
+    _say("[policies] " + ", ".join(f"{k} {v['clicks']:.2f}" for k, v in rec["behaviour_policies"].items()))
+    if b["iql_steps"]:
+        from pbrl.policies.base import default_config
+        from pbrl.policies.trainer import train_policy
+
+        rec["iql"] = {}
+        for name, data in (("true reward", ds), ("session prefs", rl_ds)):
+            s = train_policy("iql", data, default_config("iql", hidden=hidden, batch_size=256), steps=b["iql_steps"],
+                             seed=seed, eval_every=0, eval_episodes=b["eval_episodes"],
+                             out_dir=out / f"iql-{name.replace(' ', '_')}", progress=False, env_id="pbrl/RecSim-v0")
+            rec["iql"][name] = float(s["last_return_mean"])
+        _say("[iql] " + ", ".join(f"{k} {v:.2f}" for k, v in rec["iql"].items()))
+    rec.update({"seconds": time.perf_counter() - t_all, "git_revision": git_revision(), "threads":
+                torch.get_num_threads(), "cores": os.cpu_count(), "load_note": load_note(),
+                "load_average": list(os.getloadavg())})
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------- table
+def write_table(records: list[dict[str, Any]], path: str) -> str:
+    """The results markdown from the records only: per row mean ± std over seeds; a computed verdict line."""
+    from pbrl.errors import PbrlError
+    from pbrl.utils import atomic_write_text
+
+    if not records:
+        raise PbrlError("records: none to write a table from")
+    recs = sorted(records, key=lambda r: r["seed"])
+    b, budget = recs[0]["settings"], recs[0]["budget"]
+
+    def ms(vals: list[float], f: str = ".2f") -> str:
+        return f"{np.mean(vals):{f}}" + (f" ± {np.std(vals):{f}}" if len(vals) > 1 else "")
+
+    d = recs[0]["data"]
+    md = [f"# GREAM on RecSim: the LLM recommender in the simulator ({budget} budget)", "",
+          "Generated by `python baselines/gream_recsim.py --table-only <records>` from the run records; do not edit.",
+          "", "## Budget", "",
+          f"- data: recsim-mixed, {d['transitions']} logged steps ({d['sessions']} sessions), seeds "
+          f"{', '.join(str(r['seed']) for r in recs)}; a seeded 10 % of sessions held out",
+          f"- semantic IDs: {recs[0]['embed']} embeddings of the catalog texts, {b['levels']} levels x {b['k']} codes",
+          f"- SFT: tiny Llama from scratch, hidden {b['hidden']}, {b['layers']} layers "
+          f"({recs[0]['sft']['num_parameters']:,} parameters), {b['sft_epochs']} epochs of {recs[0]['sft']['records']} "
+          "records (seqrec on clicked steps + item2index + index2item)",
+          f"- reward: step MLP ensemble ({b['reward_hidden']}x2, 3 members), {b['queries']} session-preference pairs "
+          f"of {b['length']} steps, {b['reward_epochs']} epochs at most; member z-score",
+          f"- SRPO: {b['rl_steps']} steps x {b['prompts_per_step']} prompts x {b['rollouts']} rollouts, lr "
+          f"{b['rl_lr']}, BGAE, trie rollouts, {b['rl_prompts']} prompts (clicked training steps)",
+          f"- simulator: {b['eval_episodes']} sessions (users seeded {EVAL_SEED}+e, the same for every row), the best of "
+          f"{b['beams']} trie beams per step whose item is not in the history; offline: {b['offline_prompts']} held-out clicked steps, 10 beams",
+          f"- machine: CPU, {recs[0]['threads']} torch thread(s), {recs[0]['cores']} cores shared with other work "
+          f"(load average {recs[0]['load_average'][0]:.1f} at the end of seed {recs[0]['seed']}); "
+          f"{ms([r['seconds'] for r in recs], '.0f')} s per seed", "",
+          "## Clicks per session in RecSim-v0", "",
+          "| row | clicks / session | session length | distinct items | mean quality | recall@10 (held out) | "
+          "ndcg@10 |", "|---|---|---|---|---|---|---|"]
+    md.append(f"| logged behaviour (recsim-mixed) | {ms([r['data']['behaviour_clicks'] for r in recs])} | "
+              f"{ms([r['data']['behaviour_length'] for r in recs], '.1f')} | - | - | - | - |")
+    for p in ("random", "popular", "click", "planner"):
+        v = [r["behaviour_policies"][p] for r in recs]
+        md.append(f"| {p} policy{' (oracle)' if p == 'planner' else ''} | {ms([x['clicks'] for x in v])} | "
+                  f"{ms([x['length'] for x in v], '.1f')} | - | - | - | - |")
+    if all("iql" in r for r in recs):
+        for k in recs[0]["iql"]:
+            md.append(f"| IQL, {k} (own evaluation users) | {ms([r['iql'][k] for r in recs])} | - | - | - | - | - |")
+    for name in recs[0]["rows"]:
+        rows = [r["rows"][name] for r in recs]
+        md.append(f"| LLM {name} | {ms([x['sim']['clicks'] for x in rows])} | "
+                  f"{ms([x['sim']['length'] for x in rows], '.1f')} | "
+                  f"{ms([x['sim']['distinct_items'] for x in rows], '.0f')} | "
+                  f"{ms([x['sim']['mean_quality'] for x in rows])} | "
+                  f"{ms([x['offline']['rec/recall@10'] for x in rows], '.3f')} | "
+                  f"{ms([x['offline']['rec/ndcg@10'] for x in rows], '.3f')} |")
+    md += ["", "## The learned reward and the RL runs", "",
+           f"- corr(session return, learned return) over the logged sessions: "
+           f"{ms([r['reward']['corr_session_return'] for r in recs], '.3f')}; the reward's mean score of each item "
+           f"(over the SRPO prompts) vs item quality {ms([r['reward']['corr_item_quality'] for r in recs], '.3f')}, "
+           f"vs appeal {ms([r['reward']['corr_item_appeal'] for r in recs], '.3f')}"]
+    for name in RL_ROWS:
+        v = [r["rl"][name] for r in recs]
+        md.append(f"- SRPO {name} (reward {v[0]['reward_mode']}, weights verifiable/learned {v[0]['weights']}): "
+                  f"rollout reward {ms([x['first_reward'] for x in v], '.3f')} -> "
+                  f"{ms([x['last_reward'] for x in v], '.3f')} (first -> last step), exact match "
+                  f"{ms([x['first_exact'] for x in v], '.3f')} -> {ms([x['last_exact'] for x in v], '.3f')}")
+    sft_c = [r["rows"]["next-item SFT"]["sim"]["clicks"] for r in recs]
+    md += ["", "## Reading (computed from the records)", ""]
+    for name in ("SRPO learned", "SRPO both"):
+        c = [r["rows"][name]["sim"]["clicks"] for r in recs]
+        diff = np.array(c) - np.array(sft_c)
+        se = [r["rows"][name]["sim"]["clicks_std"] / np.sqrt(r["rows"][name]["sim"]["episodes"]) for r in recs]
+        big = abs(diff.mean()) > 2 * float(np.mean(se))
+        verdict = ("beats" if diff.mean() > 0 else "is below") if big else "is not distinguishable from"
+        md.append(f"- {name} {verdict} next-item SFT on clicks per session: {np.mean(c):.2f} vs {np.mean(sft_c):.2f} "
+                  f"(difference {diff.mean():+.2f}; 2 standard errors of its session mean: {2 * np.mean(se):.2f}).")
+    md.append(f"- The claim (learned session rewards make the LLM recommender beat next-item imitation on session "
+              f"return) is {'supported' if all('beats' in x for x in md[-2:]) else 'not supported'} at this budget"
+              + (" (one seed, few sessions: inconclusive either way)." if len(recs) == 1 else "."))
+    text = "\n".join(md) + "\n"
+    atomic_write_text(path, text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--embed", choices=["minilm", "random"], default="minilm")
+    ap.add_argument("--runs", default="runs/gream_recsim")
+    ap.add_argument("--records", default=None, help="default results/records/gream_recsim-<budget>")
+    ap.add_argument("--table-only", metavar="RECORDS", default=None, help="write the table from a records folder")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table", default=TABLE, help="where the markdown table goes")
+    args = ap.parse_args()
+    from pbrl.utils import atomic_write_json
+
+    if args.table_only:
+        folder = Path(args.table_only)
+        recs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*.json"))]
+        print(write_table(recs, args.table))
+        return
+    import torch
+
+    torch.set_num_threads(args.threads)
+    records = Path(args.records or os.path.join("results", "records", f"gream_recsim-{args.budget}"))
+    records.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for seed in args.seeds:
+        rec = run_seed(args.budget, seed, args.embed, args.runs)
+        atomic_write_json(str(records / f"seed_{seed}.json"), rec)
+        recs.append(rec)
+        _say(f"recorded {records / f'seed_{seed}.json'} ({rec['seconds']:.0f} s)")
+    print(write_table(recs, args.table))
+
+
+if __name__ == "__main__":
+    main()
