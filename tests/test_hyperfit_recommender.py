@@ -59,3 +59,9 @@ def test_padded_lm_loss_ignores_padding():
     pairs = [(1, 2), (2, 3), (3, 4), (5, 6)]  # the 4 real next-token predictions
     ref = -sum(lp[x, y] for x, y in pairs) / len(pairs)
     assert float(got) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_answer_share_by_hand():
+    # users' top-1: 3 (an answer), 9 (not), None (no valid item), 3 -> 2 of 4
+    assert hr.answer_share([3, 9, None, 3], answers=[3, 4]) == pytest.approx(0.5)
+    assert hr.answer_share([1, 2], answers=[]) == 0.0
