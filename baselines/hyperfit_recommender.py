@@ -394,6 +394,12 @@ def section(recs: list[dict[str, Any]]) -> list[str]:
                 f"lower in {sum(x < 0 for x in n10)} of {len(recs)} seeds at 10 beams. A uniformly random item would "
                 f"hit the target at Recall@1 = 1/1682 = {1 / 1682:.4f}: more varied greedy recommendations are not "
                 "more accurate ones here.")
+    a0 = [answer_share(r["before"]["beams1"]["top1_items"], r["train_answer_items"]) for r in recs]
+    a1 = [answer_share(r["after"]["beams1"]["top1_items"], r["train_answer_items"]) for r in recs]
+    L.append(f"- greedy top-1 that is the answer of one of the N = {b0['N']} hyperfitting conversations (at most "
+             f"{len(set(recs[0]['train_answer_items']))} items in seed {recs[0]['seed']}): {np.mean(a0):.3f} of "
+             f"users before, {np.mean(a1):.3f} after (per seed " + ", ".join(f"{x:.3f}" for x in a1) +
+             "): much of the new variety is the memorised training answers")
     L += ["", verdict, ""]
     return L
 
