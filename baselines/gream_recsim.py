@@ -28,7 +28,8 @@ recommender beat next-item imitation on long-term session return. Pipeline, one 
 
     PYTHONPATH=. python baselines/gream_recsim.py --budget smoke           # a few minutes on a loaded CPU
     PYTHONPATH=. python baselines/gream_recsim.py --budget small --seeds 0 1 2
-    PYTHONPATH=. python baselines/gream_recsim.py --table-only results/records/gream_recsim-smoke
+    PYTHONPATH=. python baselines/gream_recsim.py --table-only results/records/gream_recsim-smoke \
+        results/records/gream_recsim-small                                 # the table from the records
 
 Records: results/records/gream_recsim-<budget>/seed_<s>.json (everything measured, with its settings and the
 machine's load); results/gream_recsim.md (its header names the budget) is written from the records only. Runs: runs/gream_recsim/<budget>/.
@@ -338,7 +339,7 @@ def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- table
-def write_table(records: list[dict[str, Any]], path: str) -> str:
+def write_table(records: list[dict[str, Any]], path: str | None) -> str:
     """The results markdown from the records only: per row mean ± std over seeds; a computed verdict line."""
     from pbrl.errors import PbrlError
     from pbrl.utils import atomic_write_text
@@ -426,12 +427,16 @@ def write_table(records: list[dict[str, Any]], path: str) -> str:
     md.append(f"- Offline held-out recall@10 moves the other way: SFT {off['next-item SFT']:.3f}, SRPO learned "
               f"{off['SRPO learned']:.3f}, SRPO both {off['SRPO both']:.3f} (the learned reward pulls the policy away "
               "from the logged next click).")
+    verdict = ("supported" if all(wins) and len(recs) >= 3 else
+               "suggested but not established (every seed above 2 SE, fewer than 3 seeds)" if all(wins)
+               else "not supported")
     md.append(f"- The claim (learned session rewards make the LLM recommender beat next-item imitation on session "
-              f"return) is {'supported' if all(wins) else 'not supported'} at this budget (supported = above 2 SE "
-              f"in every seed for both learned-reward rows); {len(recs)} seed(s) of {recs[0]['settings']['eval_episodes']} "
-              "sessions, a tiny model: a smoke-scale result, far below the planner oracle.")
+              f"return) is {verdict} at this budget (supported = above 2 SE in each of at least 3 seeds for both "
+              f"learned-reward rows); {len(recs)} seed(s) of {recs[0]['settings']['eval_episodes']} sessions, a tiny "
+              f"model, far below the planner oracle.")
     text = "\n".join(md) + "\n"
-    atomic_write_text(path, text)
+    if path is not None:
+        atomic_write_text(path, text)
     return text
 
 
@@ -442,16 +447,21 @@ def main() -> None:
     ap.add_argument("--embed", choices=["minilm", "random"], default="minilm")
     ap.add_argument("--runs", default="runs/gream_recsim")
     ap.add_argument("--records", default=None, help="default results/records/gream_recsim-<budget>")
-    ap.add_argument("--table-only", metavar="RECORDS", default=None, help="write the table from a records folder")
+    ap.add_argument("--table-only", metavar="RECORDS", nargs="+", default=None,
+                    help="write the table from records folders (one section per budget, in the order given)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", default=TABLE, help="where the markdown table goes")
     args = ap.parse_args()
     from pbrl.utils import atomic_write_json
 
     if args.table_only:
-        folder = Path(args.table_only)
-        recs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*.json"))]
-        print(write_table(recs, args.table))
+        from pbrl.utils import atomic_write_text
+
+        parts = [write_table([json.loads(p.read_text()) for p in sorted(Path(f).glob("seed_*.json"))], None)
+                 for f in args.table_only]
+        text = "\n".join(parts)
+        atomic_write_text(args.table, text)
+        print(text)
         return
     import torch
 

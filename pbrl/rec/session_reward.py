@@ -111,12 +111,12 @@ class SessionReward:
             raise PbrlError(f"prompt {p}: outside the {len(self.states)} prompts of this session reward")
         p = int(p)
         if p not in self._cache:
-            I, net = self.num_items, self.model.net
-            obs = torch.from_numpy(np.repeat(self.states[p][None], I, 0))  # [I, S]
-            x = torch.cat([obs, torch.eye(I)], 1)[:, None, :]  # [I, 1, S + I]: every item as one step
+            n, net = self.num_items, self.model.net
+            obs = torch.from_numpy(np.repeat(self.states[p][None], n, 0))  # [I, S]
+            x = torch.cat([obs, torch.eye(n)], 1)[:, None, :]  # [I, 1, S + I]: every item as one step
             dev = next(net.parameters()).device
             net.eval()
-            v = self.model.output(x.to(dev), torch.ones(I, 1, dtype=torch.bool, device=dev)).values  # [M, I, 1]
+            v = self.model.output(x.to(dev), torch.ones(n, 1, dtype=torch.bool, device=dev)).values  # [M, I, 1]
             v = v[..., 0].double().cpu().numpy()  # [M, I]
             if self.stats is not None:
                 mu, sd = self.stats
