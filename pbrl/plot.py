@@ -110,7 +110,8 @@ def curve(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float
     return xs, ys
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only), or one PbrlError line saying how to install it."""
     try:
         import matplotlib
 
@@ -147,7 +148,7 @@ def plot_runs(
         raise PbrlError(f"{out}: exists; pass --overwrite to replace it")
     series = read_runs(run_dirs)
     chosen = select_keys(series, keys)
-    plt = _pyplot()
+    plt = pyplot()
     ncols = max(1, min(columns, len(chosen)))
     nrows = -(-len(chosen) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
@@ -180,7 +181,7 @@ def plot_location_normalizers(norms: dict[str, dict[str, Any]], out_png: str | o
     models store it (a_mu, b_mu, a_sigma, b_sigma, points)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (label, n) in enumerate(norms.items()):

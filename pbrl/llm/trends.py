@@ -123,11 +123,11 @@ class Panel:
 def plot_trends(panels: Sequence[Panel], path: str | Path, title: str = "") -> str:
     """The paper's plot, one panel per metric: mean ± one standard error against x on a log axis, the chance
     baseline dashed. Written as a PNG without a version stamp (``pbrl.plot.save_png``)."""
-    from pbrl.plot import _pyplot, save_png
+    from pbrl.plot import pyplot, save_png
 
     if not panels:
         raise PbrlError("plot_trends: no panels to draw")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, p in zip(axes[0], panels):
         for s in p.series:
