@@ -153,6 +153,7 @@ def test_gream_llm_table_from_records(tmp_path):
     recs = []
     for seed, (sft, srpo) in enumerate([(0.2, 0.1), (0.4, 0.3)]):
         s = copy.deepcopy(summary)
+        s["load_average"] = [2.0, 2.0, 2.0]  # the run's real load would make the load line depend on the machine
         s["eval"]["sft-trie"]["rec/ndcg@10"] = sft
         s["eval"]["srpo-trie"]["rec/ndcg@10"] = srpo
         recs.append({**base, "seed": seed, "summary": s})
