@@ -168,7 +168,7 @@ def constrained_beam_search(
     ``allowed``: a ``TokenTrie`` (``id_trie``), a callable ``(row, generated) -> tokens | None``
     (``level_sets_allowed``; ``row = prompt * num_beams + beam`` slot) or None. ``max_new_tokens`` defaults to L + 2
     (the levels, a dedup token, EOS)."""
-    from pbrl.llm.ppo import _cache_keyword
+    from pbrl.llm.response_batch import cache_keyword
 
     if num_beams < 1:
         raise PbrlError(f"num_beams: expected >= 1, got {num_beams}")
@@ -184,7 +184,7 @@ def constrained_beam_search(
     if not 0 <= eos_token_id < V:
         raise PbrlError(f"eos_token_id: {eos_token_id} is outside the vocabulary (0..{V - 1})")
     pad = eos_token_id if pad_token_id is None else int(pad_token_id)
-    kw = _cache_keyword(type(model))
+    kw = cache_keyword(type(model))
     was_training = model.training
     model.eval()
     out: list[list[Beam]] = []

@@ -323,7 +323,7 @@ def train_srpo(
 
     from pbrl.llm.dpo import _path_fingerprint  # the files of a folder, by their bytes
     from pbrl.llm.models import load_model, num_parameters
-    from pbrl.llm.ppo import build_shared_batch, token_logprobs
+    from pbrl.llm.response_batch import build_shared_batch, token_logprobs
     from pbrl.llm.sampler import HFSampler, SamplingConfig
     from pbrl.llm.tokenizer import end_of_turn_id
     from pbrl.rec.decoding import IdVocab, level_sets_allowed

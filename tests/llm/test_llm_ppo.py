@@ -15,7 +15,6 @@ from pbrl.llm.models import TinyLMConfig, build_model
 from pbrl.llm.ppo import (
     JudgeReward,
     PpoConfig,
-    build_batch,
     check_rewards,
     gae,
     masked_whiten,
@@ -24,6 +23,7 @@ from pbrl.llm.ppo import (
     train_ppo,
     value_loss,
 )
+from pbrl.llm.response_batch import build_batch
 from pbrl.llm.tokenizer import word_tokenizer
 
 WORDS = "red blue green cat dog fox tree house one two three".split()
@@ -166,7 +166,8 @@ def test_batch_positions_predict_the_response_tokens():
 def test_prefix_shared_batches_give_the_log_probs_values_and_gradients_of_plain_rows():
     import random
 
-    from pbrl.llm.ppo import ValueModel, build_shared_batch, token_logprobs, token_values
+    from pbrl.llm.ppo import ValueModel, token_values
+    from pbrl.llm.response_batch import build_shared_batch, token_logprobs
 
     torch.set_num_threads(1)
     model = build_model(TinyLMConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -201,7 +202,7 @@ def test_prefix_shared_batches_give_the_log_probs_values_and_gradients_of_plain_
 
 def test_the_samplers_log_probs_at_temperature_1_are_the_policys():
     # what sampler_logprobs relies on: at temperature 1 and top_p 1 the sampler's log-probs equal a forward pass's
-    from pbrl.llm.ppo import build_shared_batch, token_logprobs
+    from pbrl.llm.response_batch import build_shared_batch, token_logprobs
     from pbrl.llm.sampler import HFSampler, SamplingConfig
 
     torch.set_num_threads(1)
