@@ -113,13 +113,22 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def ensure_built(names: list[str]) -> None:
-    """Build the suite datasets that are not in the Minari folder yet (default size, seed 0)."""
+    """Build the suite datasets that are not in the Minari folder yet (default size, seed 0); safe to call from
+    scripts started side by side."""
     from pbrl.data.minari_io import dataset_exists
     from pbrl_envs.commands import build
 
+    from pbrl.errors import PbrlError
+
     for n in names:
         if not dataset_exists(dataset_id(n)):
-            build(n)
+            try:
+                build(n)
+            except PbrlError:
+                # a second script building the same dataset at once: the writer publishes by one rename, so
+                # a dataset that exists now is complete and the loser can use it
+                if not dataset_exists(dataset_id(n)):
+                    raise
 
 
 def main() -> None:
