@@ -2,8 +2,9 @@
 axis, every phase's loss evaluated for all seeds at once by `torch.func.vmap` with the stacked tensors swapped in.
 
 Why it equals S separate runs: each seed's policy is built exactly as a separate run builds it (seeded, then its
-weights stacked), draws its own batch indices from its own generator and its own noise from a copy of the torch
-stream its separate run would use, and the batched loss is the sum of the S per-seed losses, so the gradient of
+weights stacked), draws its own batch indices from its own generator over its own data (the same data for every
+seed, or each seed's own of the same shapes, e.g. a dataset relabeled with each seed's learned reward) and its own
+noise from a copy of the torch stream its separate run would use, and the batched loss is the sum of the S per-seed losses, so the gradient of
 seed s's slice is seed s's own gradient. Adam is elementwise, so one Adam over the stacked tensors is S Adams. What
 differs is float rounding: a batched matmul may sum in another order than S single ones (tests bound it).
 
@@ -72,9 +73,11 @@ class SeedBatch:
     """S policies of the same algorithm and config, updated as one model.
 
     policies: built like separate runs (each after `set_seed(its seed)`), with their optimizer states (fresh, or
-      loaded from checkpoints at the same step). samplers: each seed's sampler over the same data, with its own
-      generator (the duplicates' data is dropped for the first's). noise: each seed's generator for the update's
-      noise (its separate run's torch stream, on the policies' device).
+      loaded from checkpoints at the same step). samplers: each seed's sampler over its data, with its own
+      generator. The seeds' data may differ (each seed's own rewards, or its own episodes): a field every seed
+      holds the same values of is kept once ([N, ...]), the others are stacked ([S, N, ...], shorter ones padded
+      with rows no index reaches), and the samplers are pointed at that one copy. noise: each seed's generator for
+      the update's noise (its separate run's torch stream, on the policies' device).
     `update()` draws S batches and runs one batched update, returning S metrics dicts; `unstack()` copies the
     stacked weights and optimizer states back into the S policies (before evaluating or saving them).
     """
@@ -92,12 +95,7 @@ class SeedBatch:
             raise PbrlError(f"{policies[0].algo} cannot train seeds as one batched model: {why}")
         if not all(isinstance(s, TransitionSampler) for s in samplers):
             raise PbrlError("a seed batch samples uniform transitions (TransitionSampler) only")
-        fields = [f.name for f in dataclasses.fields(Transitions)]
-        for other in samplers[1:]:  # one copy of the data serves every seed's indices
-            if other.data is not samplers[0].data:
-                if not all(torch.equal(getattr(other.data, f), getattr(samplers[0].data, f)) for f in fields):
-                    raise PbrlError("a seed batch trains every seed on the same data")
-                other.data = samplers[0].data
+        self.shared, self.own = _seed_data(samplers)
         self.policies, self.samplers, self.noise = policies, samplers, noise
         self.template = policies[0]
         names = [n for n, _ in self.template.named_parameters()]
@@ -128,11 +126,15 @@ class SeedBatch:
         return self.template.step
 
     def sample(self) -> Transitions:
-        """S batches [S, B, ...]: each seed's indices from its own generator, gathered in one indexing call."""
-        first = self.samplers[0]
+        """S batches [S, B, ...]: each seed's indices from its own generator (into its own rows), gathered in one
+        indexing call per field."""
         idx = torch.stack([torch.randint(s.n, (s.batch_size,), generator=s.generator) for s in self.samplers])
-        idx = idx.to(first.data.rewards.device)  # [S, B]
-        return Transitions(*(getattr(first.data, f.name)[idx] for f in dataclasses.fields(Transitions)))
+        idx = idx.to(self.samplers[0].data.rewards.device)  # [S, B]
+        rows = torch.arange(len(self.samplers), device=idx.device)[:, None]  # [S, 1]: seed s reads its own slice
+        return Transitions(**{
+            f: self.shared[f][idx] if f in self.shared else self.own[f][rows, idx]  # [S, B, ...]
+            for f in _FIELDS
+        })
 
     def update(self) -> list[dict[str, float]]:
         batch = self.sample()
@@ -211,6 +213,35 @@ def _vmap_flat(fn: Any, inputs: list[torch.Tensor], size: int) -> list[torch.Ten
     with vmap_increment_nesting(size, "error") as level:
         outs = fn([_add_batch_dim(t, 0, level) for t in inputs])
         return [_remove_batch_dim(o, level, size, 0) for o in outs]
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Transitions)]
+
+
+def _seed_data(samplers: list[TransitionSampler]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The seeds' training data as one copy: (fields every seed shares [N, ...], fields each seed has its own of
+    [S, N_max, ...]). Seeds that relabel one dataset with their own rewards share all but `rewards`, so the
+    observations are kept once. The samplers are pointed at this copy (their own tensors are freed)."""
+    shared: dict[str, torch.Tensor] = {}
+    own: dict[str, torch.Tensor] = {}
+    for f in _FIELDS:
+        ts = [getattr(s.data, f) for s in samplers]
+        first = ts[0]
+        if all(t is first or (t.shape == first.shape and t.dtype == first.dtype and t.device == first.device
+                              and torch.equal(t, first)) for t in ts[1:]):
+            shared[f] = first
+            continue
+        kinds = {(tuple(t.shape[1:]), t.dtype, t.device) for t in ts}
+        if len(kinds) != 1:
+            raise PbrlError(f"a seed batch needs every seed's {f} of one shape, dtype and device; got "
+                            f"{sorted(str(k) for k in kinds)}")
+        stacked = first.new_zeros((len(ts), max(len(t) for t in ts), *first.shape[1:]))  # [S, N_max, ...]
+        for i, t in enumerate(ts):
+            stacked[i, : len(t)] = t
+        own[f] = stacked
+    for i, s in enumerate(samplers):
+        s.data = Transitions(**{f: shared[f] if f in shared else own[f][i, : s.n] for f in _FIELDS})
+    return shared, own
 
 
 def _seed_slice(batch: Transitions, s: int) -> Transitions:

@@ -14,7 +14,8 @@ run reaches bit-for-bit the same weights as an uninterrupted one with the same s
 
 `train_seeds(algo, dataset, config, seeds=[0, 1, 2], out_dir=OUT)`: the same runs for several seeds in one process,
 one folder each (`OUT/seed_<s>/`, the files above), trained as one batched model where the algorithm allows it
-(`pbrl.policies.seeds`), else one seed after another.
+(`pbrl.policies.seeds`), else one seed after another. `dataset` may be one dataset per seed (of the same
+environment, spaces and size: e.g. one dataset relabeled with each seed's own learned reward).
 """
 
 from __future__ import annotations
@@ -112,17 +113,18 @@ def _settings(
 
 
 class _SeedRun:
-    """One seed's run: its policy (built right after seeding, as every run of that seed builds it), sampling
-    generator, torch RNG state, run folder, evaluation history and checkpoints."""
+    """One seed's run on its dataset (the call's, or its own): its policy (built right after seeding, as every run
+    of that seed builds it), sampling generator, torch RNG state, run folder, evaluation history and checkpoints."""
 
-    def __init__(self, st: _Settings, seed: int, spec: PolicySpec, out: Path | None, stale: list[str]) -> None:
+    def __init__(self, st: _Settings, seed: int, spec: PolicySpec, out: Path | None, stale: list[str],
+                 dataset: EpisodeDataset | None = None) -> None:
         self.st, self.seed, self.out = st, seed, out
+        self.dataset = dataset = st.dataset if dataset is None else dataset
         set_seed(seed)
         self.policy: Policy = make_policy(st.algo, spec, st.config, total_steps=st.steps).to(st.torch_device)
         self.torch_rng: torch.Tensor = torch.get_rng_state()  # the stream the updates continue
         self.generator = torch.Generator().manual_seed(seed)  # batch sampling (CPU; indices are moved to the device)
-        self.sampler = self.policy.make_sampler(st.dataset, self.generator)
-        dataset = st.dataset
+        self.sampler = self.policy.make_sampler(dataset, self.generator)
         self.run_info = {
             "algo": st.algo,
             "config": dataclasses.asdict(self.policy.config),  # effective (run-length defaults resolved)
@@ -218,7 +220,7 @@ class _SeedRun:
         best = max(history, key=lambda r: r["eval/return_mean"]) if history else None
         summary = {
             "algo": st.algo,
-            "dataset": st.dataset.name,
+            "dataset": self.dataset.name,
             "env_id": st.env_id,
             "seed": self.seed,
             "steps": st.steps,
@@ -413,7 +415,7 @@ def seed_folder(out_dir: str | Path, seed: int) -> Path:
 @denormals_flushed()
 def train_seeds(
     algo: str,
-    dataset: EpisodeDataset,
+    dataset: EpisodeDataset | Sequence[EpisodeDataset],
     config: Any = None,
     *,
     seeds: Sequence[int],
@@ -436,6 +438,9 @@ def train_seeds(
 ) -> list[dict[str, Any]]:
     """`train_policy` for each of `seeds`, in one process; returns their summaries in seed order.
 
+    dataset: one dataset for every seed, or one per seed (in seed order) of the same environment, spaces and
+      number of transitions, e.g. one dataset relabeled with each seed's own learned reward; seed s then trains
+      on its own dataset exactly as `train_policy(dataset=its dataset, seed=s)` does.
     Seed s's run goes to `seed_folder(out_dir, s)` (OUT/seed_<s>/), or to the i-th of `out_dirs` (one folder per
     seed, e.g. a sweep's run folders), and holds what `train_policy(seed=s)` writes there: the same config, metrics rows, checkpoints (`pbrl train --resume` continues either) and summary, with
     the same numbers up to float rounding. The seeds train as one batched model (`pbrl.policies.seeds.SeedBatch`)
@@ -452,7 +457,8 @@ def train_seeds(
         raise PbrlError("seeds: give at least one seed")
     if len(set(seeds)) != len(seeds):
         raise PbrlError(f"seeds: each seed once, got {seeds}")
-    st = _settings(algo, dataset, config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+    datasets = _seed_datasets(dataset, seeds)
+    st = _settings(algo, datasets[0], config, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
                    device=device, env_id=env_id, resume=resume, checkpoint_every=checkpoint_every,
                    log_every=log_every, stop_at=stop_at, progress=progress, tensorboard=tensorboard,
                    has_out=out_dir is not None or out_dirs is not None)
@@ -472,19 +478,20 @@ def train_seeds(
     def one_by_one(why: str) -> list[dict[str, Any]]:
         say(f"{algo}: training {len(seeds)} seeds one after another ({why})")
         return [
-            train_policy(algo, dataset, st.config, steps=steps, seed=s, out_dir=o, eval_every=eval_every,
+            train_policy(algo, ds, st.config, steps=steps, seed=s, out_dir=o, eval_every=eval_every,
                          eval_episodes=eval_episodes, device=device, env_id=env_id, resume=resume,
                          checkpoint_every=checkpoint_every, log_every=log_every, stop_at=stop_at, progress=progress,
                          overwrite=overwrite, tensorboard=tensorboard)
-            for s, o in zip(seeds, outs)
+            for s, o, ds in zip(seeds, outs, datasets)
         ]
 
-    spec = PolicySpec.from_dataset(dataset, env_id=st.env_id)
-    if st.do_eval:
-        check_env_fits(spec, st.env_id)
+    # each seed's spec from its own data (its return range follows its rewards), as its separate run's
+    specs = [PolicySpec.from_dataset(ds, env_id=st.env_id) for ds in datasets]
+    if st.do_eval:  # the datasets share their spaces: one check serves every seed
+        check_env_fits(specs[0], st.env_id)
     if not batched or len(seeds) == 1:
         return one_by_one("batching off" if not batched else "one seed")
-    why = seed_batchable(make_policy(algo, spec, st.config, total_steps=steps))
+    why = seed_batchable(make_policy(algo, specs[0], st.config, total_steps=steps))
     if why is not None:
         return one_by_one(why)
     if resume:  # checkpoints at different steps (a run killed while saving) cannot share one model
@@ -498,7 +505,8 @@ def train_seeds(
                         .get("step", -1))
         if len(set(at.values())) != 1:
             return one_by_one(f"their checkpoints are at different steps: {at}")
-    runs = [_SeedRun(st, s, spec, o, stale_s) for s, o, stale_s in zip(seeds, outs, stale)]
+    runs = [_SeedRun(st, s, spec, o, stale_s, ds)
+            for s, spec, o, stale_s, ds in zip(seeds, specs, outs, stale, datasets)]
     noise = []
     for run in runs:  # each seed's own torch stream: a CPU generator (a CUDA one seeded like a separate run's)
         g = torch.Generator()
@@ -507,12 +515,45 @@ def train_seeds(
             g = torch.Generator(st.torch_device).manual_seed(run.seed)
         noise.append(g)
     batch = SeedBatch([r.policy for r in runs], [r.sampler for r in runs], noise)
-    say(f"{algo}: training seeds {seeds} as one batched model")
+    own = f" (each on its own data: {', '.join(sorted(batch.own))} differ)" if batch.own else ""
+    say(f"{algo}: training seeds {seeds} as one batched model{own}")
 
     def rng(i: int) -> torch.Tensor:
         return noise[i].get_state() if noise[i].device.type == "cpu" else runs[i].torch_rng
 
     return _loop(st, runs, batch.update, batch.unstack, rng)
+
+
+def _seed_datasets(dataset: EpisodeDataset | Sequence[EpisodeDataset], seeds: list[int]) -> list[EpisodeDataset]:
+    """One dataset per seed: the one given for all, or the given list, checked to be seeds of one run (same
+    environment, observation and action spaces, number of transitions); a PbrlError names what differs."""
+    if isinstance(dataset, EpisodeDataset):
+        return [dataset] * len(seeds)
+    datasets = list(dataset)
+    if len(datasets) != len(seeds):
+        raise PbrlError(f"datasets: one per seed, got {len(datasets)} for seeds {seeds}")
+    if not all(isinstance(d, EpisodeDataset) for d in datasets):
+        raise PbrlError("datasets: expected EpisodeDataset objects, one per seed")
+    first = datasets[0]
+
+    def facts(d: EpisodeDataset) -> dict[str, Any]:
+        return {
+            "env id": d.env_id,
+            "number of transitions": d.num_transitions,
+            "observation shape": tuple(d.observations_all.shape[1:]),
+            "observation dtype": str(d.observations_all.dtype),
+            "action space": repr(d.action_space),
+            "action shape": tuple(d.actions.shape[1:]),
+        }
+
+    want = facts(first)
+    for s, d in zip(seeds[1:], datasets[1:]):
+        for what, value in facts(d).items():
+            if value != want[what]:
+                raise PbrlError(f"datasets: seed {s}'s dataset {d.name!r} has {what} {value}, seed {seeds[0]}'s "
+                                f"{first.name!r} {want[what]}; seeds trained together need datasets of one "
+                                f"environment, spaces and size")
+    return datasets
 
 
 # ---------------------------------------------------------------- sweep runner
