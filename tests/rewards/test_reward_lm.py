@@ -1,5 +1,6 @@
-"""The LM reward learner (pbrl.rewards.lm): segmentation rules, the location normalizer, densification, the
-learner contract (train, reload, score through the shared entry points), learning on the chat task, bad input."""
+"""The LM reward learner (pbrl.rewards.lm_learner; its file API pbrl.rewards.lm): segmentation rules, the location
+normalizer, densification, the learner contract (train, reload, score through the shared entry points), learning on
+the chat task, bad input."""
 
 import json
 import math
@@ -14,13 +15,13 @@ from pbrl.llm.models import TinyLMConfig, build_model
 from pbrl.llm.prefs_data import PreferenceRecord
 from pbrl.llm.tokenizer import word_tokenizer
 from pbrl.rewards import RewardConfig, RewardLearner, get_learner, load_reward_model, train_reward
-from pbrl.rewards.lm import (
+from pbrl.rewards.lm import load_lm_reward
+from pbrl.rewards.lm_learner import (
     LMRewardConfig,
     LMRewardLearner,
     build_rows,
     dense_rewards,
     evaluate_lm_pairs,
-    load_lm_reward,
     next_token_entropy,
     token_rewards,
     tokenize_lm_pairs,
@@ -271,3 +272,19 @@ def test_bad_input_gets_one_line(tmp_path, capsys):
         token_rewards(model, [[2] * 40], [[5] * 30])
     with pytest.raises(PbrlError, match="empty prompt"):
         token_rewards(model, [[]], [[5, 3]])
+
+
+def test_learner_names_stay_importable_from_lm():
+    # the learner moved to lm_learner; `from pbrl.rewards.lm import X` (train.py, ppo, the registry) keeps working
+    # and gets the very same objects (moved, not copied)
+    from pbrl.rewards import lm as lm_module
+    from pbrl.rewards import lm_learner
+
+    public = [n for n in dir(lm_learner) if not n.startswith("_")
+              and getattr(getattr(lm_learner, n), "__module__", "") == lm_learner.__name__]
+    assert {"LMRewardLearner", "LMRewardConfig", "token_rewards", "build_rows"} <= set(public)
+    for name in public:
+        assert getattr(lm_module, name) is getattr(lm_learner, name), name
+    assert set(public) <= set(lm_module.__all__)
+    assert get_learner("lm") is LMRewardLearner
+
