@@ -8,6 +8,12 @@ stage writes into one run folder: config.json, prefs/, reward/, policy/, summary
 dataset, the labels) are checked before anything is written: a run that fails on its inputs leaves no folder behind.
 `run_record(config, out_dir)` is the sweep runner (see pbrl.sweep); its grid rows keep the teacher options flat
 (`{"teacher": "stochastic", "beta": 1.0}`).
+
+Seeds: `run_pipelines(cfgs)` runs configs that differ only by seed (and run folder) in one process: each seed's
+labels, reward and relabeled dataset in turn, then the policies of every seed as one batched model
+(`pbrl.policies.trainer.train_seeds` with one dataset per seed: the Pb-* seeds train on data that differ in their
+rewards) where the algorithm allows it. `pbrl pipeline ... --seeds 0 1 2` and sweeps that group a column's seeds
+(`run_record.run_seeds`) go through it.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class PipelineConfig:
     """Policy updates."""
     seed: int = 0
     """Seed of labels, reward and policy."""
+    seeds: list[int] | None = None
+    """Run these seeds instead of `seed`, each into OUT/seed_<s>/ (its own labels, reward and policy); their
+    policies train as one batched model where the algorithm allows it (`pbrl train --seeds`)."""
     eval_every: int = 5000
     """Policy evaluation period in updates."""
     eval_episodes: int = 10
@@ -113,6 +122,8 @@ class PipelineConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PbrlError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise PbrlError(f"seeds: give each seed once, got {self.seeds}")
         if not 0 < self.query_fraction <= 1:
             raise PbrlError(f"query_fraction must be in (0, 1], got {self.query_fraction}")
         learned = self.reward != "true"
@@ -127,13 +138,27 @@ class PipelineConfig:
         resolve_device(self.device, "--device")  # a device torch knows and this machine has
 
     def run(self) -> None:
-        s = run_pipeline(self)
-        score = s["policy"].get("last_score")
-        print(
-            f"{self.algo} on {s['dataset_name']} with {self.reward} reward: last normalized score "
-            f"{'n/a' if score is None else f'{score:.4g}'} (best {round_floats(s['policy'].get('best_score'))}); "
-            f"see {self.out}"
-        )
+        if self.seeds is None:
+            outs = [(self, run_pipeline(self))]
+        else:
+            self.check()
+            cfgs = self.per_seed()
+            outs = list(zip(cfgs, run_pipelines(cfgs)))
+        for cfg, s in outs:
+            score = s["policy"].get("last_score")
+            print(
+                (f"seed {cfg.seed}: " if self.seeds is not None else "")
+                + f"{cfg.algo} on {s['dataset_name']} with {cfg.reward} reward: last normalized score "
+                f"{'n/a' if score is None else f'{score:.4g}'} (best {round_floats(s['policy'].get('best_score'))}); "
+                f"see {cfg.out}"
+            )
+
+    def per_seed(self) -> list[PipelineConfig]:
+        """`seeds` as one config per seed, seed s's run in OUT/seed_<s>/ (as `pbrl train --seeds`)."""
+        if not self.seeds:
+            raise PbrlError("seeds: give at least one seed")
+        return [dataclasses.replace(self, seed=int(s), seeds=None, out=os.path.join(self.out, f"seed_{int(s)}"))
+                for s in self.seeds]
 
 
 def _labels(cfg: PipelineConfig, ds) -> Any:
@@ -149,6 +174,61 @@ def _labels(cfg: PipelineConfig, ds) -> Any:
     return pairs
 
 
+def _start(cfg: PipelineConfig, ds: Any, stale: list[str], threads: int) -> dict[str, Any]:
+    """The run folder afresh (the old run removed whole, so no stage of it is mixed with the new one), its
+    config.json, and the summary's dataset facts."""
+    remove_paths(stale)
+    os.makedirs(cfg.out, exist_ok=True)
+    atomic_write_json(os.path.join(cfg.out, "config.json"),
+                      {**dataclasses.asdict(cfg), "threads": threads, "git_revision": git_revision()})
+    return {
+        "dataset": cfg.dataset,
+        "dataset_name": ds.name,
+        "dataset_transitions": ds.num_transitions,
+        "dataset_episodes": ds.num_episodes,
+    }
+
+
+def _reward_stage(cfg: PipelineConfig, ds: Any, pairs: Any, summary: dict[str, Any]) -> Any:
+    """prefs -> reward -> relabel into the run folder; returns the dataset the policy trains on (the dataset
+    itself for the true reward). Adds the labels' and the reward's facts to `summary`."""
+    if pairs is None:
+        return ds
+    from pbrl.rewards.relabel import relabel
+    from pbrl.rewards.report import reward_report
+    from pbrl.rewards.train import RewardConfig, train_reward
+
+    pairs.save(os.path.join(cfg.out, "prefs"))
+    rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
+    model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
+                         overwrite=False)  # the folder is new: emptied by _start
+    train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset})
+    summary["prefs"] = pairs.stats()
+    final = model.info.get("final", {})
+    summary["reward"] = {
+        "val_accuracy": final.get("reward/val_accuracy"),
+        "train_accuracy": final.get("reward/train_accuracy"),
+        "epochs_run": model.info.get("epochs_run"),
+        # correlations of learned and true rewards (the true ones are hidden from the policy, not from us)
+        "report": reward_report(ds, model, seed=cfg.seed),
+    }
+    return train_ds
+
+
+def _policy_args(cfg: PipelineConfig, ds: Any) -> dict[str, Any]:
+    """What `train_policy` / `train_seeds` get from the pipeline besides the data, seed and folder."""
+    return dict(steps=cfg.steps, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, device=cfg.device,
+                env_id=ds.env_id, progress=cfg.progress,
+                overwrite=False)  # the folder is new: emptied by _start
+
+
+def _finish(cfg: PipelineConfig, summary: dict[str, Any], pol: dict[str, Any], t0: float) -> dict[str, Any]:
+    summary["policy"] = pol
+    summary["wall_s"] = round(time.time() - t0, 1)
+    atomic_write_json(os.path.join(cfg.out, "summary.json"), summary)
+    return summary
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run every stage; returns (and writes) the run summary."""
     from pbrl.data import load_dataset
@@ -158,6 +238,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     t0 = time.time()
     # every input is checked before the run folder is written: options, the dataset, the labels, the policy config
     cfg.check()
+    if cfg.seeds is not None:
+        raise PbrlError("run_pipeline runs one seed; for several: run_pipelines(cfg.per_seed())")
     stale = check_fresh_out(cfg.out, PIPELINE_FILES, cfg.overwrite, "pass --overwrite to replace it")
     threads, note = use_threads(cfg.threads)
     if cfg.progress:
@@ -166,65 +248,73 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     ds = load_dataset(cfg.dataset)
     pairs = _labels(cfg, ds) if cfg.reward != "true" else None
     pcfg = default_config(cfg.algo, **cfg.policy)
-    remove_paths(stale)  # --overwrite: the old run goes whole, so no stage of it is mixed with the new one
-    os.makedirs(cfg.out, exist_ok=True)
-    atomic_write_json(os.path.join(cfg.out, "config.json"),
-                      {**dataclasses.asdict(cfg), "threads": threads, "git_revision": git_revision()})
-    summary: dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "dataset_name": ds.name,
-        "dataset_transitions": ds.num_transitions,
-        "dataset_episodes": ds.num_episodes,
-    }
-    train_ds = ds
-    if pairs is not None:
-        from pbrl.rewards.relabel import relabel
-        from pbrl.rewards.report import reward_report
-        from pbrl.rewards.train import RewardConfig, train_reward
-
-        pairs.save(os.path.join(cfg.out, "prefs"))
-        rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
-        model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
-                             overwrite=False)  # the folder is new: emptied above
-        train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset})
-        summary["prefs"] = pairs.stats()
-        final = model.info.get("final", {})
-        summary["reward"] = {
-            "val_accuracy": final.get("reward/val_accuracy"),
-            "train_accuracy": final.get("reward/train_accuracy"),
-            "epochs_run": model.info.get("epochs_run"),
-            # correlations of learned and true rewards (the true ones are hidden from the policy, not from us)
-            "report": reward_report(ds, model, seed=cfg.seed),
-        }
-    pol = train_policy(
-        cfg.algo,
-        train_ds,
-        pcfg,
-        steps=cfg.steps,
-        seed=cfg.seed,
-        out_dir=os.path.join(cfg.out, "policy"),
-        eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes,
-        device=cfg.device,
-        env_id=ds.env_id,
-        progress=cfg.progress,
-        overwrite=False,  # the folder is new: emptied above
-    )
-    summary["policy"] = pol
-    summary["wall_s"] = round(time.time() - t0, 1)
-    atomic_write_json(os.path.join(cfg.out, "summary.json"), summary)
-    return summary
+    summary = _start(cfg, ds, stale, threads)
+    train_ds = _reward_stage(cfg, ds, pairs, summary)
+    pol = train_policy(cfg.algo, train_ds, pcfg, seed=cfg.seed, out_dir=os.path.join(cfg.out, "policy"),
+                       **_policy_args(cfg, ds))
+    return _finish(cfg, summary, pol, t0)
 
 
-def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Sweep runner: a pipeline run from a grid config; returns what the tables read."""
+def run_pipelines(cfgs: list[PipelineConfig]) -> list[dict[str, Any]]:
+    """`run_pipeline` for configs that differ only by `seed` and `out`, in one process; returns their summaries.
+
+    Each seed's labels, reward model and relabeled dataset come as in its own run (seed after seed); then every
+    seed's policy trains on its own dataset in one `train_seeds` call, as one batched model where the algorithm
+    allows it (else seed after seed, as separate runs). Each run folder holds what `run_pipeline` writes there,
+    with the same numbers up to float rounding; its summary's `wall_s` is the whole call's (the seeds' policies
+    trained side by side). Every config and folder is checked before the first is written.
+    """
+    from pbrl.data import load_dataset
+    from pbrl.policies.base import default_config
+    from pbrl.policies.trainer import train_seeds
+
+    t0 = time.time()
+    if not cfgs:
+        raise PbrlError("run_pipelines: give at least one config")
+    first = cfgs[0]
+    for cfg in cfgs:
+        cfg.check()
+        if cfg.seeds is not None:
+            raise PbrlError("run_pipelines: one config per seed (`seeds` is for the command line: per_seed())")
+        differ = sorted(k for k, v in dataclasses.asdict(cfg).items()
+                        if k not in ("seed", "out") and v != dataclasses.asdict(first)[k])
+        if differ:
+            raise PbrlError(f"run_pipelines: the configs may differ only by seed and out; {differ} differ")
+    seeds = [cfg.seed for cfg in cfgs]
+    if len(set(seeds)) != len(seeds) or len({os.path.abspath(c.out) for c in cfgs}) != len(cfgs):
+        raise PbrlError(f"run_pipelines: each seed once, each into its own folder; got seeds {seeds}")
+    stale = [check_fresh_out(c.out, PIPELINE_FILES, c.overwrite, "pass --overwrite to replace it") for c in cfgs]
+    threads, note = use_threads(first.threads)
+    if first.progress:
+        print(f"pipeline {first.algo} on {first.dataset} with {first.reward} reward: {first.steps} steps x "
+              f"{len(cfgs)} seeds {seeds}, {threads_line(threads, note)}", flush=True)
+    ds = load_dataset(first.dataset)
+    pairs = [_labels(c, ds) if c.reward != "true" else None for c in cfgs]
+    pcfg = default_config(first.algo, **first.policy)
+    summaries, train_sets = [], []
+    for cfg, stale_c, pairs_c in zip(cfgs, stale, pairs):
+        summaries.append(_start(cfg, ds, stale_c, threads))
+        train_sets.append(_reward_stage(cfg, ds, pairs_c, summaries[-1]))
+    say = (lambda line: print(line, flush=True)) if first.progress else (lambda _: None)
+    pols = train_seeds(first.algo, train_sets, pcfg, seeds=seeds,
+                       out_dirs=[os.path.join(c.out, "policy") for c in cfgs], log=say, **_policy_args(first, ds))
+    return [_finish(cfg, summary, pol, t0) for cfg, summary, pol in zip(cfgs, summaries, pols)]
+
+
+def _sweep_config(config: dict[str, Any], out_dir: str) -> PipelineConfig:
+    """A grid row as a pipeline config into the sweep's run folder."""
     import torch
 
+    if "seeds" in config:
+        raise PbrlError("grid config: seeds are an axis of the grid (\"axes\": {\"seed\": [0, 1, 2]}), not a field")
     # the sweep owns its run folders (it reruns a failed run in place) and has set the worker's threads
     config = {"threads": torch.get_num_threads(), **config}
-    cfg = PipelineConfig.from_dict({**config, "out": out_dir, "progress": False, "overwrite": True},
-                                   source="grid config")
-    s = run_pipeline(cfg)
+    return PipelineConfig.from_dict({**config, "out": out_dir, "progress": False, "overwrite": True},
+                                    source="grid config")
+
+
+def _record(s: dict[str, Any]) -> dict[str, Any]:
+    """What the tables read from a pipeline summary."""
     pol = s["policy"]
     curve = [[e["step"], e["eval/normalized_score"]] for e in pol.get("evaluations", []) if e.get("eval/normalized_score") is not None]
     return {
@@ -238,3 +328,28 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
         "steps_per_s": pol.get("perf/steps_per_s"),
         "wall_s": s["wall_s"],
     }
+
+
+def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Sweep runner: a pipeline run from a grid config; returns what the tables read. Runs that differ only by
+    seed go through `run_seeds` (one process, the policies as one batched model) when the sweep groups them."""
+    return _record(run_pipeline(_sweep_config(config, out_dir)))
+
+
+def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
+    """`run_record` for grid configs that differ only by seed: one `run_pipelines` call, one result per config."""
+    return [_record(s) for s in run_pipelines([_sweep_config(c, d) for c, d in zip(configs, out_dirs)])]
+
+
+def _batches_seeds(config: dict[str, Any]) -> bool:
+    """The configs whose seeds the sweep groups: those whose policy `train_seeds` batches (phase-written
+    algorithms without actor dropout, not CQL on a CPU: `pbrl.policies.trainer.run_record.batches_seeds`), on
+    the true reward and on learned ones alike (each seed trains on its own relabeled data)."""
+    from pbrl.policies.trainer import run_record as policy_record
+
+    return bool(policy_record.batches_seeds(config))
+
+
+# the sweep's seed-batching protocol (pbrl.sweep.seed_groups)
+run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
+run_record.batches_seeds = _batches_seeds  # type: ignore[attr-defined]
