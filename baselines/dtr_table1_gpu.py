@@ -34,13 +34,14 @@ What it does, in order:
    resumes with the next unit. Records go to OUT/records/ (copy them to results/records/dtr_table1-paper/; `pbrl
    table results/records/dtr_table1-paper` tables them), and the table of what is done so far to --results.
 
-Batching: a unit's seeds run side by side in `--workers` processes on the one device. Seeds of one column train
-as one batched model (`pbrl.policies.trainer.train_seeds`) where the batched model allows it: the seeds must share
-the training data, so only Oracle-IQL (the dataset's own reward) batches; every Pb-* seed learns its own reward
-from its own labels, so its relabeled data differs from the others' and `SeedBatch` refuses it, and DT / QT / DTR
-train with dropout inside the update and are not written as loss phases (`seed_batchable`). Datasets never batch
-(different data). The estimate assumes that the unit's parallel processes do not slow each other down: compare
-it with the records' `wall_s` after the first budgeted run.
+Batching: the seeds of one MLP column (Oracle-IQL, Pb-IQL, Pb-TD3BC, Pb-CQL) run in one process and their policies
+train as one batched model (`pbrl.pipeline.run_pipelines` -> `pbrl.policies.trainer.train_seeds`): every Pb-* seed
+first learns its own reward from its own labels (seed after seed, as the estimate charges it), then the policies
+train together, each on its own relabeled dataset (`SeedBatch` keeps the observations once and each seed's
+rewards apart). DT / QT / DTR train with dropout inside the update and are not written as loss phases
+(`seed_batchable`): their seeds run side by side in `--workers` processes on the one device. Datasets never batch
+(different environments). The estimate assumes that a unit's parallel processes do not slow each other down:
+compare it with the records' `wall_s` after the first budgeted run.
 """
 
 from __future__ import annotations
@@ -214,34 +215,19 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
-    """Seeds of an oracle column (the dataset's own reward) as one batched model (`train_seeds`); what
-    `pbrl.pipeline.run_record` returns for each, without a reward stage."""
-    from pbrl.data import load_dataset
-    from pbrl.policies.base import check_overrides, default_config
-    from pbrl.policies.trainer import record_result, train_seeds
+    """A column's seeds in one process, the policies as one batched model (`pbrl.pipeline.run_record.run_seeds`):
+    the oracle seeds on the dataset's own reward, the Pb-* seeds each on its own relabeled data."""
+    from pbrl.pipeline import run_record as pipeline_record
 
-    t0 = time.time()
-    c = configs[0]
-    if c.get("reward") != "true":
-        raise PbrlError("only runs on the dataset's own reward share their data and batch their seeds")
-    ds = load_dataset(str(c["dataset"]))
-    algo = str(c["algo"])
-    cfg = default_config(algo, **check_overrides(algo, dict(c.get("policy", {})), "policy"))
-    summaries = train_seeds(
-        algo, ds, cfg, seeds=[int(x.get("seed", 0)) for x in configs],
-        out_dirs=[os.path.join(d, "policy") for d in out_dirs], steps=int(c["steps"]),
-        eval_every=int(c["eval_every"]), eval_episodes=int(c["eval_episodes"]), device=str(c.get("device", "cpu")),
-        env_id=ds.env_id, progress=False, overwrite=True, log=lambda _: None,
-    )
-    wall = round(time.time() - t0, 1)
-    return [{**record_result(ds, s), "reward": None, "wall_s": wall} for s in summaries]
+    return pipeline_record.run_seeds(configs, out_dirs)
 
 
 def _batches_seeds(config: dict[str, Any]) -> bool:
-    """Only the oracle columns share their data across seeds; among them the algorithms `train_seeds` batches."""
-    from pbrl.policies.trainer import run_record as policy_record
+    """The columns whose seeds `train_seeds` batches (`pbrl.pipeline.run_record.batches_seeds`): the MLP
+    algorithms (CQL only on a GPU), on the true reward and on learned ones."""
+    from pbrl.pipeline import run_record as pipeline_record
 
-    return config.get("reward") == "true" and bool(policy_record.batches_seeds(config))
+    return bool(pipeline_record.batches_seeds(config))
 
 
 run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
@@ -288,7 +274,8 @@ def measure_column(col: dict[str, Any], base: dict[str, Any], ds: Any, device: s
             set_seed(s)
             p = make_policy(algo, spec, cfg, steps).to(dev)
             policies.append(p)
-            samplers.append(p.make_sampler(ds, torch.Generator().manual_seed(s)))
+            samplers.append(p.make_sampler(_seed_rewards(ds, s) if col.get("reward", "step") != "true" else ds,
+                                           torch.Generator().manual_seed(s)))
             noise.append(torch.Generator(dev).manual_seed(s) if dev.type == "cuda" else torch.Generator().manual_seed(s))
         batch = SeedBatch(policies, samplers, noise)
         step = batch.update
@@ -322,6 +309,16 @@ def measure_column(col: dict[str, Any], base: dict[str, Any], ds: Any, device: s
     per_step = _timed(act_and_step, eval_steps, "cpu")  # act() returns numpy: the device has synchronized
     envs.close()
     return rate, per_step * horizon
+
+
+def _seed_rewards(ds: Any, seed: int) -> Any:
+    """`ds` with rewards of its own for seed `seed` (the true ones plus seeded noise): a Pb-* column's seeds train
+    on data that differ in their rewards, which the batched model keeps per seed; the rate is timed on that
+    layout. Only the timing reads these rewards."""
+    import numpy as np
+
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, ds.num_transitions).astype(ds.rewards.dtype)
+    return ds.with_rewards(ds.rewards + noise)
 
 
 def measure_reward(base: dict[str, Any], ds: Any, device: str) -> tuple[float, float]:

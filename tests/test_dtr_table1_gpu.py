@@ -80,7 +80,7 @@ def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates
     out = str(tmp_path / "sweep")
     first = main([*FAST, "--out", out, "--estimate-only"])
     costs = first["costs"]
-    assert costs["Oracle-IQL"].batched and not costs["Pb-IQL"].batched
+    assert costs["Oracle-IQL"].batched and costs["Pb-IQL"].batched  # Pb-* seeds batch on their own relabeled data
     assert costs["Pb-IQL"].reward_fixed_s + costs["Pb-IQL"].reward_epoch_s > 0
     assert costs["Oracle-IQL"].reward_fixed_s == 0.0
     # the printed estimate is the unit arithmetic on the measured rates: 2 seeds, 20 updates, eval every 10,
@@ -89,8 +89,8 @@ def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates
     assert first["estimate_s"] == pytest.approx(expect)
     assert first["estimate_s"] == pytest.approx(
         (2 * 2 * costs["Oracle-IQL"].eval_s + 20 / costs["Oracle-IQL"].steps_per_s)
-        + 2 * (costs["Pb-IQL"].reward_fixed_s + costs["Pb-IQL"].reward_epoch_s + 20 / costs["Pb-IQL"].steps_per_s
-               + 2 * costs["Pb-IQL"].eval_s))
+        + (2 * (costs["Pb-IQL"].reward_fixed_s + costs["Pb-IQL"].reward_epoch_s + 2 * costs["Pb-IQL"].eval_s)
+           + 20 / costs["Pb-IQL"].steps_per_s))  # reward stages seed after seed, the updates once for both
     assert not os.path.isdir(os.path.join(out, "records")) or not os.listdir(os.path.join(out, "records"))
     capsys.readouterr()
 
@@ -115,8 +115,11 @@ def test_smoke_runs_within_budget_resumes_and_its_estimate_is_the_measured_rates
     assert "rates measured before" in log  # the second invocation reuses the rates
     recs = sorted(os.listdir(os.path.join(out, "records")))
     assert len([r for r in recs if r.endswith(".json") and not r.endswith(".failed.json")]) == 4, recs
-    oracle = [json.load(open(os.path.join(out, "records", r))) for r in recs if r.startswith("Oracle-IQL")]
-    assert all(len(r["seed_batch"]) == 2 and r["status"] == "ok" for r in oracle)  # one batched model
+    for col in ("Oracle-IQL", "Pb-IQL"):  # each column's two seeds: one batched model
+        got = [json.load(open(os.path.join(out, "records", r))) for r in recs if r.startswith(col)]
+        assert len(got) == 2 and all(len(r["seed_batch"]) == 2 and r["status"] == "ok" for r in got), col
+    pb = [json.load(open(os.path.join(out, "records", r))) for r in recs if r.startswith("Pb-IQL")]
+    assert pb[0]["result"]["reward"] != pb[1]["result"]["reward"]  # each seed's own reward model
     assert os.path.isfile(os.path.join(out, "table", "dtr_table1-smoke.md"))
     mtimes = {r: os.path.getmtime(os.path.join(out, "records", r)) for r in recs}
 
