@@ -18,7 +18,9 @@ Seed batching: a runner function with a `run_seeds(configs, out_dirs) -> results
 of one column that differ only by `seed` in one process (as one batched model, `pbrl.policies.trainer.train_seeds`);
 the sweep groups such runs among those still to run (`seed_groups`), so finished seeds stay skipped, and writes
 one record per run as before (with `seed_batch`: the run ids trained together). `batches_seeds(config) -> bool`
-on the runner, when present, says which configs may be grouped.
+on the runner, when present, says which configs may be grouped. The pipeline runner (`pbrl.pipeline:run_record`)
+groups the seeds of every column whose policy batches, the Pb-* columns included: each seed learns its own reward,
+then the policies train as one model, each on its own relabeled data (`pbrl.pipeline.run_pipelines`).
 """
 
 from __future__ import annotations
