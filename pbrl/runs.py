@@ -11,19 +11,25 @@ A trainer opens its folder once: `run = RunFolder(out, config, fingerprint=..., 
 config or seed is refused with one line naming the key), then `run.rewind(step)` drops the rows logged after the
 checkpoint it continues from, so no step appears twice (in TensorBoard too: the writer reopened after a rewind
 purges the events past that step). `pbrl plot RUN...` draws a folder's metrics.jsonl (pbrl.plot).
+
+Before a run-folder command reads any input it checks its --out (`check_out_folder`, through `command_config`): a
+folder holding other files or another command's run is refused unless --overwrite.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pbrl.errors import PbrlError
 from pbrl.utils import (
+    TMP_PREFIX,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -34,6 +40,7 @@ from pbrl.utils import (
 
 CONFIG_NAME, METRICS_NAME, SUMMARY_NAME = "config.json", "metrics.jsonl", "summary.json"
 TENSORBOARD_DIR = "tb"
+C = TypeVar("C")
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -192,6 +199,62 @@ class RunFolder:
         if self.write:
             atomic_write_json(str(self.path / SUMMARY_NAME), summary)
         self.close()  # the run is over: its event file is complete
+
+
+def check_out_folder(path: str | os.PathLike, fields: Iterable[str], command: str, *, overwrite: bool = False,
+                     own: Iterable[str] = ()) -> None:
+    """The guard a run-folder command (`pbrl llm sft`, `pbrl rec srpo`, ...) runs on its --out before it reads an
+    input or writes a file: one PbrlError unless the folder is missing, empty, or holds a run of this command
+    (which the trainer then resumes or, with --no-resume, restarts; `RunFolder` refuses a resume whose fingerprint
+    differs). Refused:
+
+    - a path that is not a folder;
+    - a folder without a run's config.json holding anything but `own` (names the command writes before its
+      config.json) or atomic-write temporaries: a user's files, another command's outputs;
+    - a config.json that is not a pbrl run's (no "config" object: e.g. an HF model folder);
+    - the run of another command: its saved config lacks some of `fields` (this command's config fields).
+
+    `overwrite` lets the run be written there anyway (the command then restarts it: resume off)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PbrlError(f"{p}: exists and is not a folder (--out is the run's folder)")
+    if overwrite or not p.is_dir():
+        return
+    names = sorted(e.name for e in p.iterdir())
+    if not names:
+        return
+    again = "use a new --out, or pass --overwrite to"
+    cfg_path = p / CONFIG_NAME
+    if not cfg_path.is_file():
+        foreign = [n for n in names if n not in set(own) and not n.startswith(TMP_PREFIX)]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise PbrlError(f"{p}: holds files that are not a `pbrl {command}` run ({shown}); {again} write the "
+                            "run beside them")
+        return
+    try:
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PbrlError(f"{cfg_path}: unreadable ({type(e).__name__}), not a pbrl run's config; {again} write the "
+                        "run there anyway") from None
+    config = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(config, dict):
+        raise PbrlError(f"{cfg_path}: not a pbrl run's config (no \"config\" object); {again} write the run there "
+                        "anyway")
+    missing = [f for f in fields if f not in config]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise PbrlError(f"{p}: holds the run of another command, not of `pbrl {command}` (its config.json has no "
+                        f"{shown}); {again} replace it")
+
+
+def command_config(cmd: Any, cls: type[C], command: str, own: Iterable[str] = ()) -> C:
+    """The library config `cls` of a run-folder command `cmd` (a subclass of `cls` with an `overwrite` flag): its
+    fields copied once `check_out_folder` passed on `cmd.out`; `--overwrite` restarts the run (resume off)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    check_out_folder(cmd.out, names, command, overwrite=cmd.overwrite, own=own)
+    cfg = cls(**{n: getattr(cmd, n) for n in names})
+    return dataclasses.replace(cfg, resume=False) if cmd.overwrite else cfg
 
 
 def _summary_writer_class() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import tyro
 
@@ -14,18 +14,21 @@ from pbrl.llm.sft import SftConfig, train_sft
 
 
 def _config(cmd, cls, name: str, source: str):
-    """The command's config as its library dataclass, with the threads chosen (the free cores by default) and the
-    command's first line printed (by the first process of a data-parallel launch)."""
+    """The command's config as its library dataclass (once its --out passed `pbrl.runs.check_out_folder`), with the
+    threads chosen (the free cores by default) and the command's first line printed (by the first process of a
+    data-parallel launch)."""
     import os
 
+    from pbrl.runs import command_config
     from pbrl.utils import choose_threads, threads_line
 
+    cfg = command_config(cmd, cls, f"llm {name}")
     n, note = choose_threads(cmd.threads)
     if cmd.threads is None:  # the free cores are shared by the processes of a data-parallel launch on this machine
         n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
     if int(os.environ.get("RANK") or 0) == 0:
         print(f"pbrl llm {name} on {source}: {threads_line(n, note)}", flush=True)
-    return dataclasses.replace(cls(**{f.name: getattr(cmd, f.name) for f in fields(cls)}), threads=n)
+    return dataclasses.replace(cfg, threads=n)
 
 
 def _report(result: dict, keys: tuple[str, ...], out: str) -> None:
@@ -46,19 +49,23 @@ class LlmDpo(DpoConfig):
 
     data: tyro.conf.Positional[str] = ""
     """Preference records: a JSONL file or an HF datasets folder ({prompt, chosen, rejected})."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         import os
 
+        from pbrl.runs import command_config
         from pbrl.utils import choose_threads, threads_line
 
+        cfg = command_config(self, DpoConfig, "llm dpo")
         # the free cores by default, shared by the processes of a data-parallel CPU launch on this machine
         n, note = choose_threads(self.threads)
         if self.threads is None:
             n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
         if self.data and int(os.environ.get("RANK") or 0) == 0:
             print(f"pbrl llm dpo on {self.data}: {threads_line(n, note)}", flush=True)
-        cfg = DpoConfig(**{f.name: getattr(self, f.name) for f in fields(DpoConfig)})
         result = train_dpo(dataclasses.replace(cfg, threads=n))
         if result["rank"] != 0:
             return
@@ -101,6 +108,9 @@ class LlmPretrain(PretrainConfig):
 
     corpus: tyro.conf.Positional[str] = ""
     """Text corpus: a .txt file (one document per line) or a .jsonl file (objects with a `text` field)."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         result = pretrain(_config(self, PretrainConfig, "pretrain", self.corpus))
@@ -113,6 +123,9 @@ class LlmSft(SftConfig):
 
     data: tyro.conf.Positional[str] = ""
     """Chat data: a JSONL file of {messages} or {prompt, completion} objects (e.g. the sft.jsonl of chat-data)."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         result = train_sft(_config(self, SftConfig, "sft", self.data))

@@ -381,6 +381,9 @@ class LlmHyperfit(HyperfitConfig):
     """The pre-trained model: a local HF model folder (e.g. the model/ of `pbrl llm pretrain`)."""
     corpus: tyro.conf.Positional[str] = ""
     """Training text: a .txt file (one document per line) or a .jsonl file (objects with a `text` field)."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         from pbrl.llm.commands import _config

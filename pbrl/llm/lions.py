@@ -397,15 +397,20 @@ class LlmLions(LionsConfig):
 
     data: tyro.conf.Positional[str] = ""
     """A `pbrl llm chat-data` folder: sft.jsonl, prefs.jsonl, prompts.jsonl."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         import json
 
+        from pbrl.runs import command_config
         from pbrl.utils import choose_threads, threads_line
 
+        # the shared tokenizer is written before the run's config.json
+        cfg = command_config(self, LionsConfig, "llm lions", own=("tokenizer",))
         n, note = choose_threads(self.threads)
         print(f"pbrl llm lions on {self.data}: {threads_line(n, note)}", flush=True)
-        cfg = LionsConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LionsConfig)})
         summary = lions(dataclasses.replace(cfg, threads=n), log=lambda m: print(m, flush=True))
         if summary["done"]:
             print(json.dumps({s: round(r["seconds"], 1) for s, r in summary["stages"].items()}))

@@ -449,15 +449,19 @@ class LlmOdpo(OdpoConfig):
 
     prompts: tyro.conf.Positional[str] = ""
     """Prompts JSONL: one object per line with ``messages`` or ``prompt``; other fields are passed to the judge."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         import json
 
+        from pbrl.runs import command_config
         from pbrl.utils import choose_threads, threads_line
 
+        cfg = command_config(self, OdpoConfig, "llm odpo")
         n, note = choose_threads(self.dpo.threads)  # the free cores by default
         print(f"pbrl llm odpo on {self.prompts}: {threads_line(n, note)}", flush=True)
-        cfg = OdpoConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(OdpoConfig)})
         cfg = dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, threads=n))
         summary = online_dpo(cfg)
         keys = ("step", "odpo/mean_score", "odpo/pairs", "odpo/dropped_identical", "odpo/dropped_tied",

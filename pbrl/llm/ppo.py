@@ -758,12 +758,18 @@ class LlmPpo(PpoConfig):
     prompts: tyro.conf.Positional[str] = ""
     """Prompts JSONL: one object per line with ``messages`` or ``prompt``; other fields are passed to the judge."""
 
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
+
     def run(self) -> None:
         import json
         import os
 
+        from pbrl.runs import command_config
         from pbrl.utils import choose_threads, threads_line
 
+        cfg = command_config(self, PpoConfig, "llm ppo")
         n, note = choose_threads(self.threads)
         if self.threads is None:  # the free cores are shared by the processes of a data-parallel launch
             n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
@@ -773,7 +779,6 @@ class LlmPpo(PpoConfig):
             print(f"pbrl llm ppo on {self.prompts}: {threads_line(n, note)}; {self.steps} steps of "
                   f"{self.prompts_per_step} prompts x {self.n} samples ({rows} responses of at most "
                   f"{self.max_new_tokens} tokens in all)", flush=True)
-        cfg = PpoConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PpoConfig)})
         summary = train_ppo(dataclasses.replace(cfg, threads=n))
         if first:
             keys = ("step", "ppo/score", "ppo/kl", "ppo/response_tokens", "ppo/eos_fraction", "perf/tokens_per_s")

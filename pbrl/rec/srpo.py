@@ -594,15 +594,20 @@ class RecSrpo(SrpoConfig):
     """The semantic IDs file written by ``pbrl rec ids``."""
     task: str = "seqrec"
     """Train on the rows of this ``task`` (rows without a task field are always kept)."""
+    overwrite: bool = False
+    """Write the run into --out even when the folder holds other files or another command's run, and restart a run
+    of this command there (resume off)."""
 
     def run(self) -> None:
         from pbrl.llm.tokenizer import load_tokenizer
         from pbrl.rec.semantic_ids import SemanticIds
+        from pbrl.runs import command_config
         from pbrl.utils import choose_threads, threads_line
 
         if not self.model or not self.data or not self.ids:
             raise PbrlError("expected MODEL DATA --ids IDS (the SFT model folder, the prompts JSONL, the semantic "
                             "IDs file)")
+        cfg = command_config(self, SrpoConfig, "rec srpo")  # --out checked before any input is read
         n, note = choose_threads(self.threads)
         ids = SemanticIds.load(self.ids)
         tokenizer = load_tokenizer(self.model)
@@ -610,7 +615,6 @@ class RecSrpo(SrpoConfig):
         print(f"pbrl rec srpo on {self.data}: {len(prompts)} prompts, {len(ids.codes)} items, "
               f"{threads_line(n, note)}; {self.steps} steps of {self.prompts_per_step} prompts x {self.n} rollouts",
               flush=True)
-        cfg = SrpoConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SrpoConfig)})
         summary = train_srpo(dataclasses.replace(cfg, threads=n), self.model, prompts, targets, ids, tokenizer)
         keys = ("step", "srpo/reward", "srpo/exact", "srpo/valid_id", "srpo/kept_groups", "perf/tokens_per_s")
         print(json.dumps({k: summary["final"].get(k) for k in keys}))

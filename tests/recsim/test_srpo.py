@@ -310,3 +310,57 @@ def test_rec_srpo_command_reads_sft_style_rows(tmp_path, capsys):
     bad.write_text(json.dumps({"prompt": "u0", "item": 1, "task": "item2index"}) + "\n")
     with pytest.raises(PbrlError, match="no rows of task seqrec"):
         read_targets(bad, ids, tok)
+
+
+def test_rec_srpo_refuses_a_foreign_out_folder_and_restarts_with_overwrite(tmp_path, capsys):
+    import dataclasses
+
+    from pbrl.cli import main
+    from pbrl.llm.sft import SftConfig
+    from pbrl.runs import RunFolder
+
+    mdir, ids, tok, _, targets = planted(tmp_path)
+    ids.save(tmp_path / "ids.json")
+    data = tmp_path / "rl.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"u{i}", "item": t}) + "\n" for i, t in enumerate(targets)))
+    out = tmp_path / "run"
+    args = ["rec", "srpo", str(mdir), str(data), "--ids", str(tmp_path / "ids.json"), "--out", str(out),
+            "--steps", "1", "--prompts-per-step", "2", "--minibatch-prompts", "2", "--n", "4", "--k", "2",
+            "--no-progress", "--threads", "1"]
+
+    def refused(match):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("pbrl: error:") and match in err[0], err
+
+    # a folder of the user's own files: refused, nothing written beside them
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused("holds files that are not a `pbrl rec srpo` run (notes.txt)")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # an HF model folder (a config.json that is not a run's): refused
+    (out / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    refused("not a pbrl run's config")
+    (out / "config.json").unlink()
+    # another command's run (an SFT run folder): refused, whatever --resume says
+    (out / "notes.txt").unlink()
+    RunFolder(out, dataclasses.asdict(SftConfig(data="chat.jsonl")))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    refused("holds the run of another command, not of `pbrl rec srpo`")
+    args.append("--no-resume")
+    refused("holds the run of another command")
+    args.pop()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # --overwrite writes the run there
+    assert main([*args, "--overwrite"]) == 0
+    assert [r["step"] for r in read_rows(out)] == [1]
+    assert "n" in json.loads((out / "config.json").read_text())["config"]
+    # the finished run: a plain rerun resumes it (no new step); other settings are refused; --overwrite restarts
+    assert main(args) == 0 and [r["step"] for r in read_rows(out)] == [1]
+    assert main([*args, "--lr", "0.001"]) == 2
+    assert main([*args, "--lr", "0.001", "--steps", "2", "--overwrite"]) == 0
+    assert [r["step"] for r in read_rows(out)] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.001
+    (out / "notes.txt").write_text("mine")  # files a user adds to a run folder do not stop its resume
+    assert main([*args, "--lr", "0.001", "--steps", "2"]) == 0
