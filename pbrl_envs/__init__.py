@@ -1,7 +1,8 @@
 """pbrl_envs: tasks (gymnasium environments), their dataset recipes and task commands for pbrl.
 
 The library finds this package through its entry points (declared in pyproject.toml) and never imports it by name:
-`pbrl.commands` -> `register_commands()` adds the task commands (`pbrl rec catalog`, `pbrl llm chat-data`); `pbrl.tasks` -> `register()`
+`pbrl.commands` -> `register_commands()` adds the task commands (`pbrl rec catalog`, `pbrl rec reason-data`,
+`pbrl llm chat-data`); `pbrl.tasks` -> `register()`
 imports the task modules, which register on import:
 - `recsim`: the `pbrl/RecSim-v0` gymnasium environment;
 - `recsim_data`: the recsim-random|popular|mixed recipes;
@@ -16,6 +17,8 @@ from typing import Any
 
 _COMMANDS = (
     (("rec", "catalog"), "pbrl_envs.commands:RecCatalog", "write the RecSim-v0 item catalog as JSON lines"),
+    (("rec", "reason-data"), "pbrl_envs.commands:RecReasonData",
+     "GREAM reasoning-curriculum SFT records from a RecSim log (five stages from the simulator's latent state)"),
     (("llm", "chat-data"), "pbrl_envs.commands:ChatData",
      "the verifiable chat task's corpus, SFT conversations, held-out prompts and preference pairs"),
 )

@@ -1,4 +1,5 @@
-"""Task commands contributed to `pbrl` through the `pbrl.commands` entry point: `pbrl rec catalog`, `pbrl llm chat-data`.
+"""Task commands contributed to `pbrl` through the `pbrl.commands` entry point: `pbrl rec catalog`, `pbrl rec reason-data`,
+`pbrl llm chat-data`.
 
 `build` and `read_card` are the library's recipe build and card reader (`pbrl.data.recipes`), named here for the
 baseline scripts that import them from this module.
@@ -17,7 +18,7 @@ from pbrl.data.recipes import build_recipe as build
 from pbrl.data.recipes import read_card
 from pbrl.data.teachers import TeacherConfig
 
-__all__ = ["ChatData", "RecCatalog", "build", "read_card"]
+__all__ = ["ChatData", "RecCatalog", "RecReasonData", "build", "read_card"]
 
 
 @dataclass
@@ -98,3 +99,73 @@ class ChatData:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"wrote {self.out}: {self.corpus_docs} corpus documents, {len(train)} SFT conversations, "
               f"{len(heldout)} held-out prompts, {counts['pairs']} preference pairs ({counts['ties']} ties dropped)")
+
+
+@dataclass
+class RecReasonData:
+    """GREAM's reasoning curriculum from a RecSim log: at every clicked step, a chain of the five stages (evidence,
+    latent preference, intent, recommendation, denoised history) written from the simulator's latent user state,
+    answer <answer>ID</answer> = the clicked item (pbrl.rec.reasoning); chat JSONL for `pbrl llm sft`."""
+
+    spec: tyro.conf.Positional[str]
+    """A RecSim log built by a recipe (`pbrl data build recsim-mixed`): its Minari id or folder. The users' latent
+    state is regenerated from its provenance (recipe, size, seed) and the replay is checked step by step."""
+    ids: str
+    """The catalog's semantic IDs: a semantic_ids.json (`pbrl.rec.semantic_ids.SemanticIds.save`) or its folder."""
+    out: str
+    """Output .jsonl (refused if it exists, unless --overwrite)."""
+    min_history: int = 0
+    """Skip steps with fewer history items (the paper keeps >= 4; a session starts with none)."""
+    max_records: int | None = None
+    """Keep a seeded random subset of at most this many steps."""
+    seed: int = 0
+    overwrite: bool = False
+
+    def run(self) -> dict:
+        import json
+        from pathlib import Path
+
+        import numpy as np
+
+        from pbrl.data.registry import load_dataset
+        from pbrl.errors import PbrlError
+        from pbrl.rec.reasoning import UserStates, reasoning_records
+        from pbrl.rec.semantic_ids import SemanticIds
+        from pbrl.utils import atomic_write_text
+        from pbrl_envs.recsim import ENV_ID, RecSimEnv
+        from pbrl_envs.recsim_data import catalog_facts, logged_user_states
+
+        if os.path.exists(self.out) and not self.overwrite:
+            raise PbrlError(f"{self.out}: exists; pass --overwrite to replace it")
+        if self.max_records is not None and self.max_records < 1:
+            raise PbrlError(f"max_records: expected >= 1 or none, got {self.max_records}")
+        ids_path = Path(self.ids) / "semantic_ids.json" if Path(self.ids).is_dir() else Path(self.ids)
+        if not ids_path.is_file():
+            raise PbrlError(f"{self.ids}: no semantic_ids.json")
+        ids = SemanticIds.load(ids_path)
+        ds = load_dataset(self.spec)
+        if ds.metadata.get("env_id") != ENV_ID:
+            raise PbrlError(f"{self.spec}: a log of {ds.metadata.get('env_id')!r}, not of {ENV_ID}")
+        env = RecSimEnv()
+        if ids.num_items != env.num_items:
+            raise PbrlError(f"{self.ids}: IDs for {ids.num_items} items, but the RecSim catalog has {env.num_items}")
+        states = logged_user_states(ds)  # refuses a log that does not replay
+        steps = np.flatnonzero(ds.rewards > 0)  # clicked steps: the answer is the clicked item
+        if self.max_records is not None and len(steps) > self.max_records:
+            steps = np.sort(np.random.default_rng(self.seed).choice(steps, size=self.max_records, replace=False))
+        obs = ds.observations[steps]  # [S, obs_dim]
+        items, clicked = env.decode_history(obs), env.decode_clicks(obs)  # [S, k] most recent first
+        hists = [[int(i) for i in row[::-1] if i >= 0] for row in items]
+        clicks = [[bool(c) for c, i in zip(cr[::-1], row[::-1]) if i >= 0] for cr, row in zip(clicked, items)]
+        sub = UserStates(states.interest[steps], states.boredom[steps], states.satisfaction[steps])
+        rows = reasoning_records(hists, clicks, ds.actions[steps], sub, catalog_facts(env),
+                                 [ids.item_text(i) for i in range(ids.num_items)],
+                                 boredom_weight=env.w_boredom / env.w_interest, min_history=self.min_history)
+        if not rows:
+            raise PbrlError(f"{self.spec}: no clicked step with at least {self.min_history} history items")
+        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+        atomic_write_text(self.out, "".join(json.dumps(r) + "\n" for r in rows))
+        print(f"wrote {self.out}: {len(rows)} reasoning records from {len(steps)} clicked steps of {self.spec}")
+        print(f"train: pbrl llm sft --data {self.out} --max-masked-fraction 1.0 (a tokenizer with the ID tokens: "
+              "pbrl.rec.align_data.alignment_tokenizer + pbrl.rec.reasoning.add_reasoning_tokens)")
+        return {"records": len(rows), "clicked_steps": int(len(steps))}

@@ -230,6 +230,14 @@ class RecSimEnv(gym.Env):
         ids = np.asarray(obs)[..., self.observation_layout()["ids"]]
         return np.rint(ids * self.num_items).astype(np.int64) - 1
 
+    def decode_clicks(self, obs: np.ndarray) -> np.ndarray:
+        """[..., k] whether each history item of the observation was clicked, most recent first (False where
+        empty); aligned with `decode_history`."""
+        k, K = self.history_len, self.num_topics
+        hist = np.asarray(obs)[..., self.observation_layout()["history"]]
+        hist = hist.reshape(*hist.shape[:-1], k, K + 4)  # [..., k, K+4]
+        return (hist[..., K + 2] > 0.5) & (hist[..., K + 3] > 0.5)
+
     def item_texts(self) -> list[str]:
         """One description per item, in id order (input for text embedders and LLM recommenders)."""
         return [self.catalog.text(i) for i in range(self.num_items)]

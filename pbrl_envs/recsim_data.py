@@ -20,6 +20,7 @@ long-term satisfaction that per-window clicks miss, is generic: `pbrl.rec.sessio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -28,11 +29,13 @@ import numpy as np
 from pbrl.data import EpisodeDataset, collect_episodes, make_env
 from pbrl.data.recipes import RECIPES, Recipe, register_recipe
 from pbrl.errors import PbrlError
+from pbrl.rec.reasoning import ItemFacts, UserStates
 from pbrl.rec.sessions import session_preferences
 from pbrl_envs.recsim import ENV_ID, RecSimEnv
 
 __all__ = ["POLICIES", "ClickModelPolicy", "PlannerPolicy", "PopularityPolicy", "RandomPolicy", "build_dataset",
-           "collect_sessions", "item_popularity", "reference_returns", "session_preferences"]
+           "catalog_facts", "collect_sessions", "item_popularity", "logged_user_states", "reference_returns",
+           "session_preferences"]
 
 
 class RandomPolicy:
@@ -140,12 +143,22 @@ def _env_kwargs(env: RecSimEnv) -> dict[str, Any]:
 
 
 def collect_sessions(policy: str, *, num_transitions: int | None = None, num_episodes: int | None = None,
-                     seed: int = 0, env_kwargs: dict[str, Any] | None = None) -> EpisodeDataset:
-    """Sessions of one behaviour policy (a name in POLICIES) in `pbrl/RecSim-v0`, deterministic given `seed`."""
+                     seed: int = 0, env_kwargs: dict[str, Any] | None = None,
+                     on_step: Callable[[RecSimEnv], None] | None = None) -> EpisodeDataset:
+    """Sessions of one behaviour policy (a name in POLICIES) in `pbrl/RecSim-v0`, deterministic given `seed`.
+    `on_step(env)` is called before every recommendation with the simulator in the state the policy acts in (it must
+    not change it): `logged_user_states` records the users' latent state through it."""
     if policy not in POLICIES:
         raise PbrlError(f"unknown recsim behaviour policy {policy!r}; choose from {sorted(POLICIES)}")
     env = make_env(ENV_ID, **(env_kwargs or {}))
     pol = POLICIES[policy](env.unwrapped, seed=seed + 1)
+    if on_step is not None:
+        inner, sim = pol, env.unwrapped
+
+        def pol(obs: np.ndarray) -> int:
+            on_step(sim)
+            return inner(obs)
+
     return collect_episodes(env, pol, num_transitions=num_transitions, num_episodes=num_episodes, seed=seed,
                             metadata={"behavior_policy": policy})
 
@@ -170,8 +183,10 @@ def _catalog_metadata(env: RecSimEnv) -> dict[str, list]:
             "category": [c.topic_names[t] for t in c.topics], "text": env.item_texts()}
 
 
-def build_dataset(mixture: dict[str, float], size: int, seed: int, name: str) -> EpisodeDataset:
-    """`size` transitions, a share `mixture[policy]` of them from each policy, with reference scores attached."""
+def build_dataset(mixture: dict[str, float], size: int, seed: int, name: str,
+                  on_step: Callable[[RecSimEnv], None] | None = None) -> EpisodeDataset:
+    """`size` transitions, a share `mixture[policy]` of them from each policy, with reference scores attached
+    (`on_step`: see `collect_sessions`; the dataset is the same with or without it)."""
     if size < 1:
         raise PbrlError(f"dataset size must be >= 1 transition, got {size}")
     shares = np.array(list(mixture.values()), dtype=np.float64)
@@ -180,7 +195,7 @@ def build_dataset(mixture: dict[str, float], size: int, seed: int, name: str) ->
     episodes = []
     for j, (policy, n) in enumerate(zip(mixture, counts)):
         if n > 0:
-            part = collect_sessions(policy, num_transitions=int(n), seed=seed * 1000 + j)
+            part = collect_sessions(policy, num_transitions=int(n), seed=seed * 1000 + j, on_step=on_step)
             episodes += [part.episode(i) for i in range(part.num_episodes)]
     lo, hi = reference_returns()
     env = make_env(ENV_ID).unwrapped
@@ -191,6 +206,39 @@ def build_dataset(mixture: dict[str, float], size: int, seed: int, name: str) ->
             "provenance": [{"step": "recsim_recipe", "recipe": name, "size": size, "seed": seed}]}
     return EpisodeDataset.from_episodes(episodes, metadata=meta, observation_space=env.observation_space,
                                         action_space=env.action_space)
+
+
+def catalog_facts(env: RecSimEnv) -> ItemFacts:
+    """The catalog's ground truth (topic, appeal, quality per item) for `pbrl.rec.reasoning`."""
+    c = env.catalog
+    return ItemFacts(topics=np.asarray(c.topics), topic_names=tuple(c.topic_names), appeal=np.asarray(c.appeal),
+                     quality=np.asarray(c.quality))
+
+
+def logged_user_states(ds: EpisodeDataset) -> UserStates:
+    """The simulator's latent user state (interest [K], boredom [K], satisfaction) at every logged step of a RecSim
+    recipe dataset, before its recommendation: the logs do not store it, so the dataset is regenerated from its
+    provenance (recipe, size, seed: building is deterministic) with a recorder at every step, and the replay must
+    reproduce the dataset's observations and actions exactly (a relabelled, cut or foreign log is refused)."""
+    name = ds.metadata.get("name", "dataset")
+    prov = [p for p in ds.metadata.get("provenance", []) if isinstance(p, dict) and p.get("step") == "recsim_recipe"]
+    if not prov or prov[0].get("recipe") not in _RECIPES:
+        raise PbrlError(f"{name}: no RecSim recipe provenance (recipe, size, seed) in its metadata, so the users' "
+                        "latent state cannot be regenerated (build the log with `pbrl data build recsim-...`)")
+    recipe, size, seed = prov[0]["recipe"], int(prov[0]["size"]), int(prov[0]["seed"])
+    interest, boredom, sat = [], [], []
+
+    def record(env: RecSimEnv) -> None:
+        interest.append(env.interest.copy())
+        boredom.append(env.boredom.copy())
+        sat.append(float(env.satisfaction))
+
+    again = build_dataset(_RECIPES[recipe][0], size, seed, recipe, on_step=record)
+    if (again.num_transitions != ds.num_transitions or not np.array_equal(again.actions, ds.actions)
+            or not np.array_equal(again.observations, ds.observations)):
+        raise PbrlError(f"{name}: does not replay from its provenance ({recipe}, size {size}, seed {seed}): its "
+                        "steps were changed after it was built, so the latent state cannot be regenerated")
+    return UserStates(interest=np.asarray(interest), boredom=np.asarray(boredom), satisfaction=np.asarray(sat))
 
 
 _RECIPES = {

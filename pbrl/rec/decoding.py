@@ -366,6 +366,72 @@ def rank_samples(answers: Sequence[int | None], logprobs: Sequence[float]) -> li
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+@dataclass(frozen=True)
+class ReasoningResult:
+    """Reasoning-mode recommendations of P prompts and what the samples looked like."""
+
+    ranked: list[list[tuple[int, float]]]
+    """Per prompt: the distinct valid items by decreasing best total log-prob (``rank_samples``)."""
+    samples: int
+    """Sampled responses in all."""
+    format_failures: int
+    """Responses that ``parse_answer`` rejects (no think block, no answer, text after it, or length-cut)."""
+    invalid_ids: int
+    """Well-formed responses whose answer names no catalog item."""
+    think_tokens: float
+    """Mean tokens inside ``<think>...</think>`` over the well-formed responses (0 when none)."""
+    generated_tokens: int
+    """Generated tokens in all (EOS included)."""
+
+    @property
+    def invalid_rate(self) -> float:
+        """Responses without a valid item: format failures plus invalid IDs, over all samples."""
+        return (self.format_failures + self.invalid_ids) / max(self.samples, 1)
+
+
+def reasoning_decode(
+    sampler: Any,
+    prompts: list[list[int]],
+    tokenizer: Any,
+    ids: ItemIds,
+    *,
+    n: int = 10,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 1560,
+    eos_token_id: int,
+    seed: int = 0,
+) -> ReasoningResult:
+    """Reasoning-mode recommendation: n unconstrained samples per prompt (the official 10 at T 0.7, top-p 0.9),
+    each parsed with ``parse_answer`` and the items ranked by ``rank_samples`` on the sampler's summed log-probs
+    (those of the distribution it drew from), with the counts of format failures and invalid IDs and the think
+    length."""
+    from pbrl.llm.sampler import SamplingConfig
+
+    gen = sampler.generate(prompts, SamplingConfig(n=n, temperature=temperature, top_p=top_p,
+                                                   max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                                   seed=seed))
+    eos_text = tokenizer.convert_ids_to_tokens(eos_token_id)
+    ranked, bad_format, bad_id, total, think = [], 0, 0, 0, []
+    for toks, lps in zip(gen.tokens, gen.logprobs):
+        answers = []
+        for y in toks:
+            text = tokenizer.decode(y, skip_special_tokens=False).replace(eos_text, "")
+            parsed = parse_answer(text)
+            item = ids.item_of(parsed) if parsed is not None else None
+            if parsed is None:
+                bad_format += 1
+            else:
+                m = _REASONED.fullmatch(text)
+                think.append(len(tokenizer(m.group(1), add_special_tokens=False)["input_ids"]))  # type: ignore[union-attr]
+                bad_id += item is None
+            answers.append(item)
+            total += 1
+        ranked.append(rank_samples(answers, [sum(lp) for lp in lps]))
+    return ReasoningResult(ranked, total, bad_format, bad_id, float(np.mean(think)) if think else 0.0,
+                           gen.num_tokens)
+
+
 def reasoning_recommend(
     sampler: Any,
     prompts: list[list[int]],
@@ -379,27 +445,12 @@ def reasoning_recommend(
     eos_token_id: int,
     seed: int = 0,
 ) -> tuple[list[list[tuple[int, float]]], float]:
-    """Reasoning-mode recommendation: n unconstrained samples per prompt (the official 10 at T 0.7, top-p 0.9),
-    each parsed with ``parse_answer`` and the items ranked by ``rank_samples`` on the sampler's summed log-probs
-    (those of the distribution it drew from). Returns (ranked items per prompt, invalid-sample rate)."""
-    from pbrl.llm.sampler import SamplingConfig
-
-    gen = sampler.generate(prompts, SamplingConfig(n=n, temperature=temperature, top_p=top_p,
-                                                   max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                                                   seed=seed))
-    ranked, invalid, total = [], 0, 0
-    for toks, lps in zip(gen.tokens, gen.logprobs):
-        answers = []
-        for y in toks:
-            parsed = parse_answer(tokenizer.decode(y, skip_special_tokens=False).replace(
-                tokenizer.convert_ids_to_tokens(eos_token_id), ""))
-            item = ids.item_of(parsed) if parsed is not None else None
-            answers.append(item)
-            invalid += item is None
-            total += 1
-        ranked.append(rank_samples(answers, [sum(lp) for lp in lps]))
-    return ranked, invalid / max(total, 1)
+    """``reasoning_decode`` as (ranked items per prompt, invalid-sample rate)."""
+    r = reasoning_decode(sampler, prompts, tokenizer, ids, n=n, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, seed=seed)
+    return r.ranked, r.invalid_rate
 
 
 __all__ = ["Beam", "IdVocab", "beam_metrics", "ItemIds", "constrained_beam_search", "id_trie", "invalid_rate", "level_sets_allowed",
-           "parse_answer", "rank_samples", "ranked_items", "reasoning_recommend", "target_rank"]
+           "parse_answer", "rank_samples", "ranked_items", "ReasoningResult", "reasoning_decode", "reasoning_recommend",
+           "target_rank"]
