@@ -19,6 +19,12 @@ recommender beat next-item imitation on long-term session return. Pipeline, one 
     srpo     three runs from the SFT model on the same prompts (clicked training steps, target = the clicked item):
              verifiable = RSVR (graded code match to the clicked item); learned = reward "none" + r(p, i);
              both = RSVR + r(p, i) (`SessionReward.combined(1, 1)`); BGAE advantages, trie-constrained rollouts
+    reason   the "reasoning SFT" row: the same SFT records plus reasoning chains (`pbrl.rec.reasoning`: five stages
+             written from the simulator's latent user state, regenerated from the log's provenance by
+             `pbrl_envs.recsim_data.logged_user_states`) at a seeded subset of the clicked training steps; a model of
+             the same shape from scratch; decoded in reasoning mode (`pbrl.rec.decoding.reasoning_decode`: n samples
+             ranked by total log-prob), offline on the same held-out steps and in the simulator on the same users,
+             with its format failures, invalid IDs and think length beside direct mode's trie beams
     eval     offline: trie beam search on the held-out clicked steps, Recall@1/5/10, NDCG@5/10; in the simulator:
              the same seeded users for every row; each step the LLM's prompt is the observation's history, its
              recommendation the best trie beam whose item is not in that history; clicks per session and session length, beside the
@@ -33,6 +39,8 @@ recommender beat next-item imitation on long-term session return. Pipeline, one 
 
 Records: results/records/gream_recsim-<budget>/seed_<s>.json (everything measured, with its settings and the
 machine's load); results/gream_recsim.md (its header names the budget) is written from the records only. Runs: runs/gream_recsim/<budget>/.
+Resumable per row: a seed whose record exists is not rerun; if it lacks the reasoning row only that row is computed
+(from the same data and IDs, rebuilt and checked against the record) and added; a complete record is kept as it is.
 """
 
 from __future__ import annotations
@@ -59,6 +67,13 @@ BUDGETS: dict[str, dict[str, Any]] = {
               "rollouts": 8, "rl_lr": 1e-4, "rl_prompts": 1024, "eval_episodes": 100, "beams": 4,
               "offline_prompts": 300, "iql_steps": 3000},
 }
+# the reasoning row (reasoning-mode SFT and decoding), kept apart from BUDGETS so that records written before it existed
+# keep their settings
+REASON_BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {"records": 400, "offline_samples": 10, "sim_samples": 4, "temperature": 0.7, "top_p": 0.9},
+    "small": {"records": 2000, "offline_samples": 10, "sim_samples": 4, "temperature": 0.7, "top_p": 0.9},
+}
+REASON_ROW = "reasoning SFT"
 EVAL_SEED = 20_000  # simulator users of the evaluation: seeds EVAL_SEED + e, apart from the data's seeds
 RL_ROWS = {"verifiable": (1.0, 0.0), "learned": (0.0, 1.0), "both": (1.0, 1.0)}  # (verifiable, learned) weights
 NO_HISTORY = "(none yet)"
@@ -172,31 +187,83 @@ def run_llm_sessions(model, tokenizer, ids, episodes: int, num_beams: int, env_c
             "mean_appeal": float(np.mean(envs[0].catalog.appeal[recs]))}
 
 
-# ----------------------------------------------------------------------------------------------- one seed
-def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
-    import torch
+def run_reasoning_sessions(model, tokenizer, ids, episodes: int, r: dict[str, Any], max_new: int, env_cls,
+                           label: str, seed: int) -> dict[str, Any]:
+    """The reasoning-mode LLM as a policy: each step, n sampled responses per live session (its observation history
+    in the reasoning prompt), items ranked by total log-prob (`pbrl.rec.decoding.reasoning_decode`); recommended:
+    the best-ranked item not in the history (the top one when all are). A step where no sample names a valid item
+    falls back to a seeded uniform item and is counted (`fallback_rate`)."""
+    from tqdm.auto import tqdm
 
-    from pbrl.llm.models import TinyLMConfig, load_model
-    from pbrl.llm.sft import SftConfig, train_sft
-    from pbrl.llm.tokenizer import load_tokenizer
-    from pbrl.rec.align_data import alignment_tokenizer
-    from pbrl.rec.gream import evaluate_model
+    from pbrl.llm.sampler import HFSampler
+    from pbrl.llm.tokenizer import end_of_turn_id
+    from pbrl.rec.decoding import reasoning_decode
+    from pbrl.rec.reasoning import reasoning_prompt
+
+    id_text = [ids.item_text(i) for i in range(ids.num_items)]
+    sampler, eos = HFSampler(model), end_of_turn_id(tokenizer)
+    envs = [env_cls() for _ in range(episodes)]
+    obs = [env.reset(seed=EVAL_SEED + e)[0] for e, env in enumerate(envs)]
+    clicks, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    live = list(range(episodes))
+    recs: list[int] = []
+    rng = np.random.default_rng(seed)
+    n_samples = n_bad_format = n_bad_id = fallbacks = tokens = 0
+    think_sum = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(desc=f"sim/{label}", unit="step", leave=False)
+    rounds = 0
+    while live:
+        prompts = encode_prompts(tokenizer, [reasoning_prompt(history_of(obs[e], envs[e]), id_text) for e in live])
+        res = reasoning_decode(sampler, prompts, tokenizer, ids, n=r["sim_samples"], temperature=r["temperature"],
+                               top_p=r["top_p"], max_new_tokens=max_new, eos_token_id=eos, seed=seed * 1000 + rounds)
+        rounds += 1
+        n_samples += res.samples
+        n_bad_format += res.format_failures
+        n_bad_id += res.invalid_ids
+        think_sum += res.think_tokens * (res.samples - res.format_failures)
+        tokens += res.generated_tokens
+        nxt = []
+        for e, ranked in zip(live, res.ranked):
+            seen = set(history_of(obs[e], envs[e]))
+            fresh = [i for i, _ in ranked if i not in seen]
+            if ranked:
+                item = fresh[0] if fresh else ranked[0][0]
+            else:  # no sample named a catalog item: a uniform item, counted
+                item = int(rng.integers(envs[e].num_items))
+                fallbacks += 1
+            recs.append(int(item))
+            obs[e], rew, term, trunc, _ = envs[e].step(item)
+            clicks[e] += rew
+            lengths[e] += 1
+            if not (term or trunc):
+                nxt.append(e)
+        bar.update(len(live))
+        bar.set_postfix_str(f"{tokens / (time.perf_counter() - t0):.0f} tok/s")
+        live = nxt
+    bar.close()
+    dt = time.perf_counter() - t0
+    steps = int(lengths.sum())
+    well_formed = n_samples - n_bad_format
+    return {"clicks": float(clicks.mean()), "clicks_std": float(clicks.std()), "length": float(lengths.mean()),
+            "episodes": episodes, "distinct_items": len(set(recs)), "seconds": dt, "steps_per_s": steps / dt,
+            "mean_quality": float(np.mean(envs[0].catalog.quality[recs])),
+            "mean_appeal": float(np.mean(envs[0].catalog.appeal[recs])),
+            "samples": n_samples, "format_failure_rate": n_bad_format / n_samples, "invalid_id_rate":
+            n_bad_id / n_samples, "think_tokens": think_sum / well_formed if well_formed else 0.0,
+            "fallback_rate": fallbacks / steps, "generated_tokens_per_s": tokens / dt}
+
+
+# ----------------------------------------------------------------------------------------------- one seed
+def prepare(budget: str, seed: int, embed: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """The seed's data, held-out split and semantic IDs (deterministic given budget, seed, embed); fills rec["data"],
+    rec["ids"] and their timings."""
     from pbrl.rec.semantic_ids import embed_texts, semantic_ids_from_embeddings
-    from pbrl.rec.session_reward import SessionReward, member_stats
-    from pbrl.rec.sessions import session_preferences
-    from pbrl.rec.srpo import SrpoConfig, train_srpo
-    from pbrl.rewards.relabel import relabel
-    from pbrl.rewards.train import RewardConfig, load_reward_model, train_reward
-    from pbrl.utils import atomic_write_text, git_revision, load_note
     from pbrl_envs import RECIPES
     from pbrl_envs.recsim import RecSimEnv
-    from pbrl_envs.recsim_data import POLICIES
 
     b = BUDGETS[budget]
-    out = Path(runs) / budget / f"seed_{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    rec: dict[str, Any] = {"budget": budget, "seed": seed, "settings": b, "embed": embed, "timings": {}}
-    t_all = time.perf_counter()
+    rec.setdefault("timings", {})
 
     def timed(name: str, t0: float) -> None:
         rec["timings"][name] = time.perf_counter() - t0
@@ -232,6 +299,53 @@ def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
     rec["ids"] = ids.stats()
     timed("ids", t0)
     _say(f"[ids] {ids.stats_line()}")
+    return {"ds": ds, "env": env0, "texts": texts, "obs": obs, "hist": hist, "ids": ids, "train_steps": train_steps,
+            "test_steps": test_steps}
+
+
+def split_prompts(train_steps: np.ndarray, test_steps: np.ndarray, b: dict[str, Any], seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(SRPO prompt steps, offline evaluation steps): seeded draws, the same for every row of a seed."""
+    rng = np.random.default_rng(seed)
+    rl_steps = np.sort(rng.choice(train_steps, size=min(b["rl_prompts"], len(train_steps)), replace=False))
+    off_steps = test_steps[np.sort(rng.choice(len(test_steps), size=min(b["offline_prompts"], len(test_steps)),
+                                              replace=False))]
+    return rl_steps, off_steps
+
+
+def run_seed(budget: str, seed: int, embed: str, runs: str, prepared: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """Every row but the reasoning one (`run_reasoning_row`); `prepared` receives the seed's data and IDs."""
+    import torch
+
+    from pbrl.llm.models import TinyLMConfig, load_model
+    from pbrl.llm.sft import SftConfig, train_sft
+    from pbrl.llm.tokenizer import load_tokenizer
+    from pbrl.rec.align_data import alignment_tokenizer
+    from pbrl.rec.gream import evaluate_model
+    from pbrl.rec.session_reward import SessionReward, member_stats
+    from pbrl.rec.sessions import session_preferences
+    from pbrl.rec.srpo import SrpoConfig, train_srpo
+    from pbrl.rewards.relabel import relabel
+    from pbrl.rewards.train import RewardConfig, load_reward_model, train_reward
+    from pbrl.utils import atomic_write_text, git_revision, load_note
+    from pbrl_envs.recsim import RecSimEnv
+    from pbrl_envs.recsim_data import POLICIES
+
+    b = BUDGETS[budget]
+    out = Path(runs) / budget / f"seed_{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    rec: dict[str, Any] = {"budget": budget, "seed": seed, "settings": b, "embed": embed, "timings": {}}
+    t_all = time.perf_counter()
+
+    def timed(name: str, t0: float) -> None:
+        rec["timings"][name] = time.perf_counter() - t0
+
+    c = prepare(budget, seed, embed, rec)
+    if prepared is not None:
+        prepared.update(c)
+    ds, env0, texts, obs, hist, ids = c["ds"], c["env"], c["texts"], c["obs"], c["hist"], c["ids"]
+    train_steps, test_steps = c["train_steps"], c["test_steps"]
 
     # ---- SFT data, tokenizer, model
     t0 = time.perf_counter()
@@ -263,8 +377,7 @@ def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
     rmodel = load_reward_model(out / "reward")
     rl_ds = relabel(ds, rmodel)
     corr = float(np.corrcoef(ds.episode_returns(), rl_ds.episode_returns())[0, 1])
-    rng = np.random.default_rng(seed)
-    rl_steps = np.sort(rng.choice(train_steps, size=min(b["rl_prompts"], len(train_steps)), replace=False))
+    rl_steps, off_steps = split_prompts(train_steps, test_steps, b, seed)
     sreward = SessionReward(rmodel, obs[rl_steps], member_stats(ds, rmodel))
     cat = np.mean([sreward.catalog_scores(p) for p in range(len(rl_steps))], 0)  # [I] mean over the prompts
     rec["reward"] = {"pairs": len(pairs), "final": rmodel.info.get("final", {}), "corr_session_return": corr,
@@ -297,8 +410,6 @@ def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
              f"{h[0]['srpo/exact']:.3f} -> {h[-1]['srpo/exact']:.3f}, {rec['timings'][f'srpo-{name}']:.0f} s")
 
     # ---- evaluation: offline next-item metrics and sessions in the simulator
-    off_steps = test_steps[np.sort(rng.choice(len(test_steps), size=min(b["offline_prompts"], len(test_steps)),
-                                              replace=False))]
     off_prompts = encode_prompts(tokenizer, [prompt_text(hist[t], ids) for t in off_steps])
     off_targets = [int(a) for a in ds.actions[off_steps]]
     rec["rows"] = {}
@@ -338,7 +449,190 @@ def run_seed(budget: str, seed: int, embed: str, runs: str) -> dict[str, Any]:
     return rec
 
 
+def run_reasoning_row(budget: str, seed: int, embed: str, runs: str, rec: dict[str, Any],
+                      c: dict[str, Any] | None = None) -> None:
+    """The "reasoning SFT" row, added to `rec` (a seed's record; the other rows are left as they are): SFT from
+    scratch on the next-item SFT's records plus reasoning chains written from the simulator's truth
+    (`pbrl.rec.reasoning`) at a seeded subset of the clicked training steps, then reasoning-mode decoding offline (n
+    samples ranked by log-prob, the same held-out steps as the other rows) and in the simulator (the same users).
+    `c`: the seed's prepared data (rebuilt when None, and checked against the record's)."""
+    import torch
+
+    from pbrl.llm.models import TinyLMConfig, load_model
+    from pbrl.llm.sampler import HFSampler
+    from pbrl.llm.sft import SftConfig, train_sft
+    from pbrl.llm.tokenizer import end_of_turn_id, load_tokenizer, render_chat
+    from pbrl.rec.align_data import alignment_tokenizer
+    from pbrl.rec.decoding import reasoning_decode, target_rank
+    from pbrl.rec.metrics import metrics_from_ranks
+    from pbrl.rec.reasoning import UserStates, add_reasoning_tokens, reasoning_prompt, reasoning_records
+    from pbrl.utils import atomic_write_text, git_revision, load_note
+    from pbrl_envs.recsim import RecSimEnv
+    from pbrl_envs.recsim_data import catalog_facts, logged_user_states
+
+    b, r = BUDGETS[budget], REASON_BUDGETS[budget]
+    out = Path(runs) / budget / f"seed_{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    if c is None:
+        check: dict[str, Any] = {}
+        c = prepare(budget, seed, embed, check)
+        for key in ("data", "ids"):  # the rebuilt data and IDs must be the record's, or the rows do not compare
+            if json.loads(json.dumps(check[key])) != rec[key]:
+                raise SystemExit(f"pbrl: error: seed {seed}: the rebuilt {key} differ from the record's "
+                                 f"({check[key]} vs {rec[key]}); the record came from other code or settings")
+    ds, env0, texts, hist, ids = c["ds"], c["env"], c["texts"], c["hist"], c["ids"]
+    train_steps, test_steps = c["train_steps"], c["test_steps"]
+    timings: dict[str, float] = {}
+
+    # ---- reasoning chains at a seeded subset of the clicked training steps, from the regenerated latent state
+    t0 = time.perf_counter()
+    states = logged_user_states(ds)
+    pick = np.sort(np.random.default_rng(seed + 7).choice(train_steps, size=min(r["records"], len(train_steps)),
+                                                          replace=False))
+    clk = [[bool(x) for x, i in zip(env0.decode_clicks(ds.observations[t])[::-1],
+                                    env0.decode_history(ds.observations[t])[::-1]) if i >= 0] for t in pick]
+    sub = UserStates(states.interest[pick], states.boredom[pick], states.satisfaction[pick])
+    id_text = [ids.item_text(i) for i in range(ids.num_items)]
+    reasoning = reasoning_records([hist[t] for t in pick], clk, ds.actions[pick], sub, catalog_facts(env0), id_text,
+                                  boredom_weight=env0.w_boredom / env0.w_interest)
+    records = sft_records(train_steps, [hist[t] for t in train_steps], ds.actions[train_steps], ids, texts)
+    records += reasoning
+    atomic_write_text(str(out / "sft-reasoning.jsonl"), "".join(json.dumps(x) + "\n" for x in records))
+    tok = alignment_tokenizer(records, ids, vocab_size=600)
+    add_reasoning_tokens(tok)
+    tok_dir = out / "tokenizer-reasoning"
+    tok.save_pretrained(str(tok_dir))
+    lengths = [len(tok(render_chat(tok, x["messages"]), add_special_tokens=True)["input_ids"]) for x in reasoning]
+    answer_len = [len(tok(x["messages"][1]["content"], add_special_tokens=False)["input_ids"]) for x in reasoning]
+    max_length = -(-(max(lengths) + 8) // 32) * 32
+    max_new = max(answer_len) + 32  # room for the longest training chain, its EOS and some slack
+    timings["reason-data"] = time.perf_counter() - t0
+    _say(f"[reason-data] {len(reasoning)} reasoning chains (tokens per record {np.mean(lengths):.0f} mean, "
+         f"{max(lengths)} max; response {np.mean(answer_len):.0f} mean), {len(records)} SFT records in all")
+
+    # ---- SFT (the next-item SFT's shape and schedule; overlong chats are refused, not cut)
+    t0 = time.perf_counter()
+    sft_cfg = SftConfig(data=str(out / "sft-reasoning.jsonl"), out=str(out / "sft-reasoning"),
+                        tokenizer_path=str(tok_dir),
+                        model=TinyLMConfig(hidden_size=b["hidden"], num_layers=b["layers"], num_heads=4,
+                                           num_kv_heads=2, intermediate_size=3 * b["hidden"], max_position=512),
+                        max_length=max_length, overlong="refuse", max_masked_fraction=1.0, batch_size=32, lr=1e-3,
+                        warmup_steps=20, epochs=b["sft_epochs"], seed=seed, device="cpu", progress=True,
+                        checkpoint_every=100)
+    sft = train_sft(sft_cfg)
+    h = sft["history"]
+    timings["sft"] = time.perf_counter() - t0
+    _say(f"[reason-sft] {sft['step']} steps, loss {h[0]['sft/loss']:.3f} -> {h[-1]['sft/loss']:.3f}, "
+         f"{timings['sft']:.0f} s")
+    mdir = out / "sft-reasoning" / "model"
+    tokenizer = load_tokenizer(mdir)
+    model = load_model(mdir).eval()
+    eos = end_of_turn_id(tokenizer)
+
+    # ---- offline: the same held-out clicked steps as the other rows
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    _, off_steps = split_prompts(train_steps, test_steps, b, seed)
+    prompts = encode_prompts(tokenizer, [reasoning_prompt(hist[t], id_text) for t in off_steps])
+    targets = [int(a) for a in ds.actions[off_steps]]
+    sampler = HFSampler(model)
+    ranks: list[int] = []
+    agg = {"samples": 0, "format": 0, "ids": 0, "think": 0.0}
+    miss = np.iinfo(np.int64).max // 2
+    for i in range(0, len(prompts), 32):
+        res = reasoning_decode(sampler, prompts[i: i + 32], tokenizer, ids, n=r["offline_samples"],
+                               temperature=r["temperature"], top_p=r["top_p"], max_new_tokens=max_new,
+                               eos_token_id=eos, seed=seed * 1000 + i)
+        for ranked, tgt in zip(res.ranked, targets[i: i + 32]):
+            k = target_rank([item for item, _ in ranked], tgt)
+            ranks.append(miss if k is None else k)
+        agg["samples"] += res.samples
+        agg["format"] += res.format_failures
+        agg["ids"] += res.invalid_ids
+        agg["think"] += res.think_tokens * (res.samples - res.format_failures)
+    off = metrics_from_ranks(np.array(ranks, dtype=np.float64), (1, 5, 10))
+    well = agg["samples"] - agg["format"]
+    off.update({"rec/invalid_rate": (agg["format"] + agg["ids"]) / agg["samples"],
+                "rec/format_failure_rate": agg["format"] / agg["samples"],
+                "rec/invalid_id_rate": agg["ids"] / agg["samples"],
+                "think_tokens": agg["think"] / well if well else 0.0, "users": len(prompts)})
+    timings["eval-offline"] = time.perf_counter() - t0
+    _say(f"[reason-eval] held-out recall@10 {off['rec/recall@10']:.3f}, ndcg@10 {off['rec/ndcg@10']:.3f}, format "
+         f"failures {off['rec/format_failure_rate']:.3f}, invalid IDs {off['rec/invalid_id_rate']:.3f}, think "
+         f"{off['think_tokens']:.0f} tokens, {timings['eval-offline']:.0f} s")
+
+    # ---- in the simulator: the same users as every row
+    t0 = time.perf_counter()
+    sim = run_reasoning_sessions(model, tokenizer, ids, b["eval_episodes"], r, max_new, RecSimEnv, REASON_ROW,
+                                 seed)
+    timings["eval-sim"] = time.perf_counter() - t0
+    _say(f"[reason-sim] clicks/session {sim['clicks']:.2f} (length {sim['length']:.1f}, {sim['distinct_items']} "
+         f"distinct items, quality {sim['mean_quality']:.2f}); format failures {sim['format_failure_rate']:.3f}, "
+         f"invalid IDs {sim['invalid_id_rate']:.3f}, fallback steps {sim['fallback_rate']:.3f}, think "
+         f"{sim['think_tokens']:.0f} tokens, {timings['eval-sim']:.0f} s")
+    rec["rows"][REASON_ROW] = {"offline": off, "sim": sim}
+    rec["reasoning"] = {"settings": r, "records": len(records), "reasoning_records": len(reasoning),
+                        "sft_steps": sft["step"], "num_parameters": sft["num_parameters"],
+                        "first_loss": float(h[0]["sft/loss"]), "final_loss": float(h[-1]["sft/loss"]),
+                        "max_length": max_length, "max_new_tokens": max_new,
+                        "record_tokens_mean": float(np.mean(lengths)), "timings": timings,
+                        "seconds": time.perf_counter() - t_all, "git_revision": git_revision(),
+                        "threads": torch.get_num_threads(), "load_note": load_note(),
+                        "load_average": list(os.getloadavg())}
+
+
 # ----------------------------------------------------------------------------------------------- table
+def reasoning_section(recs: list[dict[str, Any]]) -> list[str]:
+    """Reasoning mode vs direct mode on the seeds that have both: the numbers, then a computed verdict."""
+    def ms(vals: list[float], f: str = ".2f") -> str:
+        return f"{np.mean(vals):{f}}" + (f" ± {np.std(vals):{f}}" if len(vals) > 1 else "")
+
+    d = [r["rows"]["next-item SFT"] for r in recs]
+    q = [r["rows"][REASON_ROW] for r in recs]
+    md = ["", f"## Reasoning mode vs direct mode (seeds {', '.join(str(r['seed']) for r in recs)})", "",
+          "| mode | clicks / session | recall@10 (held out) | ndcg@10 | invalid answers offline (format / ID) | "
+          "invalid answers in the simulator (format / ID) | think tokens | steps without a valid answer |",
+          "|---|---|---|---|---|---|---|---|",
+          f"| direct: next-item SFT, trie beams | {ms([x['sim']['clicks'] for x in d])} | "
+          f"{ms([x['offline']['rec/recall@10'] for x in d], '.3f')} | "
+          f"{ms([x['offline']['rec/ndcg@10'] for x in d], '.3f')} | "
+          f"{ms([x['offline']['rec/invalid_rate'] for x in d], '.3f')} (trie: none possible) | - | 0 | 0 |",
+          f"| reasoning: reasoning SFT, samples ranked by log-prob | {ms([x['sim']['clicks'] for x in q])} | "
+          f"{ms([x['offline']['rec/recall@10'] for x in q], '.3f')} | "
+          f"{ms([x['offline']['rec/ndcg@10'] for x in q], '.3f')} | "
+          f"{ms([x['offline']['rec/format_failure_rate'] for x in q], '.3f')} / "
+          f"{ms([x['offline']['rec/invalid_id_rate'] for x in q], '.3f')} | "
+          f"{ms([x['sim']['format_failure_rate'] for x in q], '.3f')} / "
+          f"{ms([x['sim']['invalid_id_rate'] for x in q], '.3f')} | "
+          f"{ms([x['offline']['think_tokens'] for x in q], '.0f')} | "
+          f"{ms([x['sim']['fallback_rate'] for x in q], '.3f')} |", ""]
+    diff = np.array([y["sim"]["clicks"] - x["sim"]["clicks"] for x, y in zip(d, q)])  # [seeds]
+    se = np.array([np.hypot(x["sim"]["clicks_std"], y["sim"]["clicks_std"]) / np.sqrt(y["sim"]["episodes"])
+                   for x, y in zip(d, q)])
+    above, below = int(np.sum(diff > 2 * se)), int(np.sum(diff < -2 * se))
+    rdiff = np.array([y["offline"]["rec/recall@10"] - x["offline"]["rec/recall@10"] for x, y in zip(d, q)])
+    verdict = ("better than" if above == len(recs) else "worse than" if below == len(recs) else
+               "not distinguishable from")
+    md.append("- Reasoning vs direct mode, clicks per session: per seed difference " +
+              ", ".join(f"{x:+.2f} (2 SE {2 * e:.2f})" for x, e in zip(diff, se)) +
+              f"; above 2 SE in {above} of {len(recs)} seeds, below in {below}: on session return reasoning mode "
+              f"is {verdict} direct mode at this budget (better / worse = beyond 2 SE in every seed).")
+    sign = ("reasoning mode does worse in every seed" if np.all(rdiff < 0) else
+            "reasoning mode does better in every seed" if np.all(rdiff > 0) else "the sign differs between seeds")
+    md.append("- Held-out recall@10, reasoning minus direct: " + ", ".join(f"{x:+.3f}" for x in rdiff) + f" ({sign}).")
+    fb = float(np.mean([x["sim"]["fallback_rate"] for x in q]))
+    rand = float(np.mean([r["behaviour_policies"]["random"]["clicks"] for r in recs]))
+    md.append(f"- {fb:.0%} of reasoning mode's simulator steps had no valid answer among the samples and served a "
+              f"uniform item (the random policy: {rand:.2f} clicks per session), so its session return "
+              + ("is mostly that fallback's." if fb > 0.5 else "comes mostly from its own answers."))
+    md.append(f"- Distinct items served by reasoning mode over all its sessions: "
+              f"{ms([x['sim']['distinct_items'] for x in q], '.0f')} (direct next-item SFT: "
+              f"{ms([x['sim']['distinct_items'] for x in d], '.0f')}); mean quality "
+              f"{ms([x['sim']['mean_quality'] for x in q])} vs {ms([x['sim']['mean_quality'] for x in d])}.")
+    return md
+
+
 def write_table(records: list[dict[str, Any]], path: str | None) -> str:
     """The results markdown from the records only: per row mean ± std over seeds; a computed verdict line."""
     from pbrl.errors import PbrlError
@@ -353,6 +647,8 @@ def write_table(records: list[dict[str, Any]], path: str | None) -> str:
         return f"{np.mean(vals):{f}}" + (f" ± {np.std(vals):{f}}" if len(vals) > 1 else "")
 
     d = recs[0]["data"]
+    direct = [n for n in recs[0]["rows"] if n != REASON_ROW]  # the rows every record has
+    reasoned = [r for r in recs if REASON_ROW in r["rows"]]  # records that have the reasoning row too
     md = [f"# GREAM on RecSim: the LLM recommender in the simulator ({budget} budget)", "",
           "Generated by `python baselines/gream_recsim.py --table-only <records>` from the run records; do not edit.",
           "", "## Budget", "",
@@ -370,7 +666,21 @@ def write_table(records: list[dict[str, Any]], path: str | None) -> str:
           f"{b['beams']} trie beams per step whose item is not in the history; offline: {b['offline_prompts']} held-out clicked steps, 10 beams",
           f"- machine: CPU, {recs[0]['threads']} torch thread(s), {recs[0]['cores']} cores shared with other work "
           f"(load average {recs[0]['load_average'][0]:.1f} at the end of seed {recs[0]['seed']}); "
-          f"{ms([r['seconds'] for r in recs], '.0f')} s per seed", "",
+          f"{ms([r['seconds'] for r in recs], '.0f')} s per seed"]
+    if reasoned:
+        rr, rs = reasoned[0]["reasoning"], reasoned[0]["reasoning"]["settings"]
+        md.append(f"- reasoning SFT (seeds {', '.join(str(r['seed']) for r in reasoned)}): the same model shape and "
+                  f"schedule from scratch on the next-item SFT's records plus {rr['reasoning_records']} reasoning "
+                  "chains at a seeded subset of the clicked training steps (five stages written from the simulator's "
+                  "latent user state, `pbrl.rec.reasoning`; about "
+                  f"{ms([r['reasoning']['record_tokens_mean'] for r in reasoned], '.0f')} tokens per chain record); "
+                  f"decoded by sampling (T {rs['temperature']}, top-p {rs['top_p']}, at most "
+                  f"{rr['max_new_tokens']} new tokens) and ranking the answers by total log-prob: "
+                  f"{rs['offline_samples']} samples per held-out step, {rs['sim_samples']} per simulator step (the "
+                  "best-ranked item not in the history; a uniform item when no sample names one); "
+                  f"{ms([r['reasoning']['seconds'] for r in reasoned], '.0f')} s per seed (load average "
+                  f"{reasoned[0]['reasoning']['load_average'][0]:.1f} at the end of seed {reasoned[0]['seed']})")
+    md += ["",
           "## Clicks per session in RecSim-v0", "",
           "| row | clicks / session | session length | distinct items | mean quality | recall@10 (held out) | "
           "ndcg@10 |", "|---|---|---|---|---|---|---|"]
@@ -383,9 +693,10 @@ def write_table(records: list[dict[str, Any]], path: str | None) -> str:
     if all("iql" in r for r in recs):
         for k in recs[0]["iql"]:
             md.append(f"| IQL, {k} (own evaluation users) | {ms([r['iql'][k] for r in recs])} | - | - | - | - | - |")
-    for name in recs[0]["rows"]:
-        rows = [r["rows"][name] for r in recs]
-        md.append(f"| LLM {name} | {ms([x['sim']['clicks'] for x in rows])} | "
+    for name, part in [(n, recs) for n in direct] + ([(REASON_ROW, reasoned)] if reasoned else []):
+        rows = [r["rows"][name] for r in part]
+        label = name if len(part) == len(recs) else f"{name} (seeds {', '.join(str(r['seed']) for r in part)})"
+        md.append(f"| LLM {label} | {ms([x['sim']['clicks'] for x in rows])} | "
                   f"{ms([x['sim']['length'] for x in rows], '.1f')} | "
                   f"{ms([x['sim']['distinct_items'] for x in rows], '.0f')} | "
                   f"{ms([x['sim']['mean_quality'] for x in rows])} | "
@@ -417,13 +728,13 @@ def write_table(records: list[dict[str, Any]], path: str | None) -> str:
         md.append(f"- {name} vs next-item SFT, clicks per session: {c.mean():.2f} vs {sft_c.mean():.2f}; per seed "
                   f"difference " + ", ".join(f"{d:+.2f} (2 SE {2 * e:.2f})" for d, e in zip(diff, se)) +
                   f": above 2 SE in {above} of {len(recs)} seeds, below in {below}.")
-    distinct = [r["rows"][n]["sim"]["distinct_items"] for r in recs for n in r["rows"]]
-    off = {n: np.mean([r["rows"][n]["offline"]["rec/recall@10"] for r in recs]) for n in recs[0]["rows"]}
-    md.append(f"- Every LLM row serves only {min(distinct)}-{max(distinct)} distinct items over all its sessions: "
+    distinct = [r["rows"][n]["sim"]["distinct_items"] for r in recs for n in direct]
+    off = {n: np.mean([r["rows"][n]["offline"]["rec/recall@10"] for r in recs]) for n in direct}
+    md.append(f"- Every direct-mode LLM row serves only {min(distinct)}-{max(distinct)} distinct items over all its sessions: "
               "it cycles a few items (the history filter keeps it off repeats) rather than personalising; mean "
               "quality of the served items / session length: " + ", ".join(
                   f"{n} {np.mean([r['rows'][n]['sim']['mean_quality'] for r in recs]):.2f} / "
-                  f"{np.mean([r['rows'][n]['sim']['length'] for r in recs]):.1f}" for n in recs[0]["rows"]) + ".")
+                  f"{np.mean([r['rows'][n]['sim']['length'] for r in recs]):.1f}" for n in direct) + ".")
     md.append(f"- Offline held-out recall@10 moves the other way: SFT {off['next-item SFT']:.3f}, SRPO learned "
               f"{off['SRPO learned']:.3f}, SRPO both {off['SRPO both']:.3f} (the learned reward pulls the policy away "
               "from the logged next click).")
@@ -434,6 +745,8 @@ def write_table(records: list[dict[str, Any]], path: str | None) -> str:
               f"return) is {verdict} at this budget (supported = above 2 SE in each of at least 3 seeds for both "
               f"learned-reward rows); {len(recs)} seed(s) of {recs[0]['settings']['eval_episodes']} sessions, a tiny "
               f"model, far below the planner oracle.")
+    if reasoned:
+        md += reasoning_section(reasoned)
     text = "\n".join(md) + "\n"
     if path is not None:
         atomic_write_text(path, text)
@@ -450,6 +763,7 @@ def main() -> None:
     ap.add_argument("--table-only", metavar="RECORDS", nargs="+", default=None,
                     help="write the table from records folders (one section per budget, in the order given)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-reasoning", action="store_true", help="skip the reasoning row (it can be added later)")
     ap.add_argument("--table", default=TABLE, help="where the markdown table goes")
     args = ap.parse_args()
     from pbrl.utils import atomic_write_json
@@ -470,10 +784,29 @@ def main() -> None:
     records.mkdir(parents=True, exist_ok=True)
     recs = []
     for seed in args.seeds:
-        rec = run_seed(args.budget, seed, args.embed, args.runs)
-        atomic_write_json(str(records / f"seed_{seed}.json"), rec)
+        path = records / f"seed_{seed}.json"
+        prepared: dict[str, Any] = {}
+        if path.is_file():  # resume per row: finished rows are kept, never redone
+            rec = json.loads(path.read_text())
+            if rec.get("budget") != args.budget or rec.get("seed") != seed or rec.get("embed") != args.embed:
+                raise SystemExit(f"pbrl: error: {path}: a record of budget {rec.get('budget')}, seed "
+                                 f"{rec.get('seed')}, embed {rec.get('embed')}, not {args.budget}/{seed}/{args.embed}")
+            if REASON_ROW in rec["rows"]:
+                _say(f"seed {seed}: {path} holds every row; kept as it is (delete it to redo the seed)")
+                recs.append(rec)
+                continue
+            _say(f"seed {seed}: {path} holds the rows {', '.join(rec['rows'])}; adding the {REASON_ROW} row only")
+            prepared_or_none = None
+        else:
+            rec = run_seed(args.budget, seed, args.embed, args.runs, prepared)
+            atomic_write_json(str(path), rec)  # the rows so far: a later run adds the reasoning row
+            _say(f"recorded {path} ({rec['seconds']:.0f} s)")
+            prepared_or_none = prepared
+        if not args.no_reasoning:
+            run_reasoning_row(args.budget, seed, args.embed, args.runs, rec, prepared_or_none)
+            atomic_write_json(str(path), rec)
+            _say(f"recorded the {REASON_ROW} row in {path} ({rec['reasoning']['seconds']:.0f} s)")
         recs.append(rec)
-        _say(f"recorded {records / f'seed_{seed}.json'} ({rec['seconds']:.0f} s)")
     print(write_table(recs, args.table))
 
 
