@@ -122,7 +122,9 @@ class PipelineConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PbrlError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+        if self.seeds is not None and not self.seeds:
+            raise PbrlError("seeds: give at least one seed")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise PbrlError(f"seeds: give each seed once, got {self.seeds}")
         if not 0 < self.query_fraction <= 1:
             raise PbrlError(f"query_fraction must be in (0, 1], got {self.query_fraction}")
@@ -141,7 +143,6 @@ class PipelineConfig:
         if self.seeds is None:
             outs = [(self, run_pipeline(self))]
         else:
-            self.check()
             cfgs = self.per_seed()
             outs = list(zip(cfgs, run_pipelines(cfgs)))
         for cfg, s in outs:
@@ -155,8 +156,9 @@ class PipelineConfig:
 
     def per_seed(self) -> list[PipelineConfig]:
         """`seeds` as one config per seed, seed s's run in OUT/seed_<s>/ (as `pbrl train --seeds`)."""
-        if not self.seeds:
-            raise PbrlError("seeds: give at least one seed")
+        self.check()
+        if self.seeds is None:
+            raise PbrlError("per_seed: the config has no seeds")
         return [dataclasses.replace(self, seed=int(s), seeds=None, out=os.path.join(self.out, f"seed_{int(s)}"))
                 for s in self.seeds]
 
