@@ -43,6 +43,27 @@ TENSORBOARD_DIR = "tb"
 C = TypeVar("C")
 
 
+@dataclasses.dataclass
+class RunSettings:
+    """The run settings every LLM and recommender trainer's config shares (pretrain, SFT, DPO, PPO, hyperfit,
+    LIONs, SRPO): one copy of the fields and their docstrings. A trainer's config subclasses it, so these are its
+    first fields (config.json and the flags keep their names)."""
+
+    resume: bool = True
+    """Continue the run in --out when it holds one (it must match the saved fingerprint); --no-resume starts it
+    again from its beginning."""
+    seed: int = 0
+    """Seed of every random draw of the run (model initialisation, data order, sampling): a seeded CPU run is
+    deterministic, and a resumed one continues the same draws."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    progress: bool = True
+    """Show a progress bar (with its rate)."""
+    threads: int | None = None
+    """Torch CPU threads, set once before any work (the command's default: the free cores, i.e. the cores minus
+    the 1-minute load average, see pbrl.utils.choose_threads; in the library, None leaves torch's setting)."""
+
+
 def is_run_folder(path: str | os.PathLike) -> bool:
     """Whether `path` holds a trainer's or a pipeline's run: config.json beside metrics.jsonl or summary.json."""
     p = Path(path)

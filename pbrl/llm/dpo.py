@@ -38,7 +38,7 @@ from pbrl.errors import PbrlError
 from pbrl.llm.attention import model_branch_logps
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, multi_process_accelerator, num_parameters
 from pbrl.llm.prefix_sharing import DpoBatch, Layout, TokenizedPair, build_batch, response_lengths
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import (
     adam,
     atomic_torch_save,
@@ -102,7 +102,7 @@ def dpo_loss(
 
 # ----------------------------------------------------------------------------------------------- config
 @dataclass
-class DpoConfig:
+class DpoConfig(RunSettings):
     """DPO training run."""
 
     data: str = ""
@@ -160,19 +160,10 @@ class DpoConfig:
     """A file of precomputed reference log-probs [N, 2] (torch); by default computed with the initial model."""
     checkpoint_every: int = 50
     """Save a checkpoint every this many steps (and at the end)."""
-    resume: bool = True
-    """Resume from out/checkpoint when it exists."""
-    seed: int = 0
-    """Seed of the model initialisation and the data order."""
     dtype: Literal["float32", "bfloat16", "float64"] = "float32"
     """Parameter dtype (bf16 on GPUs; log-probs are accumulated in float32 either way)."""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available); with accelerate, each process takes its own device."""
-    progress: bool = True
-    """Show a progress bar."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work (`pbrl llm dpo` default: the free cores, i.e. the cores minus
-    the 1-minute load average, see pbrl.utils.choose_threads; in the library, None leaves torch's setting)."""
 
 
 # ----------------------------------------------------------------------------------------------- trainer

@@ -56,7 +56,7 @@ from pbrl.errors import PbrlError
 from pbrl.llm.models import load_model, num_parameters
 from pbrl.llm.pretrain import _load_checkpoint, _save_pretrained, lm_loss, read_corpus
 from pbrl.llm.textstats import CONTEXT_TOKENS, NEW_TOKENS, TTR_LAST, match_temperature, text_stats
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import (
     adam,
     atomic_write_text,
@@ -78,7 +78,7 @@ EVAL_KEYS = ("ttr", "distinct_1", "distinct_2", "distinct_3", "repetition", "mea
 
 
 @dataclass
-class HyperfitConfig:
+class HyperfitConfig(RunSettings):
     """Hyperfitting run: full fine-tuning on N sequences for E epochs at a fixed lr."""
 
     model_path: str = ""
@@ -130,16 +130,6 @@ class HyperfitConfig:
     """Attention backend of the loaded model (see pbrl.llm.attention; rows are dense, so HF's causal sdpa suits)."""
     stop_after: int | None = None
     """Stop (with a checkpoint) after this many epochs of this invocation; a later run resumes."""
-    resume: bool = True
-    """Resume from out/checkpoint.pt when it exists (the run must match the saved fingerprint)."""
-    seed: int = 0
-    """Seed of the random selection and the data order."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available)."""
-    progress: bool = True
-    """Show a progress bar (loss, tokens/s)."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work (None leaves torch's setting; the command: the free cores)."""
 
 
 # settings that do not change the trajectory (the corpus and the model are compared by their bytes instead)

@@ -47,7 +47,7 @@ from pbrl.llm.dpo import DpoConfig
 from pbrl.llm.models import TinyLMConfig
 from pbrl.llm.odpo import OdpoConfig
 from pbrl.llm.sft import SftConfig
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import atomic_write_json, format_duration, read_json_lines
 
 Stage = Literal["sft", "dpo", "odpo"]
@@ -63,7 +63,7 @@ _SET = {"sft": ("data", "out", "model_path", "tokenizer_path", "resume", "seed",
 
 
 @dataclass
-class LionsConfig:
+class LionsConfig(RunSettings):
     """The three LIONs stages on a chat-data folder, each in its own run folder under ``out``."""
 
     data: str = ""
@@ -89,12 +89,8 @@ class LionsConfig:
     """Offline DPO settings (the reference is the SFT model; data, out, paths, resume, seed, ... are set here)."""
     odpo: OdpoConfig = field(default_factory=OdpoConfig)
     """Online DPO settings (rounds, n, temperature, its dpo settings; prompts, paths, resume, seed set here)."""
-    seed: int = 0
-    """Seed of every stage (model init, data order, sampling)."""
     device: str = "auto"
     """cpu, cuda, or auto, for every stage."""
-    threads: int | None = None
-    """Torch CPU threads, set once (the command: the free cores; in the library, None leaves torch's setting)."""
     progress: bool = True
     """Progress bars inside the stages (the stage lines and the estimate are printed either way)."""
     resume: bool = True

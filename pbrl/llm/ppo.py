@@ -71,7 +71,7 @@ from pbrl.llm.response_batch import (
     build_shared_batch,
     token_logprobs,
 )
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import adam, atomic_torch_save, denormals_flushed, resolve_device, safe_torch_load, set_seed
 
 RewardFn = Callable[[list[list[int]], list[list[int]]], list[torch.Tensor]]
@@ -268,7 +268,7 @@ def token_values(critic: ValueModel, batch: AnyBatch) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- config
 @dataclass
-class PpoConfig:
+class PpoConfig(RunSettings):
     """PPO run: ``steps`` x (rollout, scoring, forward, ``ppo_epochs`` of minibatch updates)."""
 
     prompts: str = ""
@@ -334,18 +334,8 @@ class PpoConfig:
     """Gradient clipping of actor and critic (0 = off)."""
     checkpoint_every: int = 5
     """Write checkpoint.pt every this many steps (and at the end)."""
-    resume: bool = True
-    """Resume from out/checkpoint.pt when it exists."""
-    seed: int = 0
-    """Seed of the critic head, the prompt order, sampling and minibatch order."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Parameter dtype (log-probs, values and losses are computed in float32)."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available)."""
-    progress: bool = True
-    """Show a progress bar."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work (the command's default: the free cores)."""
 
     def check(self) -> None:
         """One PbrlError naming the field for a setting out of range."""

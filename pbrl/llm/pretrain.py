@@ -39,12 +39,12 @@ import torch.nn.functional as F
 
 from pbrl.errors import PbrlError
 from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import adam, denormals_flushed, read_json_lines, resolve_device, set_seed, use_threads
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunSettings):
     """Pre-training run of a tiny causal LM."""
 
     corpus: str = ""
@@ -82,16 +82,6 @@ class PretrainConfig:
     """Stop (with a checkpoint) after this many steps without changing the schedule; a later run resumes."""
     checkpoint_every: int = 100
     """Save a checkpoint every this many steps (and at the end)."""
-    resume: bool = True
-    """Resume from out/checkpoint.pt when it exists (the run must match the saved fingerprint)."""
-    seed: int = 0
-    """Seed of the model initialisation and the row order."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available)."""
-    progress: bool = True
-    """Show a progress bar (loss, tokens/s)."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work (None leaves torch's setting; the command: the free cores)."""
 
 
 # settings that do not change the trajectory (the corpus is compared by its bytes instead of its path)

@@ -68,12 +68,12 @@ from pbrl.llm.dpo import BranchLogps, resolve_backend
 from pbrl.llm.models import TinyLMConfig, build_model, load_model, multi_process_accelerator, num_parameters
 from pbrl.llm.prefix_sharing import IGNORE, PROMPT, DpoBatch
 from pbrl.llm.pretrain import _load_checkpoint, _save_pretrained, lr_at
-from pbrl.runs import RunFolder, fingerprint_file
+from pbrl.runs import RunFolder, RunSettings, fingerprint_file
 from pbrl.utils import adam, denormals_flushed, read_json_lines, resolve_device, set_seed, use_threads
 
 
 @dataclass
-class SftConfig:
+class SftConfig(RunSettings):
     """SFT run on chat data with assistant-only loss."""
 
     data: str = ""
@@ -128,18 +128,8 @@ class SftConfig:
     """Stop (with a checkpoint) after this many steps without changing the schedule; a later run resumes."""
     checkpoint_every: int = 100
     """Save a checkpoint every this many steps (and at the end)."""
-    resume: bool = True
-    """Resume from out/checkpoint.pt when it exists (the run must match the saved fingerprint)."""
-    seed: int = 0
-    """Seed of the model initialisation (when built) and the data order."""
     dtype: Literal["float32", "bfloat16", "float64"] = "float32"
     """Parameter dtype (log-likelihoods are accumulated in float32 or wider)."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available)."""
-    progress: bool = True
-    """Show a progress bar (loss, tokens/s)."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work (None leaves torch's setting; the command: the free cores)."""
 
 
 # settings that do not change the trajectory (the data is compared by its bytes and its tokens instead)

@@ -42,6 +42,7 @@ import tyro
 from pbrl.errors import PbrlError
 from pbrl.llm.ppo import masked_mean
 from pbrl.llm.sampler import TokenTrie
+from pbrl.runs import RunSettings
 
 RSVR_GRADES = (0.5, 0.707, 0.866, 0.95)
 """RSVR's score of a rollout whose first m ID tokens match the target (m = 1, 2, 3, >= 4), about sqrt(m / 4)."""
@@ -191,7 +192,7 @@ def srpo_policy_loss(
 
 # ----------------------------------------------------------------------------------------------- config
 @dataclass
-class SrpoConfig:
+class SrpoConfig(RunSettings):
     """An SRPO run: ``steps`` x (rollouts of ``prompts_per_step`` prompts x ``n``, rewards, dynamic sampling,
     advantages, one pass of minibatch updates). Defaults are the public code's ``scripts/run.sh`` except where a
     field says why."""
@@ -248,16 +249,6 @@ class SrpoConfig:
     """Prompts per sampler call (part of a rollout's seed, so a resume must keep it)."""
     checkpoint_every: int = 10
     """Write checkpoint.pt every this many steps (and at the end)."""
-    resume: bool = True
-    """Resume from out/checkpoint.pt when it exists."""
-    seed: int = 0
-    """Seed of the prompt draws, sampling and minibatch order."""
-    device: str = "auto"
-    """cpu, cuda, or auto (cuda when available)."""
-    progress: bool = True
-    """Show a progress bar."""
-    threads: int | None = None
-    """Torch CPU threads, set once before any work."""
 
     def check(self) -> None:
         """One PbrlError naming the field for a setting out of range."""
