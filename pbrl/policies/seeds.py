@@ -4,9 +4,13 @@ axis, every phase's loss evaluated for all seeds at once by `torch.func.vmap` wi
 Why it equals S separate runs: each seed's policy is built exactly as a separate run builds it (seeded, then its
 weights stacked), draws its own batch indices from its own generator over its own data (the same data for every
 seed, or each seed's own of the same shapes, e.g. a dataset relabeled with each seed's learned reward) and its own
-noise from a copy of the torch stream its separate run would use, and the batched loss is the sum of the S per-seed losses, so the gradient of
-seed s's slice is seed s's own gradient. Adam is elementwise, so one Adam over the stacked tensors is S Adams. What
-differs is float rounding: a batched matmul may sum in another order than S single ones (tests bound it).
+noise from a copy of the torch stream its separate run would use, and the batched loss is the sum of the S
+per-seed losses, so the gradient of seed s's slice is seed s's own gradient. Adam is elementwise, so one Adam over
+the stacked tensors is S Adams. What differs is float rounding: a batched matmul may sum in another order than S
+single ones (tests bound it). Training amplifies those differences: on Pendulum data, IQL at 64x64 kept batched
+and separate weights within ~1e-7 relative for 50 updates and drifted to 1e-2-1e-1 after 1000, on shared data and
+on per-seed rewards alike; after 3000 updates three Pb-IQL seeds' last normalized scores (0-100) were within 0.2
+of their separate runs'.
 
 Only phase-based policies (`Policy.phases()`, see `pbrl.policies.base.Phase`) batch; the others train seed after
 seed (`seed_batchable`).
