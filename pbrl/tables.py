@@ -94,6 +94,21 @@ def iqm_with_ci(per_row: dict[str, list[float]]) -> tuple[float, float, float] |
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
 
 
+def compute_seconds(records: list[dict[str, Any]]) -> float:
+    """The records' total wall time, each seed batch once: the runs of a batch (`seed_batch`, the run ids trained
+    together) carry the group's wall time, so summing every record would count it once per seed."""
+    seen: set[tuple[str, ...]] = set()
+    total = 0.0
+    for r in records:
+        batch = tuple(r.get("seed_batch") or ())
+        if batch:
+            if batch in seen:
+                continue
+            seen.add(batch)
+        total += float(r.get("wall_s", 0))
+    return total
+
+
 def budget_lines(records: list[dict[str, Any]]) -> list[str]:
     """What the table was run at, from the records: steps, seeds, dataset sizes, device, git revisions."""
     steps = sorted({str(r["config"].get("steps")) for r in records})
@@ -102,7 +117,7 @@ def budget_lines(records: list[dict[str, Any]]) -> list[str]:
     devices = sorted({str(r.get("device_name") or r.get("device")) for r in records})
     sizes = sorted({f"{_row_key(r)}: {r['result'].get('dataset_transitions')}" for r in records})
     revs = sorted({str(r.get("git_revision"))[:12] for r in records})
-    wall = sum(float(r.get("wall_s", 0)) for r in records)
+    wall = compute_seconds(records)
     return [
         f"- budget: {', '.join(budgets)}; policy steps per run: {', '.join(steps)}; seeds: {seeds}",
         f"- dataset transitions: {'; '.join(sizes)}",

@@ -134,3 +134,12 @@ def test_bad_grid_file(tmp_path):
     p = tmp_path / "g.json"
     p.write_text(json.dumps({"name": "x"}))
     assert main(["sweep", str(p)]) == 2
+
+
+def test_compute_counts_each_seed_batch_once() -> None:
+    from pbrl.tables import compute_seconds
+
+    batch = ["a-0", "a-1", "a-2"]  # three seeds trained together for 100 s: each record carries the 100 s
+    records = [{"wall_s": 100.0, "seed_batch": batch} for _ in batch]
+    records += [{"wall_s": 40.0}, {"wall_s": 7.5, "seed_batch": ["b-0"]}]
+    assert compute_seconds(records) == 100.0 + 40.0 + 7.5
