@@ -211,7 +211,7 @@ LEARNERS: dict[str, type[RewardModel] | str] = {
     "step": "pbrl.rewards.nets:StepLearner",
     "segment": "pbrl.rewards.segment:SegmentLearner",
     "pt": "pbrl.rewards.pt:PTLearner",
-    "lm": "pbrl.rewards.lm:LMRewardLearner",
+    "lm": "pbrl.rewards.lm_learner:LMRewardLearner",
 }
 
 assert set(LEARNERS) == set(get_args(LearnerName)), "LearnerName and LEARNERS name the same learners"
