@@ -130,8 +130,9 @@ def _d3rlpy_train(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
         scores = normalize_returns(policy, returns)
         history.append({"step": epoch * every, "return_mean": float(returns.mean()),
                         "score": None if scores is None else float(scores.mean())})
-        print(f"d3rlpy {config['algo']} seed {config['seed']}: step {epoch * every}, score {history[-1]['score']}",
-              flush=True)
+        score = history[-1]["score"]
+        print(f"d3rlpy {config['algo']} seed {config['seed']}: {epoch * every}/{steps} updates, "
+              f"{epoch * every / train_s:.0f} updates/s, score {'-' if score is None else f'{score:.1f}'}", flush=True)
         t_epoch = time.perf_counter()
     last = history[-1]
     return {
@@ -158,8 +159,9 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
             raise RuntimeError(f"set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see this script's docstring)")
         result_file = os.path.join(out_dir, "result.json")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # the worker's progress lines (updates, rate, score per evaluation) go to this process's stdout
         proc = subprocess.run([py, "-m", "baselines.peer_scores", "--d3rlpy-worker", json.dumps(config), out_dir],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+                              cwd=ROOT, env=env, stdout=None, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"d3rlpy worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         with open(result_file, encoding="utf-8") as f:
