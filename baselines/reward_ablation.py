@@ -18,7 +18,7 @@ writes results/reward_ablation-<budget>.{md,csv,png}.
 
 from __future__ import annotations
 
-from dtr_table1 import BUDGETS, CI_DT, SMALL_DT, SMALL_SEQ_RUN, dataset_id, ensure_built, parser
+from dtr_table1 import BUDGETS, CI_DT, PAPER_STEPS, SMALL_DT, SMALL_SEQ_RUN, dataset_id, ensure_built, parser
 
 from pbrl.sweep import Grid, sweep_and_table
 
@@ -34,6 +34,8 @@ def columns(budget: str) -> list[dict]:
         policy = {**SMALL_SEQ_RUN, "policy": SMALL_DT}
     elif budget == "ci":
         policy = {"policy": CI_DT}
+    elif budget == "paper":
+        policy = {"steps": PAPER_STEPS["dtr"]}  # the budget's base steps are the MLPs' 1M; DTR trains 50k (dtr.md)
     dtr = {"algo": "dtr", **policy}
     return [
         {"name": "norm-none", **dtr, "reward": "step", "normalize": "none"},
