@@ -173,8 +173,10 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
     ds = load_dataset(config["dataset"])
     if config.get("reward_scale"):
-        returns = ds.episode_returns()  # [E]
-        ds = ds.with_rewards(ds.rewards * (1000.0 / float(returns.max() - returns.min())),
+        from pbrl.policies.iql import return_range_scale
+
+        # the same factor as `--set reward_scale=true`, applied to the data (the column predates the option)
+        ds = ds.with_rewards(ds.rewards * return_range_scale(ds.episode_returns()),
                              provenance={"reward_scale": "x 1000 / (max - min episode return)"})
     s = train_policy(config["algo"], ds, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
                      eval_every=int(config["eval_every"]), eval_episodes=int(config["eval_episodes"]),

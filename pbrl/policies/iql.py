@@ -4,19 +4,24 @@ Value:  L_V = E[ L_2^tau( min_k Q'_k(s, a) - V(s) ) ],  L_2^tau(u) = |tau - 1(u 
 Critic: L_Q = E[ (r + gamma (1 - d) V(s') - Q_k(s, a))^2 ]                                      (eq. 6)
 Actor (advantage-weighted regression):
         L_pi = E[ exp(beta (min_k Q'_k(s, a) - V(s))) * -log pi(a | s) ],  weights clipped at 100 (eq. 7)
-Defaults: CORL's D4RL locomotion settings (tau 0.7, beta 3, cosine-decayed actor lr). Discrete actions use a
+Defaults: CORL's D4RL locomotion settings (tau 0.7, beta 3, cosine-decayed actor lr); CORL's reward scaling
+(x 1000 / return range) is `reward_scale`, off by default. Discrete actions use a
 categorical actor and Q(s, .) heads.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pbrl.data import Transitions
+from pbrl.data import EpisodeDataset, Transitions
+from pbrl.errors import PbrlError
 from pbrl.policies.base import Phase, Policy, PolicySpec
 from pbrl.policies.nets import (
     CategoricalActor,
@@ -55,12 +60,24 @@ class IQLConfig:
     """Dropout in the actor MLP (CORL uses 0.1 for Adroit)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of every MLP."""
+    reward_scale: bool = False
+    """Train on rewards x 1000 / (max - min episode return), as the IQL paper (appendix) and CORL's / d3rlpy's /
+    Uni-RLHF's D4RL-locomotion recipes do (CORL's `normalize_reward`); it sets the advantages' scale, so it acts on
+    beta. Off by default (results/peer_scores-peer.md measures it)."""
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """mean |tau - 1(u < 0)| u^2 over u = diff [B] (asymmetric squared loss, IQL eq. 5)."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.pow(2)).mean()
+
+
+def return_range_scale(returns: np.ndarray) -> float:
+    """1000 / (max - min episode return) [E] -> the factor CORL's `normalize_reward` multiplies rewards by."""
+    spread = float(np.max(returns) - np.min(returns))
+    if not spread > 0:
+        raise PbrlError("reward_scale: every episode has the same return (max - min = 0); set reward_scale=false")
+    return 1000.0 / spread
 
 
 def awr_weights(adv: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
@@ -88,6 +105,12 @@ class IQL(Policy):
         self.optimizers["value"] = adam(self.value.parameters(), config.lr)
         self.optimizers["critic"] = adam(self.critic.parameters(), config.lr)
         self.optimizers["actor"] = adam(self.actor.parameters(), config.lr)
+
+    def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], Any]:
+        if self.config.reward_scale:  # the scale is a fact of the data, recomputed identically on resume
+            factor = return_range_scale(dataset.episode_returns())
+            dataset = dataset.with_rewards(dataset.rewards * factor, provenance={"reward_scale": factor})
+        return super().make_sampler(dataset, generator)
 
     def _actor_nll(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         if isinstance(self.actor, DeterministicActor):

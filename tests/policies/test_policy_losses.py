@@ -388,3 +388,21 @@ def test_dt_and_dtr_share_one_transformer_config_with_flat_fields():
            "activation": "relu", "dropout": 0.1, "max_ep_len": 1000, "lr": 3e-4, "bf16": "auto", "ema_bf16": "off"}
     loaded = DTRConfig(**json.loads(json.dumps(old)))
     assert dataclasses.asdict(loaded) == {**dataclasses.asdict(DTRConfig()), **old}
+
+
+def test_iql_reward_scale_multiplies_rewards_by_1000_over_the_return_range(pendulum):
+    from pbrl.errors import PbrlError
+    from pbrl.policies.iql import return_range_scale
+
+    assert return_range_scale(np.array([-3.0, 1.0, 5.0])) == 1000.0 / 8.0  # by hand: max - min = 8
+    with pytest.raises(PbrlError, match="same return"):
+        return_range_scale(np.array([2.0, 2.0]))
+    spec = PolicySpec.from_dataset(pendulum)
+    returns = pendulum.episode_returns()
+    factor = 1000.0 / (returns.max() - returns.min())
+    rewards = {}
+    for scale in (False, True):
+        pol = make_policy("iql", spec, small_config("iql", reward_scale=scale), total_steps=10)
+        rewards[scale] = pol.make_sampler(pendulum, torch.Generator().manual_seed(0)).data.rewards
+    torch.testing.assert_close(rewards[False], torch.as_tensor(pendulum.rewards, dtype=rewards[False].dtype))
+    torch.testing.assert_close(rewards[True], rewards[False] * factor)
