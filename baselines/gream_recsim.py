@@ -629,7 +629,16 @@ def reasoning_section(recs: list[dict[str, Any]]) -> list[str]:
     md.append(f"- Distinct items served by reasoning mode over all its sessions: "
               f"{ms([x['sim']['distinct_items'] for x in q], '.0f')} (direct next-item SFT: "
               f"{ms([x['sim']['distinct_items'] for x in d], '.0f')}); mean quality "
-              f"{ms([x['sim']['mean_quality'] for x in q])} vs {ms([x['sim']['mean_quality'] for x in d])}.")
+              f"{ms([x['sim']['mean_quality'] for x in q])} vs {ms([x['sim']['mean_quality'] for x in d])}, mean "
+              f"appeal {ms([x['sim'].get('mean_appeal', np.nan) for x in q])} vs "
+              f"{ms([x['sim'].get('mean_appeal', np.nan) for x in d])}.")
+    qc = float(np.mean([x["sim"]["clicks"] for x in q]))
+    best = max(("random", "popular", "click"), key=lambda p: np.mean([r["behaviour_policies"][p]["clicks"]
+                                                                       for r in recs]))
+    bc = float(np.mean([r["behaviour_policies"][best]["clicks"] for r in recs]))
+    md.append(f"- Against the behaviour policies (not the oracle): reasoning mode {qc:.2f} clicks per session, the best "
+              f"of the random, popular and click policies {bc:.2f} ({best}): reasoning mode "
+              + ("does not beat it." if qc <= bc else "beats it."))
     return md
 
 

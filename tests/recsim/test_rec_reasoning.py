@@ -239,7 +239,8 @@ def test_results_section_computes_the_verdict_from_the_records():
                             "rec/format_failure_rate": 0.5, "rec/invalid_id_rate": 0.1, "think_tokens": 100.0}}
 
     reason = {"format_failure_rate": 0.6, "invalid_id_rate": 0.05, "fallback_rate": 0.7}
-    recs = [{"seed": s, "behaviour_policies": {"random": {"clicks": 7.0}},
+    pols = {"random": {"clicks": 7.0}, "popular": {"clicks": 6.0}, "click": {"clicks": 8.0}}
+    recs = [{"seed": s, "behaviour_policies": pols,
              "rows": {"next-item SFT": row(5.0, 3.0, 0.5), REASON_ROW: row(c, 4.0, 0.1, **reason)}}
             for s, c in ((0, 3.0), (1, 4.5))]
     text = "\n".join(reasoning_section(recs))
@@ -248,5 +249,7 @@ def test_results_section_computes_the_verdict_from_the_records():
     assert "reasoning mode is not distinguishable from direct mode" in text
     assert "-0.400, -0.400 (reasoning mode does worse in every seed)" in text
     assert "70% of reasoning mode's simulator steps had no valid answer" in text and "mostly that fallback's" in text
+    assert "reasoning mode 3.75 clicks per session, the best of the random, popular and click policies 8.00 (click): " \
+        "reasoning mode does not beat it." in text
     recs[1]["rows"][REASON_ROW]["sim"]["clicks"] = 2.0  # now below 2 SE in both seeds
     assert "reasoning mode is worse than direct mode" in "\n".join(reasoning_section(recs))
