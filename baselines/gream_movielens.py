@@ -2,7 +2,9 @@
 
     PYTHONPATH=. python baselines/gream_movielens.py --budget ci     # seconds: 200 users, 1 seed, 2 epochs
     PYTHONPATH=. python baselines/gream_movielens.py --budget full   # minutes: 943 users, 3 seeds, early stopping
-    PYTHONPATH=. python baselines/gream_movielens.py --table-only results/records/gream_movielens-full
+    PYTHONPATH=. python baselines/gream_movielens.py --budget full --rows dt   # pbrl's discrete DT, 3 seeds
+    PYTHONPATH=. python baselines/gream_movielens.py --table-only results/records/gream_movielens-full \
+        results/records/gream_movielens-full-dt
 
 Data: MovieLens-100k as the `recbole` wheel ships it (`pbrl.rec.movielens.load_ml100k`: 943 users, 1682 items,
 100,000 ratings; every rating is an interaction). Protocol (GREAM's, arXiv 2510.20815, and SASRec's): chronological
@@ -17,8 +19,10 @@ the 3 most recent items, decay 0.5, cosine-normalised); SASRec (2 blocks, 1 head
 softmax cross-entropy over all items, Adam 1e-3, batch 128, early stopping on validation NDCG@10 with the best
 epoch's weights kept; the SASRec-BCE column trains it with the paper's binary loss and one sampled negative per
 position instead); GRU4Rec (RecBole's variant: one GRU layer of 128, d = 64, the same loss and loop).
-The LLM recommender rows (alignment SFT, SRPO, binary GRPO; trie vs per-level decoding) are listed in the
-table but not run yet.
+pbrl's discrete DT (`pbrl.rec.dt_rec`: one episode per user, observation = the previous item's genre/year vector,
+action = the next item, reward 1 per interaction, return-to-go at the training returns' 0.9 quantile; its action
+logits rank the catalogue) runs as its own grid (`--rows dt`, records gream_movielens-<budget>-dt). The LLM
+recommender rows are in their own table (baselines/gream_llm.py).
 
 Runs go through the resumable sweep (`pbrl.sweep.run_sweep`, 1 torch thread per run; finished runs are skipped);
 records under runs/sweeps/gream_movielens-<budget>/, copied to results/records/gream_movielens-<budget>/, and the
@@ -57,7 +61,16 @@ COLUMNS: list[dict[str, Any]] = [
     # the SASRec paper's own loss (one sampled negative per position), everything else as the SASRec column
     {"name": "SASRec-BCE", "method": "sasrec", **NEURAL, "loss": "bce", "blocks": 2, "heads": 1},
 ]
-NOT_RUN_YET = ["discrete DT (pbrl)"]
+
+# pbrl's discrete DT (pbrl.rec.dt_rec): its own grid and record folder (gream_movielens-<budget>-dt), so adding it
+# neither reruns nor rewrites the rows above; the table reads both folders. A fixed number of updates (no early
+# stopping), sized so one seed fits in about 10 minutes on one shared CPU thread.
+DT_COLUMNS: list[dict[str, Any]] = [
+    {"name": "pbrl DT (discrete)", "method": "dt", "context": 10, "embed_dim": 64, "n_layers": 2, "n_heads": 1,
+     "dropout": 0.1, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "rtg_scale": 100.0, "rtg_quantile": 0.9},
+]
+DT_UPDATES = {"ci": 20, "full": 2500}
+NOT_RUN_YET: list[str] = []
 # the LLM recommender is evaluated over 10 constrained beams on a sample of test users (baselines/gream_llm.py), not
 # by a full ranking of every user, so its rows live in their own table
 LLM_TABLE = "gream_llm.md"
@@ -85,7 +98,18 @@ def make_recommender(config: dict[str, Any], num_items: int):
         keys = ("hidden", "blocks", "dropout", "max_len", "loss", "lr", "batch_size", "epochs", "patience")
         cfg = SeqRecConfig(**{k: config[k] for k in keys}, heads=int(config.get("heads", 1)), seed=int(config["seed"]))
         return (SASRec if method == "sasrec" else GRU4Rec)(num_items, cfg, progress=bool(config.get("progress", True)))
-    raise PbrlError(f"method: expected popularity, cooccurrence, sasrec or gru4rec, got {method!r}")
+    if method == "dt":
+        from pbrl.policies.dt import DTConfig
+        from pbrl.rec.dt_rec import DTRecommender, genre_year_features
+        from pbrl.rec.movielens import load_ml100k
+
+        keys = ("context", "embed_dim", "n_layers", "n_heads", "dropout", "batch_size", "lr", "warmup_steps",
+                "rtg_scale")
+        features, _ = genre_year_features(load_ml100k().item_texts)  # [I, 19 genres + year]
+        return DTRecommender(features, DTConfig(**{k: config[k] for k in keys}), updates=int(config["updates"]),
+                             rtg_quantile=float(config["rtg_quantile"]), seed=int(config["seed"]),
+                             progress=bool(config.get("progress", True)))
+    raise PbrlError(f"method: expected popularity, cooccurrence, sasrec, gru4rec or dt, got {method!r}")
 
 
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -110,18 +134,21 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     # a user's items before each target (everything in train, plus the validation item before the test target)
     seen_valid = split.train
     seen_test = [np.r_[t, v] for t, v in zip(split.train, split.valid_targets)]
+    scores, valid_h, test_h = model.scores, split.valid_histories, split.test_histories
+    if config["method"] == "dt":  # DT also needs each target's step in the user's sequence (timestep, return-to-go)
+        lengths = [len(sequences[u]) for u in split.users]
+        valid_h = list(zip(split.valid_histories, [n - 2 for n in lengths]))
+        test_h = list(zip(split.test_histories, [n - 1 for n in lengths]))
     result: dict[str, Any] = {
         "dataset_name": log.name,
         "dataset_users": len(split.test_targets),
         "dataset_items": log.num_items,
         "dataset_interactions": int(sum(len(s) for s in sequences)),
         "dataset_transitions": int(sum(len(s) for s in split.train)),  # training items (the tables' size field)
-        "valid": evaluate_ranking(model.scores, split.valid_histories, split.valid_targets),
-        "test": evaluate_ranking(model.scores, split.test_histories, split.test_targets),
-        "valid_seen_removed": evaluate_ranking(model.scores, split.valid_histories, split.valid_targets,
-                                               exclude=seen_valid),
-        "test_seen_removed": evaluate_ranking(model.scores, split.test_histories, split.test_targets,
-                                              exclude=seen_test),
+        "valid": evaluate_ranking(scores, valid_h, split.valid_targets),
+        "test": evaluate_ranking(scores, test_h, split.test_targets),
+        "valid_seen_removed": evaluate_ranking(scores, valid_h, split.valid_targets, exclude=seen_valid),
+        "test_seen_removed": evaluate_ranking(scores, test_h, split.test_targets, exclude=seen_test),
         "fit_s": round(fit_s, 2),
         "threads": torch.get_num_threads(),
     }
@@ -132,6 +159,10 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
             curve=[[h["epoch"], h["valid_ndcg@10"]] for h in model.history],
             parameters=int(sum(p.numel() for p in model.net.parameters())),
         )
+    if config["method"] == "dt":
+        result.update(updates=model.updates, rtg_target=model.r_hi,
+                      curve=[[h["step"], h["loss"]] for h in model.history],
+                      parameters=int(sum(p.numel() for p in model.policy.model.parameters())))
     result["last_score"] = result["best_score"] = result["test"]["ndcg@10"]  # what the sweep log prints
     result["load_start"], result["load_end"] = load_start, _load_average()
     return result
@@ -146,7 +177,7 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
     """results/<name>.md and .csv from sweep records: mean ± std over seeds of every metric, per method."""
     from pbrl.utils import atomic_write_text
 
-    order = [c["name"] for c in COLUMNS]
+    order = [c["name"] for c in COLUMNS + DT_COLUMNS]
     by_col: dict[str, list[dict[str, Any]]] = {}
     for rec in sorted(records, key=lambda r: (r["column"], r["config"].get("seed", 0))):
         by_col.setdefault(rec["column"], []).append(rec)
@@ -166,16 +197,19 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
     wall = sum(float(r.get("wall_s", 0)) for r in records)
     hosts_cpu = sorted({str(r.get("platform", "?")) for r in records})
 
+    neural = [r for r in records if r["config"].get("method") in ("sasrec", "gru4rec")]
+    dt_updates = sorted({int(r["config"]["updates"]) for r in records if r["config"].get("method") == "dt"})
     md = [f"# GREAM baselines on MovieLens-100k — budget {', '.join(budgets)}", "",
           "Next-item ranking, chronological leave-one-out (test = each user's last item, validation = the "
           "second-to-last; models fit on the rest), history of at most 20 items, ranking over the full catalogue. "
           "Mean ± std over seeds (the seeds of each method are listed in the last table). Generated by `python baselines/gream_movielens.py --table-only <records>` from "
           "run records; do not edit.", ""]
     md += [
-        f"- budget: {', '.join(budgets)}; seeds: {seeds}; runs: {len(records)}; SASRec / GRU4Rec: at most "
-        f"{'/'.join(sorted({str(r['config'].get('epochs')) for r in records}))} epochs, patience "
-        f"{'/'.join(sorted({str(r['config'].get('patience')) for r in records}))} validation evaluations (one per "
-        "epoch)",
+        f"- budget: {', '.join(budgets)}; seeds: {seeds}; runs: {len(records)}"
+        + (f"; SASRec / GRU4Rec: at most {'/'.join(sorted({str(r['config']['epochs']) for r in neural}))} epochs, "
+           f"patience {'/'.join(sorted({str(r['config']['patience']) for r in neural}))} validation evaluations "
+           "(one per epoch)" if neural else "")
+        + (f"; pbrl DT: {'/'.join(str(u) for u in dt_updates)} updates" if dt_updates else ""),
         "- data (users evaluated, items, interactions, training items): "
         + "; ".join(f"{u}, {i}, {n}, {t}" for u, i, n, t in sizes),
         f"- device: {', '.join(devices)}; torch threads per run: {threads}; wall times include waiting for "
@@ -224,7 +258,7 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
                 xs = vals(c, split, "ndcg@10")
                 parts.append(f"{np.mean(xs) - ref:+.4f} ({sum(x > ref for x in xs)} of {len(xs)} seeds above)")
             md.append(f"- {c}: {parts[0]} / {parts[1]}")
-    configs = {c["name"]: {k: v for k, v in c.items() if k not in ("name",)} for c in COLUMNS}
+    configs = {c["name"]: {k: v for k, v in c.items() if k not in ("name",)} for c in COLUMNS + DT_COLUMNS}
     md += ["", "Settings: " + "; ".join(f"{n}: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "method")
                                         for n, cfg in configs.items() if n in by_col and len(cfg) > 1) + ".",
            "SASRec and GRU4Rec train with softmax cross-entropy over all items (RecBole's and most recent papers' "
@@ -236,8 +270,18 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
            f"The LLM recommender (GREAM's alignment SFT, SRPO and binary-reward GRPO, trie vs per-level decoding) "
            f"is in [{LLM_TABLE}]({LLM_TABLE}): it ranks the 10 beams of a constrained beam search on a sample of "
            "test users (items outside the beams are misses), so its numbers are not on this table's full-ranking "
-           "footing; that table also scores popularity on the same users. pbrl's discrete DT is not run yet: its "
-           "cells say so and hold no numbers. No "
+           "footing; that table also scores popularity on the same users.",
+           "",
+           "pbrl DT (discrete) is `pbrl.policies.dt.DecisionTransformer` with Discrete actions, trained unchanged on "
+           "one episode per user (`pbrl.rec.dt_rec`): observation = the previous item's fixed genre multi-hot and "
+           "scaled release year (19 + 1 values from the item text; not learned), action = the next item, reward = 1 "
+           "per interaction (so the return-to-go is the number of interactions still to come); at the validation / "
+           "test step it reads the last history items as (return-to-go, observation, action) steps, with the "
+           "return-to-go conditioned at the 0.9 quantile of the training episodes' returns minus the step index "
+           "(at least 1), and its action logits rank the whole catalogue. It trains for a fixed "
+           + ("/".join(str(u) for u in dt_updates) or "—")
+           + " updates (no early stopping; the budget is what one shared CPU thread allows in about 10 minutes "
+           "a seed), far fewer samples than SASRec's epochs, so its row measures this small budget. No "
            "published MovieLens-100k numbers are printed beside these: we found none measured under this protocol "
            "(history <= 20, all 100k ratings, full ranking) to cite."]
     paths = {"md": os.path.join(results_dir, f"{name}.md"), "csv": os.path.join(results_dir, f"{name}.csv")}
@@ -284,23 +328,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--records", default="results/records", help="where the finished records are copied")
     ap.add_argument("--only", default=None, help="run only the runs whose id contains this")
-    ap.add_argument("--table-only", metavar="RECORDS", default=None, help="write the table from these records")
+    ap.add_argument("--rows", choices=("baselines", "dt"), default="baselines",
+                    help="which grid to run: the baselines, or pbrl's discrete DT (its own record folder)")
+    ap.add_argument("--table-only", metavar="RECORDS", nargs="+", default=None,
+                    help="write the table from these record folders")
     args = ap.parse_args(argv)
     if args.table_only:
-        records = load_records([args.table_only])
+        records = load_records(args.table_only)
         budgets = sorted({str(r.get("budget")) for r in records})
         name = table_name(budgets[0]) if len(budgets) == 1 else TABLE_NAME + "-" + "-".join(budgets)
         for path in write_table(records, args.results, name).values():
             print(f"wrote {path}")
         return
     b = BUDGETS[args.budget]
+    dt = args.rows == "dt"
     grid = Grid(
-        name=f"{TABLE_NAME}-{args.budget}",
+        name=f"{TABLE_NAME}-{args.budget}" + ("-dt" if dt else ""),
         runner="baselines.gream_movielens:run_record",
         budget=args.budget,
-        base={"users": b["users"], "epochs": b["epochs"], "patience": b["patience"]},
+        base={"users": b["users"], **({"updates": DT_UPDATES[args.budget]} if dt
+                                       else {"epochs": b["epochs"], "patience": b["patience"]})},
         axes={"seed": b["seeds"]},
-        columns=COLUMNS,
+        columns=DT_COLUMNS if dt else COLUMNS,
         meta={"title": "GREAM baselines on MovieLens-100k"},
     )
     sweep_dir = os.path.join(args.out, grid.name)
@@ -310,7 +359,10 @@ def main(argv: list[str] | None = None) -> None:
     dest = os.path.join(args.records, grid.name)
     copy_records(sweep_dir, dest)
     print(f"records copied to {dest}")
-    for path in write_table(load_records([dest]), args.results, table_name(args.budget)).values():
+    # the table reads both grids' record folders of this budget (the baselines' and the DT's), those that exist
+    folders = [f for f in (os.path.join(args.records, f"{TABLE_NAME}-{args.budget}{x}") for x in ("", "-dt"))
+               if os.path.isdir(f)]
+    for path in write_table(load_records(folders), args.results, table_name(args.budget)).values():
         print(f"wrote {path}")
 
 
