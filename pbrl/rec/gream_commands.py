@@ -5,7 +5,14 @@
     pbrl llm sft --data runs/ml100k-align/sft.jsonl --tokenizer-path runs/ml100k-align/tokenizer \\
         --max-masked-fraction 1.0
 
-The log is `ml-100k` (the copy the recbole wheel ships) or a RecBole atomic dataset folder (.inter + .item).
+The log is `ml-100k` (the copy the recbole wheel ships) or a RecBole atomic dataset folder (.inter + .item); `rec ids`
+also takes a logged dataset whose metadata carries the catalog's item texts (a RecSim recipe's log, by Minari id or
+folder, or `movielens:` / `amazon:` specs), so that a RecSim log gets its IDs from the command line:
+
+    pbrl data build recsim-mixed --size 20000 --seed 0                      # -> pbrl/recsim/mixed-v0
+    pbrl rec ids pbrl/recsim/mixed-v0 --levels 2 --k 16 --out runs/recsim-ids
+    pbrl rec reason-data pbrl/recsim/mixed-v0 --ids runs/recsim-ids --out runs/recsim-reason.jsonl
+
 Neither command writes into a folder that holds anything unless `--overwrite` is given; the inputs are checked
 before anything is removed or written.
 """
@@ -41,12 +48,34 @@ def _fresh_out(out: str, names: tuple[str, ...], overwrite: bool) -> list[str]:
     return []
 
 
+def log_item_texts(spec: str) -> tuple[str, list[str], str]:
+    """(name, item texts in item-id order, "U users" / "S sessions") of `rec ids`'s log: `ml-100k` or a RecBole
+    atomic folder (`pbrl.rec.movielens.load_log`), else a dataset spec (`pbrl.data.registry.load_dataset`) whose
+    metadata carries the catalog's texts (`catalog_texts`; the RecSim recipes store them there, so the library
+    needs nothing from the task package)."""
+    from pbrl.rec.movielens import load_log
+
+    path = Path(spec)
+    if spec == "ml-100k" or (path.is_dir() and not (path / "data" / "metadata.json").is_file()):
+        log = load_log(spec)
+        return log.name, list(log.item_texts), f"{log.num_users} users"
+    from pbrl.data.registry import load_dataset
+    from pbrl.rec.semantic_ids import catalog_texts
+
+    ds = load_dataset(spec)
+    if not ds.is_discrete:
+        raise PbrlError(f"{spec}: continuous actions, not a recommendation log over a catalog of items")
+    return spec, catalog_texts(ds.metadata, spec, int(ds.action_space.n)), f"{ds.num_episodes} sessions"
+
+
 @dataclass
 class RecIds:
     """Semantic IDs of a log's items: text embedding -> residual balanced k-means (levels x K codes) + dedup token."""
 
     log: tyro.conf.Positional[str]
-    """`ml-100k` (from the recbole wheel) or a RecBole atomic dataset folder with .inter and .item files."""
+    """`ml-100k` (from the recbole wheel), a RecBole atomic dataset folder with .inter and .item files, or a logged
+    dataset spec (`pbrl data` ids, folders, `movielens:`/`amazon:` files) whose metadata carries items.text, e.g. a
+    RecSim log `pbrl/recsim/mixed-v0`."""
     out: str
     """Output folder: semantic_ids.json (settings, stats, each item's tokens), semantic_ids.npz, config.json."""
     levels: int = 3
@@ -73,7 +102,6 @@ class RecIds:
     progress: bool = True
 
     def run(self) -> dict:
-        from pbrl.rec.movielens import load_log
         from pbrl.rec.semantic_ids import (
             check_budget,
             embed_texts,
@@ -84,14 +112,12 @@ class RecIds:
 
         n, note = choose_threads(self.threads)
         stale = _fresh_out(self.out, IDS_FILES, self.overwrite)
-        log = load_log(self.log)
-        check_budget(log.num_items, self.levels, self.k, self.k if self.max_dedup is None else self.max_dedup)
-        print(f"pbrl rec ids on {log.name}: {log.num_items} items, {log.num_users} users; {threads_line(n, note)}",
-              flush=True)
-        cached = self.cache_dir is not None and \
-            embedding_cache_path(log.item_texts, self.model, self.cache_dir).is_file()
+        name, texts, users = log_item_texts(self.log)
+        check_budget(len(texts), self.levels, self.k, self.k if self.max_dedup is None else self.max_dedup)
+        print(f"pbrl rec ids on {name}: {len(texts)} items, {users}; {threads_line(n, note)}", flush=True)
+        cached = self.cache_dir is not None and embedding_cache_path(texts, self.model, self.cache_dir).is_file()
         t0 = time.perf_counter()
-        emb = embed_texts(log.item_texts, model=self.model, batch_size=self.batch_size, threads=n,
+        emb = embed_texts(texts, model=self.model, batch_size=self.batch_size, threads=n,
                           progress=self.progress, cache_dir=self.cache_dir)
         embed_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -104,14 +130,14 @@ class RecIds:
         ids.save(Path(self.out) / "semantic_ids.json")
         stats = ids.stats()
         atomic_write_json(str(Path(self.out) / "config.json"), {
-            "command": "rec ids", "config": asdict(self), "log": log.name, "items": log.num_items,
+            "command": "rec ids", "config": asdict(self), "log": name, "items": len(texts),
             "embedding_dim": int(emb.shape[1]), "embeddings_cached": cached, "embed_s": round(embed_s, 2),
             "cluster_s": round(cluster_s, 2),
             "threads": n, "load_note": note, "stats": stats, "git_revision": git_revision(),
         })
         print(ids.stats_line())
-        embedded = (f"read {log.num_items} embeddings from {self.cache_dir}" if cached else
-                    f"embedded {log.num_items} texts in {embed_s:.1f} s ({log.num_items / embed_s:.0f} items/s)")
+        embedded = (f"read {len(texts)} embeddings from {self.cache_dir}" if cached else
+                    f"embedded {len(texts)} texts in {embed_s:.1f} s ({len(texts) / max(embed_s, 1e-9):.0f} items/s)")
         print(f"{embedded}, clustered in {cluster_s:.1f} s; wrote {Path(self.out) / 'semantic_ids.json'}")
         return {"stats": stats, "embed_s": embed_s, "cluster_s": cluster_s, "embeddings_cached": cached}
 

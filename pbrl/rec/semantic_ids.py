@@ -334,6 +334,22 @@ def build_semantic_ids(texts: Sequence[str], levels: int = 3, k: int = 16, seed:
                                         progress=progress)
 
 
+def catalog_texts(metadata: dict[str, Any], name: str, num_items: int | None = None) -> list[str]:
+    """The item texts a logged dataset carries in its metadata (`items.text`, one per action id: the RecSim recipes
+    and the MovieLens / Amazon loaders write them); PbrlError naming `name` when they are missing, not strings, or
+    not one per item of a `num_items`-action catalog."""
+    items = metadata.get("items")
+    texts = items.get("text") if isinstance(items, dict) else None
+    if not isinstance(texts, list | tuple) or not texts:
+        raise PbrlError(f"{name}: a log without item texts (no items.text in its metadata), so it has no semantic IDs")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()), None)
+    if bad is not None:
+        raise PbrlError(f"{name}: items.text[{bad}] is {texts[bad]!r}, not a non-empty string")
+    if num_items is not None and len(texts) != num_items:
+        raise PbrlError(f"{name}: {len(texts)} item texts for a catalog of {num_items} actions")
+    return list(texts)
+
+
 def add_id_tokens(tokenizer, ids: SemanticIds) -> int:
     """Add `ids.all_tokens()` to an HF tokenizer (pbrl's wrappers are `PreTrainedTokenizerFast`) as special tokens,
     one id each and never split; returns how many were new. The model's embedding table must then grow to
@@ -344,6 +360,7 @@ def add_id_tokens(tokenizer, ids: SemanticIds) -> int:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "SemanticIds", "add_id_tokens", "balance_bounds", "build_semantic_ids", "check_budget",
+    "DEFAULT_MODEL", "SemanticIds", "add_id_tokens", "balance_bounds", "build_semantic_ids", "catalog_texts",
+    "check_budget",
     "dedup_ranks", "embed_texts", "embedding_cache_path", "residual_balanced_kmeans", "semantic_ids_from_embeddings",
 ]
