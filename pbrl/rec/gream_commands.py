@@ -137,7 +137,7 @@ class RecIds:
         })
         print(ids.stats_line())
         embedded = (f"read {len(texts)} embeddings from {self.cache_dir}" if cached else
-                    f"embedded {len(texts)} texts in {embed_s:.1f} s ({len(texts) / max(embed_s, 1e-9):.0f} items/s)")
+                    f"embedded {len(texts)} texts in {embed_s:.1f} s ({len(texts) / max(embed_s, 1e-9):.3g} items/s)")
         print(f"{embedded}, clustered in {cluster_s:.1f} s; wrote {Path(self.out) / 'semantic_ids.json'}")
         return {"stats": stats, "embed_s": embed_s, "cluster_s": cluster_s, "embeddings_cached": cached}
 
