@@ -41,7 +41,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("relabel",): ("pbrl.rewards.commands:Relabel", "relabel a dataset with a learned reward, save as Minari"),
     ("rec", "prefs"): ("pbrl.rec.commands:RecPrefs", "label session windows by return-to-go (session teacher)"),
     ("rec", "baselines"): ("pbrl.rec.commands:RecBaselines", "Recall@K / NDCG@K of popularity and co-occurrence"),
-    ("rec", "ids"): ("pbrl.rec.gream_commands:RecIds", "semantic item IDs: text embeddings -> residual balanced k-means codes"),
+    ("rec", "ids"): ("pbrl.rec.gream_commands:RecIds", "semantic item IDs (ml-100k, a RecBole folder, or a log with item texts such as a RecSim log): text embeddings -> residual balanced k-means codes"),
     ("rec", "align-data"): ("pbrl.rec.gream_commands:RecAlignData", "GREAM alignment SFT data (seqrec, item2index, index2item, preference)"),
     ("rec", "srpo"): ("pbrl.rec.srpo:RecSrpo", "SRPO on a semantic-ID recommender: RSVR reward + pass@k-bonus advantage (or binary GRPO), ID-constrained rollouts"),
     ("rec", "gream"): ("pbrl.rec.gream:RecGream", "GREAM end to end on a log: IDs -> alignment SFT -> SRPO / GRPO -> beam evaluation, resumable"),
