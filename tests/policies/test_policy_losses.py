@@ -406,3 +406,13 @@ def test_iql_reward_scale_multiplies_rewards_by_1000_over_the_return_range(pendu
         rewards[scale] = pol.make_sampler(pendulum, torch.Generator().manual_seed(0)).data.rewards
     torch.testing.assert_close(rewards[False], torch.as_tensor(pendulum.rewards, dtype=rewards[False].dtype))
     torch.testing.assert_close(rewards[True], rewards[False] * factor)
+
+
+def test_iql_reward_scale_is_skipped_when_every_return_is_equal(pendulum, capsys):
+    rewards = np.zeros(pendulum.num_transitions, dtype=np.float32)
+    rewards[pendulum.episode_starts[:-1]] = 1.0  # every episode returns 1: max - min = 0
+    flat = pendulum.with_rewards(rewards)
+    pol = make_policy("iql", PolicySpec.from_dataset(flat), small_config("iql", reward_scale=True), total_steps=10)
+    got = pol.make_sampler(flat, torch.Generator().manual_seed(0)).data.rewards
+    torch.testing.assert_close(got, torch.as_tensor(rewards, dtype=got.dtype))  # left unscaled
+    assert "reward_scale skipped" in capsys.readouterr().err
