@@ -6,6 +6,8 @@ MLP ensemble and DTR's member z-score normalization.
 
     python baselines/dtr_table1.py --budget ci       # minutes: the small pendulum task, 1 seed, tiny budgets
     python baselines/dtr_table1.py --budget small    # ~1.5 h (estimate) on an idle 2-core CPU: hopper/walker2d medium-replay, 3 seeds
+    python baselines/dtr_table1.py --budget plateau --workers 1 --threads 1   # ~12 core-hours per dataset: run in
+                                                     # the background and resume (see PLATEAU below)
     python baselines/dtr_table1.py --budget paper    # the papers' settings: for a GPU or a cluster (--ray-address)
 
 Runs the grid with pbrl.sweep (finished runs are skipped; records under runs/sweeps/dtr_table1-<budget>/) and writes
@@ -42,6 +44,16 @@ CI_DT = {"embed_dim": 32, "n_layers": 1, "n_heads": 1, "n_inner": 64, "batch_siz
 # (1.5k vs 10k) so that the table finishes in about two hours; the table states both.
 SMALL_SEQ_RUN = {"steps": 1500, "eval_every": 500}
 
+# PLATEAU: the longest CPU budget, chosen so that the learning curves flatten: the MLP algorithms 100k updates (10% of
+# the papers'; the peer score check on hopper-medium sits on its plateau from about 30k, results/peer_scores-peer.md),
+# the sequence models 20k at SMALL_DT (DT 20% of CORL's, QT/DTR 40% of the release's, at a smaller model), and the
+# papers' labels (2000 queries of 200 steps). IQL trains on rewards x 1000 / return range, as CORL's and the IQL
+# paper's locomotion configs do (pbrl.policies.iql.IQLConfig.reward_scale), here and at the paper budget.
+PLATEAU_SEQ_RUN = {"steps": 20_000, "eval_every": 2_000}
+# updates/s on one idle thread of this 2-core CPU, hopper (results/policy_throughput_mlp.md, sequence_throughput.md):
+# the wall-time estimate printed before a CPU budget starts; seeds batched into one model run faster than this.
+CPU_RATES = {"iql": 106.0, "td3bc": 135.0, "cql": 21.0, "dt": 16.6, "qt": 6.5, "dtr": 6.5}
+
 
 # The papers' updates per algorithm (dtr.md): the MLP algorithms 1M (CORL's IQL / TD3+BC / CQL on D4RL, the base
 # steps), DT 100k (CORL's DT; DTConfig's defaults are CORL's: embed 128, 3 layers, 1 head, batch 64, K 20), QT and
@@ -57,19 +69,28 @@ def columns(budget: str) -> list[dict]:
         dt = dtr = {"policy": CI_DT}
         mlp = {"policy": {"batch_size": 256}}
     else:
+        seq = PLATEAU_SEQ_RUN if budget == "plateau" else SMALL_SEQ_RUN
         # DT's warm-up kept at CORL's 10% of training
-        dt = {**SMALL_SEQ_RUN, "policy": {**SMALL_DT, "warmup_steps": SMALL_SEQ_RUN["steps"] // 10}}
-        dtr = {**SMALL_SEQ_RUN, "policy": SMALL_DT}
+        dt = {**seq, "policy": {**SMALL_DT, "warmup_steps": seq["steps"] // 10}}
+        dtr = {**seq, "policy": SMALL_DT}
         mlp = {"policy": {"batch_size": 256}}
+    # the published IQL locomotion recipe scales rewards; the short budgets keep the earlier records' settings
+    iql = {**mlp, "policy": {**mlp.get("policy", {}), "reward_scale": True}} if budget in ("plateau", "paper") else mlp
     return [
-        {"name": "Oracle-IQL", "algo": "iql", "reward": "true", **mlp},
-        {"name": "Pb-IQL", "algo": "iql", "reward": "step", **mlp},
+        {"name": "Oracle-IQL", "algo": "iql", "reward": "true", **iql},
+        {"name": "Pb-IQL", "algo": "iql", "reward": "step", **iql},
         {"name": "Pb-TD3BC", "algo": "td3bc", "reward": "step", **mlp},
         {"name": "Pb-CQL", "algo": "cql", "reward": "step", **mlp},
         {"name": "Pb-DT", "algo": "dt", "reward": "step", **dt},
         {"name": "Pb-QT", "algo": "qt", "reward": "step", **dtr},
         {"name": "DTR", "algo": "dtr", "reward": "step", **dtr},
     ]
+
+
+def cpu_hours(budget: str, n_datasets: int) -> float:
+    """Core-hours the budget's grid takes on this CPU at CPU_RATES (one thread per run), evaluation excluded."""
+    base, seeds = BUDGETS[budget]["base"], len(BUDGETS[budget]["seeds"])
+    return sum(c.get("steps", base["steps"]) / CPU_RATES[c["algo"]] for c in columns(budget)) * seeds * n_datasets / 3600
 
 
 BUDGETS = {
@@ -82,6 +103,12 @@ BUDGETS = {
         "datasets": ["hopper-medium-replay", "walker2d-medium-replay"],
         "seeds": [0, 1, 2],
         "base": {"steps": 10000, "eval_every": 2500, "eval_episodes": 5, "queries": 500, "length": 50,
+                 "tie_threshold": 10.0, "reward_epochs": 50},
+    },
+    "plateau": {
+        "datasets": ["hopper-medium-replay", "walker2d-medium-replay"],
+        "seeds": [0, 1, 2],
+        "base": {"steps": 100_000, "eval_every": 10_000, "eval_episodes": 10, "queries": 2000, "length": 200,
                  "tie_threshold": 10.0, "reward_epochs": 50},
     },
     "paper": {
@@ -106,6 +133,8 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: the free cores "
+                    "shared among the workers; records state it)")
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--out", default="runs/sweeps")
     ap.add_argument("--results", default="results")
@@ -116,9 +145,8 @@ def ensure_built(names: list[str]) -> None:
     """Build the suite datasets that are not in the Minari folder yet (default size, seed 0); safe to call from
     scripts started side by side."""
     from pbrl.data.minari_io import dataset_exists
-    from pbrl_envs.commands import build
-
     from pbrl.errors import PbrlError
+    from pbrl_envs.commands import build
 
     for n in names:
         if not dataset_exists(dataset_id(n)):
@@ -138,6 +166,9 @@ def main() -> None:
     b = BUDGETS[args.budget]
     names = args.datasets or b["datasets"]
     ensure_built(names)
+    if args.budget in ("small", "plateau"):
+        print(f"dtr_table1-{args.budget}: about {cpu_hours(args.budget, len(names)):.1f} core-hours for the whole grid "
+              "at one thread per run (finished runs are skipped; stop and resume at will)", flush=True)
     name = f"dtr_table1-{args.budget}"
     grid = Grid(
         name=name,
@@ -152,10 +183,14 @@ def main() -> None:
             "reference_note": "DTR Table 1 (crowdsourced Uni-RLHF labels on D4RL -v2) and CORL IQL (true reward); "
             "pbrl's datasets are built locally on gymnasium v5 with scripted labels, so the datasets differ."
             + ("" if args.budget == "paper" else f" Transformers shrunk for the CPU budget: {SMALL_DT}.")
-            + (" Sequence models (DT, QT, DTR) get 1.5k updates, the MLP algorithms 10k." if args.budget == "small" else ""),
+            + (" Sequence models (DT, QT, DTR) get 1.5k updates, the MLP algorithms 10k." if args.budget == "small" else "")
+            + (" Sequence models (DT, QT, DTR) get 20k updates, the MLP algorithms 100k; IQL on rewards x 1000 / "
+               "return range (CORL's locomotion recipe)." if args.budget == "plateau" else "")
+            + (" IQL on rewards x 1000 / return range (CORL's locomotion recipe)." if args.budget == "paper" else ""),
         },
     )
-    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address).values():
+    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address,
+                                threads=args.threads).values():
         print(f"wrote {path}")
 
 

@@ -191,6 +191,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (the committed records: 1)")
     ap.add_argument("--out", default="runs/sweeps", help="sweep folder (its records/ are committed under "
                     "results/records/)")
     ap.add_argument("--results", default="results")
@@ -208,8 +209,6 @@ def main() -> None:
             json.dump(result, f)
         os.replace(tmp, os.path.join(out, "result.json"))
         return
-    if not os.environ.get(D3RLPY_ENV):
-        sys.exit(f"pbrl: error: set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help)")
     b = dict(BUDGETS[args.budget])
     columns = COLUMNS
     if args.columns:
@@ -218,6 +217,9 @@ def main() -> None:
             sys.exit(f"pbrl: error: --columns: unknown {', '.join(unknown)} (known: "
                      f"{', '.join(c['name'] for c in COLUMNS)})")
         columns = [c for c in COLUMNS if c["name"] in args.columns]
+    if any(c["lib"] == "d3rlpy" for c in columns) and not os.environ.get(D3RLPY_ENV):
+        sys.exit(f"pbrl: error: set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help), "
+                 "or run only pbrl's columns (--columns)")
     if args.seeds:
         if not set(args.seeds) <= set(b["seeds"]):
             sys.exit(f"pbrl: error: --seeds: the {args.budget} budget's seeds are {b['seeds']}")
@@ -241,7 +243,7 @@ def main() -> None:
             "updates, CPU, 1 thread per run.",
         },
     )
-    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers).values():
+    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, threads=args.threads).values():
         print(f"wrote {path}")
 
 

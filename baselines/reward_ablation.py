@@ -71,7 +71,8 @@ def main() -> None:
             "reference_note": "DTR Table 3: without reward normalization the Gym-MuJoCo average drops by 3.1 points.",
         },
     )
-    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address).values():
+    for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address,
+                                threads=args.threads).values():
         print(f"wrote {path}")
 
 

@@ -378,13 +378,15 @@ def run_sweep(
 
 
 def sweep_and_table(
-    grid: Grid, out: str, results: str, *, workers: int = 1, ray_address: str | None = None
+    grid: Grid, out: str, results: str, *, workers: int = 1, ray_address: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, str]:
-    """What every baseline script does: write the grid, run it (skipping finished runs), write its table."""
+    """What every baseline script does: write the grid, run it (skipping finished runs), write its table.
+    `threads`: torch threads per local worker (default: the free cores shared among the workers)."""
     from pbrl.tables import load_records, make_table
 
     run_dir = os.path.join(out, grid.name)
-    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address)
+    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address, threads=threads)
     if any(r["status"] != "ok" for r in records):
         raise PbrlError(f"some runs failed; see {run_dir}/records/*.failed.json")
     cols = [c["name"] for c in grid.columns]

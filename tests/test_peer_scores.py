@@ -53,3 +53,16 @@ def test_d3rlpy_run_without_an_interpreter_says_how_to_set_one(monkeypatch, tmp_
     monkeypatch.delenv("PBRL_D3RLPY_PYTHON", raising=False)
     with pytest.raises(RuntimeError, match="PBRL_D3RLPY_PYTHON"):
         run_record({"lib": "d3rlpy", "algo": "iql", "dataset": "x", "seed": 0}, str(tmp_path))
+
+
+def test_the_command_asks_for_the_interpreter_only_when_a_d3rlpy_column_runs(monkeypatch, capsys):
+    import baselines.peer_scores as peer
+
+    monkeypatch.delenv("PBRL_D3RLPY_PYTHON", raising=False)
+    monkeypatch.setattr("sys.argv", ["peer_scores.py", "--columns", "d3rlpy-IQL"])
+    with pytest.raises(SystemExit, match="pbrl: error: set PBRL_D3RLPY_PYTHON"):
+        peer.main()
+    # pbrl's columns alone go past the check (here to the seed check, which refuses an unknown seed)
+    monkeypatch.setattr("sys.argv", ["peer_scores.py", "--columns", "pbrl-IQL", "--seeds", "7"])
+    with pytest.raises(SystemExit, match="--seeds"):
+        peer.main()

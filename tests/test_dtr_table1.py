@@ -1,0 +1,34 @@
+"""Table 1's CPU budgets (baselines/dtr_table1.py): what each column trains and the printed core-hour estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from baselines.dtr_table1 import BUDGETS, CPU_RATES, columns, cpu_hours
+
+
+def test_plateau_trains_the_mlps_100k_and_the_sequence_models_20k_with_a_10_percent_dt_warmup():
+    cols = {c["name"]: c for c in columns("plateau")}
+    assert BUDGETS["plateau"]["base"]["steps"] == 100_000
+    assert all("steps" not in cols[n] for n in ("Oracle-IQL", "Pb-IQL", "Pb-TD3BC", "Pb-CQL"))
+    assert {cols[n]["steps"] for n in ("Pb-DT", "Pb-QT", "DTR")} == {20_000}
+    assert cols["Pb-DT"]["policy"]["warmup_steps"] == 2_000
+
+
+@pytest.mark.parametrize("budget", ["plateau", "paper"])
+def test_the_long_budgets_scale_iql_rewards_as_the_published_recipe_does(budget):
+    cols = {c["name"]: c for c in columns(budget)}
+    assert cols["Oracle-IQL"]["policy"]["reward_scale"] and cols["Pb-IQL"]["policy"]["reward_scale"]
+    assert "reward_scale" not in cols["Pb-TD3BC"].get("policy", {})
+
+
+def test_the_small_budget_keeps_its_records_settings():
+    assert all("reward_scale" not in c.get("policy", {}) for c in columns("small"))
+
+
+def test_cpu_hours_by_hand():
+    # plateau, one dataset, 3 seeds: 100k updates of iql (x2), td3bc, cql; 20k of dt, qt, dtr
+    per_seed = (2 * 100_000 / CPU_RATES["iql"] + 100_000 / CPU_RATES["td3bc"] + 100_000 / CPU_RATES["cql"]
+                + 20_000 / CPU_RATES["dt"] + 20_000 / CPU_RATES["qt"] + 20_000 / CPU_RATES["dtr"])
+    assert cpu_hours("plateau", 1) == pytest.approx(3 * per_seed / 3600)
+    assert cpu_hours("plateau", 2) == pytest.approx(2 * cpu_hours("plateau", 1))
