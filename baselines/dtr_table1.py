@@ -62,6 +62,10 @@ CPU_RATES = {"iql": 106.0, "td3bc": 135.0, "cql": 21.0, "dt": 16.6, "qt": 6.5, "
 PAPER_STEPS = {"mlp": 1_000_000, "dt": 100_000, "dtr": 50_000}
 
 
+# DTR's claim (dtr.md): DTR >= Pb-QT > Pb-DT, and DTR close to Oracle-IQL; the table tests each pair (Welch)
+CLAIM_PAIRS = [["DTR", "Pb-QT"], ["Pb-QT", "Pb-DT"], ["DTR", "Oracle-IQL"]]
+
+
 def columns(budget: str) -> list[dict]:
     if budget == "paper":
         dt, dtr, mlp = {"steps": PAPER_STEPS["dt"]}, {"steps": PAPER_STEPS["dtr"]}, {}
@@ -180,6 +184,7 @@ def main() -> None:
         meta={
             "title": f"DTR Table 1 on pbrl's suite — budget {args.budget}",
             "reference": {k: v for k, v in PAPER.items() if k in names},
+            "pairs": CLAIM_PAIRS,
             "reference_note": "DTR Table 1 (crowdsourced Uni-RLHF labels on D4RL -v2) and CORL IQL (true reward); "
             "pbrl's datasets are built locally on gymnasium v5 with scripted labels, so the datasets differ."
             + ("" if args.budget == "paper" else f" Transformers shrunk for the CPU budget: {SMALL_DT}.")

@@ -52,6 +52,9 @@ COLUMNS = [
     {"name": "pbrl-IQL-rscale", "lib": "pbrl", "algo": "iql", "reward_scale": True},
 ]
 
+# the comparisons the check exists for (Welch's t-test in the table); rscale is the like-for-like IQL recipe
+PAIRS = [["pbrl-IQL", "d3rlpy-IQL"], ["pbrl-IQL-rscale", "d3rlpy-IQL"], ["pbrl-TD3BC", "d3rlpy-TD3BC"]]
+
 
 def d3rlpy_arrays(ds) -> dict[str, np.ndarray]:
     """The flat arrays d3rlpy's MDPDataset takes: every episode's last transition is marked as its end (a
@@ -237,6 +240,7 @@ def main() -> None:
         columns=columns,
         meta={
             "title": f"Peer score check: pbrl vs d3rlpy 2.8.1 — budget {args.budget}",
+            "pairs": PAIRS,
             "reference_note": "Both libraries at their published D4RL-locomotion settings on pbrl's hopper-medium "
             "(built locally on gymnasium v5), the same evaluation episodes and seeds; "
             f"{b['steps']} updates, batch 256, {b['eval_episodes']} evaluation episodes every {b['eval_every']} "

@@ -81,6 +81,7 @@ class Table:
             reference=meta.get("reference"),
             reference_note=meta.get("reference_note", ""),
             title=meta.get("title"),
+            pairs=meta.get("pairs"),
         )
         for p in paths.values():
             print(f"wrote {p}")

@@ -398,4 +398,5 @@ def sweep_and_table(
         reference=grid.meta.get("reference"),
         reference_note=grid.meta.get("reference_note", ""),
         title=grid.meta.get("title"),
+        pairs=grid.meta.get("pairs"),
     )

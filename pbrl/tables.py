@@ -56,11 +56,18 @@ def _row_key(rec: dict[str, Any]) -> str:
     return str(rec["result"].get("dataset_name") or rec["config"].get("dataset", "?"))
 
 
+def curve_mean(result: dict[str, Any]) -> float | None:
+    """The mean of a run's scores over every evaluation of its curve: steadier than the last evaluation when the
+    curve has reached a plateau it keeps spiking above and below (None without a curve)."""
+    curve = result.get("curve") or []
+    return float(np.mean([score for _, score in curve])) if curve else None
+
+
 def score_matrix(records: list[dict[str, Any]], key: str = "last_score") -> dict[str, dict[str, list[float]]]:
-    """{column: {row: [score per seed, in seed order]}}."""
+    """{column: {row: [score per seed, in seed order]}}; key "curve_mean" is `curve_mean` of each result."""
     out: dict[str, dict[str, list[tuple[Any, float]]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        val = rec["result"].get(key)
+        val = curve_mean(rec["result"]) if key == "curve_mean" else rec["result"].get(key)
         if val is None:
             continue
         out[rec["column"]][_row_key(rec)].append((rec["config"].get("seed", 0), float(val)))
@@ -126,6 +133,26 @@ def budget_lines(records: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
+    """A markdown table of Welch's t-test (scipy, unequal variances) per (column A, column B) pair and row, on each
+    score matrix in `mats`: the difference of the means (A - B) and the two-sided p-value; '—' below 2 seeds."""
+    from scipy.stats import ttest_ind
+
+    md = ["| dataset | A vs B | " + " | ".join(f"{k}: A - B (p)" for k in mats) + " |", "|---|---|" + "---|" * len(mats)]
+    for r in rows:
+        for a, b in pairs:
+            cells = []
+            for m in mats.values():
+                xa, xb = m.get(a, {}).get(r, []), m.get(b, {}).get(r, [])
+                if len(xa) < 2 or len(xb) < 2:
+                    cells.append("—")
+                    continue
+                p = ttest_ind(xa, xb, equal_var=False).pvalue
+                cells.append(f"{np.mean(xa) - np.mean(xb):+.1f} (p = {p:.2f}; n = {len(xa)}, {len(xb)})")
+            md.append(f"| {r} | {a} vs {b} | " + " | ".join(cells) + " |")
+    return md
+
+
 def make_table(
     records: list[dict[str, Any]],
     out_dir: str,
@@ -135,10 +162,13 @@ def make_table(
     reference: dict[str, dict[str, float]] | None = None,
     reference_note: str = "",
     title: str | None = None,
+    pairs: list[list[str]] | None = None,
 ) -> dict[str, str]:
-    """Write <name>.md, <name>.csv, <name>_scores.png and <name>_curves.png; returns the paths."""
+    """Write <name>.md, <name>.csv, <name>_scores.png and <name>_curves.png; returns the paths. `pairs`: column
+    pairs compared by Welch's t-test on the last score and on the mean over every evaluation (`welch_lines`)."""
     last = score_matrix(records, "last_score")
     best = score_matrix(records, "best_score")
+    every = score_matrix(records, "curve_mean")
     cols = columns or sorted(last)
     cols = [c for c in cols if c in last]
     rows = sorted({r for c in cols for r in last[c]})
@@ -167,6 +197,15 @@ def make_table(
     md.append("|---|" + "---|" * len(cols))
     for r in rows:
         md.append(f"| {r} | " + " | ".join(cell(c, r, best) for c in cols) + " |")
+    md += ["", "Mean over every evaluation of each run (mean ± std over seeds):", ""]
+    md.append("| dataset | " + " | ".join(cols) + " |")
+    md.append("|---|" + "---|" * len(cols))
+    for r in rows:
+        md.append(f"| {r} | " + " | ".join(cell(c, r, every) for c in cols) + " |")
+    pairs = [p for p in (pairs or []) if p[0] in cols and p[1] in cols]
+    if pairs:
+        md += ["", "Welch's t-test between columns (two-sided; per-seed scores):", ""]
+        md += welch_lines(pairs, rows, {"last evaluation": last, "mean over every evaluation": every})
     if reference:
         ref_cols = sorted({c for v in reference.values() for c in v})
         md += ["", f"Paper numbers for comparison. {reference_note}".rstrip(), ""]
@@ -181,14 +220,16 @@ def make_table(
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "column", "n_seeds", "last_mean", "last_std", "best_mean", "best_std", "last_scores"])
+    w.writerow(["dataset", "column", "n_seeds", "last_mean", "last_std", "best_mean", "best_std", "last_scores",
+                "every_eval_mean", "every_eval_std"])
     for r in rows:
         for c in cols:
-            xs, bs = last[c].get(r, []), best.get(c, {}).get(r, [])
+            xs, bs, es = last[c].get(r, []), best.get(c, {}).get(r, []), every.get(c, {}).get(r, [])
             if xs:
                 w.writerow([r, c, len(xs), f"{np.mean(xs):.3f}", f"{np.std(xs):.3f}",
                             f"{np.mean(bs):.3f}" if bs else "", f"{np.std(bs):.3f}" if bs else "",
-                            " ".join(f"{x:.3f}" for x in xs)])
+                            " ".join(f"{x:.3f}" for x in xs),
+                            f"{np.mean(es):.3f}" if es else "", f"{np.std(es):.3f}" if es else ""])
     atomic_write_text(paths["csv"], buf.getvalue())
     paths.update(_figures(records, out_dir, name, cols, rows, last))
     return paths

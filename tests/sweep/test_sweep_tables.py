@@ -143,3 +143,19 @@ def test_compute_counts_each_seed_batch_once() -> None:
     records = [{"wall_s": 100.0, "seed_batch": batch} for _ in batch]
     records += [{"wall_s": 40.0}, {"wall_s": 7.5, "seed_batch": ["b-0"]}]
     assert compute_seconds(records) == 100.0 + 40.0 + 7.5
+
+
+def test_table_mean_over_every_evaluation_and_welch_pairs(tmp_path, toy_runner):
+    from scipy.stats import t as student_t
+
+    out = str(tmp_path / "sw")
+    run_sweep(_grid(toy_runner, meta={"pairs": [["B", "A"], ["A", "nope"]]}), out, log=lambda s: None)
+    assert main(["table", out, "--out", str(tmp_path / "cli")]) == 0
+    md = open(tmp_path / "cli" / "toy.md").read()
+    # curves [[0, 0], [10, s]]: the mean over every evaluation is s / 2 -> A on a: 0, 5, 10
+    assert "Mean over every evaluation" in md and f"| a | 5.0 ± {np.std([0, 5, 10]):.1f} (3) | 7.5 ± 4.1 (3) |" in md
+    # Welch by hand: B - A = 5 on the last scores, both sample variances 100, n = 3: t = 5 / sqrt(200 / 3), df = 4
+    p_last = 2 * student_t.sf(5 / np.sqrt(200 / 3), 4)
+    p_every = 2 * student_t.sf(2.5 / np.sqrt(50 / 3), 4)
+    assert f"| a | B vs A | +5.0 (p = {p_last:.2f}; n = 3, 3) | +2.5 (p = {p_every:.2f}; n = 3, 3) |" in md
+    assert "nope" not in md  # a pair naming a column the table lacks is left out
