@@ -270,7 +270,8 @@ def write_table(records: list[dict[str, Any]], results_dir: str, name: str = TAB
            f"The LLM recommender (GREAM's alignment SFT, SRPO and binary-reward GRPO, trie vs per-level decoding) "
            f"is in [{LLM_TABLE}]({LLM_TABLE}): it ranks the 10 beams of a constrained beam search on a sample of "
            "test users (items outside the beams are misses), so its numbers are not on this table's full-ranking "
-           "footing; that table also scores popularity on the same users.",
+           "footing; that table also scores popularity on the same users, and sets the GREAM paper's setup (Amazon "
+           "categories, a 4B pre-trained LLM) beside ours.",
            "",
            "pbrl DT (discrete) is `pbrl.policies.dt.DecisionTransformer` with Discrete actions, trained unchanged on "
            "one episode per user (`pbrl.rec.dt_rec`): observation = the previous item's fixed genre multi-hot and "
