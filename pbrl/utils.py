@@ -411,6 +411,14 @@ def check_fresh_out(folder: str | os.PathLike, names: tuple[str, ...], overwrite
     return found
 
 
+def refuse_existing(path: str, overwrite: bool) -> None:
+    """One line, before any work, when a command's output file exists and `overwrite` is off: no silent replace."""
+    from pbrl.errors import PbrlError
+
+    if os.path.lexists(path) and not overwrite:
+        raise PbrlError(f"{path}: exists already (pass --overwrite to replace it)")
+
+
 def remove_paths(paths: list[str]) -> None:
     """Remove files and folders (an old run's outputs before a fresh run writes over them)."""
     import shutil

@@ -237,11 +237,17 @@ class PrefsLabel:
     seed: int = 0
     format: Literal["pbrl", "uni-rlhf", "both"] = "pbrl"
     """Write our npz, the Uni-RLHF pickles, or both."""
+    overwrite: bool = False
+    """Replace a prefs.npz already in OUT (without it, one is refused; Uni-RLHF pickles get fresh names)."""
 
     def run(self) -> None:
+        from pbrl.data.preferences import PreferencePairs
         from pbrl.data.registry import load_dataset
         from pbrl.data.teachers import scripted_preferences
+        from pbrl.utils import refuse_existing
 
+        if self.format in ("pbrl", "both"):  # before labelling, so a refusal costs nothing
+            refuse_existing(PreferencePairs.npz_path(self.out), self.overwrite)
         ds = load_dataset(self.spec)
         pairs = scripted_preferences(
             ds, self.queries, self.length, self.teacher, self.seed, cross_episodes=self.cross_episodes

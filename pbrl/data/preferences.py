@@ -231,9 +231,14 @@ class PreferencePairs:
         }
 
     # ------------------------------------------------------------------ pbrl npz
+    @staticmethod
+    def npz_path(path: str) -> str:
+        """The file `save(path)` writes: `path` itself if it ends in .npz, else `path`/prefs.npz."""
+        return path if path.endswith(".npz") else os.path.join(path, NPZ_NAME)
+
     def save(self, path: str) -> str:
         """Write `prefs.npz` (into `path` if it is a folder or has no .npz suffix); atomic. Returns the file."""
-        file = path if path.endswith(".npz") else os.path.join(path, NPZ_NAME)
+        file = self.npz_path(path)
         buf = io.BytesIO()
         np.savez(
             buf,

@@ -25,11 +25,16 @@ class RecPrefs:
     teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = field(default_factory=TeacherConfig)
     """Teacher model applied to the returns-to-go (B-Pref; the myopic discount is not defined for them)."""
     seed: int = 0
+    overwrite: bool = False
+    """Replace a prefs.npz already in OUT (without it, one is refused)."""
 
     def run(self) -> None:
+        from pbrl.data.preferences import PreferencePairs
         from pbrl.data.registry import load_dataset
         from pbrl.rec.sessions import session_preferences
+        from pbrl.utils import refuse_existing
 
+        refuse_existing(PreferencePairs.npz_path(self.out), self.overwrite)
         ds = load_dataset(self.spec)
         pairs = session_preferences(ds, self.queries, self.length, self.teacher, self.seed)
         pairs.meta["dataset"] = self.spec
@@ -54,7 +59,9 @@ class RecBaselines:
     window: int = 3
     """Co-occurrence: pairs up to this many steps apart count."""
     out: str | None = None
-    """Also write the metrics as JSON here."""
+    """Also write the metrics as JSON here (an existing file is refused unless --overwrite)."""
+    overwrite: bool = False
+    """Replace the --out file if it exists."""
 
     def run(self) -> None:
         from pbrl.data.registry import load_dataset
@@ -64,8 +71,10 @@ class RecBaselines:
             evaluate_next_item,
             item_sequences,
         )
-        from pbrl.utils import atomic_write_json
+        from pbrl.utils import atomic_write_json, refuse_existing
 
+        if self.out:
+            refuse_existing(self.out, self.overwrite)
         ds = load_dataset(self.spec)
         by = self.by
         if by == "user" and "session_user" not in ds.metadata:

@@ -23,7 +23,13 @@ def test_data_info_prefs_and_prefs_info(tmp_path, capsys):
     pairs = PreferencePairs.load(str(tmp_path / "p"))
     assert len(pairs) == 40 and pairs.meta["teacher_params"]["epsilon"] == 0.3
     assert main(["prefs", "info", str(tmp_path / "p"), "--dataset", "pbrl/test/pend-v0"]) == 0
+    # labelling into a folder that holds labels is refused (one line, the file untouched) unless --overwrite
+    npz = tmp_path / "p" / "prefs.npz"
+    before = npz.read_bytes()
     assert "pairs      40 of 20 steps" in capsys.readouterr().out
+    assert main(["prefs", "pbrl/test/pend-v0", "--out", str(tmp_path / "p"), "--queries", "10", "--length", "20"]) == 2
+    assert capsys.readouterr().err.strip() == f"pbrl: error: {npz}: exists already (pass --overwrite to replace it)"
+    assert npz.read_bytes() == before
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):

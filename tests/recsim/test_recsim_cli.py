@@ -24,6 +24,18 @@ def test_rec_baselines_and_prefs_on_a_movielens_file(tmp_path, capsys):
                  "--queries", "6"]) == 0
     pairs = PreferencePairs.load(str(tmp_path / "p"))
     assert len(pairs) == 6 and pairs.meta["teacher"].startswith("session-return-to-go")
+    # a second run into the same outputs is refused in one line and leaves them as they were
+    capsys.readouterr()
+    before = {f: f.read_bytes() for f in (out, tmp_path / "p" / "prefs.npz")}
+    assert main(["rec", "baselines", f"movielens:{path}", "--ks", "1", "--out", str(out)]) == 2
+    assert main(["rec", "prefs", f"movielens:{path}", "--out", str(tmp_path / "p"), "--length", "1",
+                 "--queries", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("pbrl: error: ") and "--overwrite" in e for e in err)
+    assert {f: f.read_bytes() for f in before} == before
+    assert main(["rec", "prefs", f"movielens:{path}", "--out", str(tmp_path / "p"), "--length", "1",
+                 "--queries", "3", "--overwrite"]) == 0
+    assert len(PreferencePairs.load(str(tmp_path / "p"))) == 3
 
 
 def test_rec_catalog_and_errors(tmp_path, capsys):
