@@ -91,6 +91,14 @@ def columns(budget: str) -> list[dict]:
     ]
 
 
+IQL_SCALE_NOTE = " IQL on rewards x 1000 / return range (CORL's locomotion recipe)."
+BUDGET_NOTES = {  # what each budget changes, for the table's note
+    "small": " Sequence models (DT, QT, DTR) get 1.5k updates, the MLP algorithms 10k.",
+    "plateau": " Sequence models (DT, QT, DTR) get 20k updates, the MLP algorithms 100k;" + IQL_SCALE_NOTE,
+    "paper": IQL_SCALE_NOTE,
+}
+
+
 def cpu_hours(budget: str, n_datasets: int) -> float:
     """Core-hours the budget's grid takes on this CPU at CPU_RATES (one thread per run), evaluation excluded."""
     base, seeds = BUDGETS[budget]["base"], len(BUDGETS[budget]["seeds"])
@@ -188,10 +196,7 @@ def main() -> None:
             "reference_note": "DTR Table 1 (crowdsourced Uni-RLHF labels on D4RL -v2) and CORL IQL (true reward); "
             "pbrl's datasets are built locally on gymnasium v5 with scripted labels, so the datasets differ."
             + ("" if args.budget == "paper" else f" Transformers shrunk for the CPU budget: {SMALL_DT}.")
-            + (" Sequence models (DT, QT, DTR) get 1.5k updates, the MLP algorithms 10k." if args.budget == "small" else "")
-            + (" Sequence models (DT, QT, DTR) get 20k updates, the MLP algorithms 100k; IQL on rewards x 1000 / "
-               "return range (CORL's locomotion recipe)." if args.budget == "plateau" else "")
-            + (" IQL on rewards x 1000 / return range (CORL's locomotion recipe)." if args.budget == "paper" else ""),
+            + BUDGET_NOTES.get(args.budget, ""),
         },
     )
     for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address,

@@ -192,16 +192,12 @@ def make_table(
             + " | ".join(f"{v[0]:.1f} [{v[1]:.1f}, {v[2]:.1f}]" if v else "—" for v in iqms.values())
             + " |"
         )
-    md += ["", "Best evaluation of each run (mean ± std over seeds):", ""]
-    md.append("| dataset | " + " | ".join(cols) + " |")
-    md.append("|---|" + "---|" * len(cols))
-    for r in rows:
-        md.append(f"| {r} | " + " | ".join(cell(c, r, best) for c in cols) + " |")
-    md += ["", "Mean over every evaluation of each run (mean ± std over seeds):", ""]
-    md.append("| dataset | " + " | ".join(cols) + " |")
-    md.append("|---|" + "---|" * len(cols))
-    for r in rows:
-        md.append(f"| {r} | " + " | ".join(cell(c, r, every) for c in cols) + " |")
+    for title, m in (("Best evaluation", best), ("Mean over every evaluation", every)):
+        md += ["", f"{title} of each run (mean ± std over seeds):", ""]
+        md.append("| dataset | " + " | ".join(cols) + " |")
+        md.append("|---|" + "---|" * len(cols))
+        for r in rows:
+            md.append(f"| {r} | " + " | ".join(cell(c, r, m) for c in cols) + " |")
     pairs = [p for p in (pairs or []) if p[0] in cols and p[1] in cols]
     if pairs:
         md += ["", "Welch's t-test between columns (two-sided; per-seed scores):", ""]

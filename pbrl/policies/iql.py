@@ -110,12 +110,13 @@ class IQL(Policy):
         self.optimizers["actor"] = adam(self.actor.parameters(), config.lr)
 
     def make_sampler(self, dataset: EpisodeDataset, generator: torch.Generator) -> Callable[[], Any]:
-        returns = dataset.episode_returns()
-        if self.config.reward_scale and np.ptp(returns) > 0:  # a fact of the data, recomputed alike on resume
-            factor = return_range_scale(returns)
-            dataset = dataset.with_rewards(dataset.rewards * factor, provenance={"reward_scale": factor})
-        elif self.config.reward_scale:
-            print("pbrl: note: iql reward_scale skipped: every episode has the same return", file=sys.stderr)
+        if self.config.reward_scale:  # a fact of the data, recomputed alike on resume
+            returns = dataset.episode_returns()
+            if np.ptp(returns) > 0:
+                factor = return_range_scale(returns)
+                dataset = dataset.with_rewards(dataset.rewards * factor, provenance={"reward_scale": factor})
+            else:
+                print("pbrl: note: iql reward_scale skipped: every episode has the same return", file=sys.stderr)
         return super().make_sampler(dataset, generator)
 
     def _actor_nll(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
