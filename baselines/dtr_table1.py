@@ -140,12 +140,23 @@ def dataset_id(name: str) -> str:
     return pbrl_envs.RECIPES[name].dataset_id
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a bad value is argparse's one error line, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return n
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every table script shares."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: the free cores "
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch threads per worker (default: the free cores "
                     "shared among the workers; records state it)")
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--out", default="runs/sweeps")

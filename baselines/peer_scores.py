@@ -188,13 +188,14 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from baselines.dtr_table1 import dataset_id, ensure_built
+    from baselines.dtr_table1 import dataset_id, ensure_built, positive_int
     from pbrl.sweep import Grid, sweep_and_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (the committed records: 1)")
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="torch threads per worker (the committed records: 1)")
     ap.add_argument("--out", default="runs/sweeps", help="sweep folder (its records/ are committed under "
                     "results/records/)")
     ap.add_argument("--results", default="results")

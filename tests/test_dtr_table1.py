@@ -32,3 +32,13 @@ def test_cpu_hours_by_hand():
                 + 20_000 / CPU_RATES["dt"] + 20_000 / CPU_RATES["qt"] + 20_000 / CPU_RATES["dtr"])
     assert cpu_hours("plateau", 1) == pytest.approx(3 * per_seed / 3600)
     assert cpu_hours("plateau", 2) == pytest.approx(2 * cpu_hours("plateau", 1))
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_a_bad_thread_count_is_one_argparse_line(bad, capsys):
+    from baselines.dtr_table1 import parser
+
+    with pytest.raises(SystemExit) as e:
+        parser(None).parse_args(["--threads", bad])
+    assert e.value.code == 2
+    assert f"argument --threads: expected a positive whole number, got {bad!r}" in capsys.readouterr().err
