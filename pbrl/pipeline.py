@@ -31,7 +31,7 @@ from pbrl.data.teachers import TeacherConfig
 from pbrl.errors import PbrlError
 from pbrl.policies.base import AlgoName as Algo
 from pbrl.rewards.learner import LearnerName
-from pbrl.rewards.normalizers import NormalizerName
+from pbrl.rewards.normalizers import NormalizerName, ShiftName
 from pbrl.utils import (
     atomic_write_json,
     check_fresh_out,
@@ -63,6 +63,9 @@ class PipelineConfig:
     """Reward learner; `true` trains on the dataset's own rewards (the oracle baseline)."""
     normalize: NormalizerName = "member-zscore"
     """Normalizer of the learned rewards (member-zscore = DTR's ensemble normalization)."""
+    shift: ShiftName = "none"
+    """After the normalizer: minmax maps the relabeled rewards onto [0, 1] (a survival incentive where episodes
+    terminate, which equal-length segment labels cannot teach; pbrl.rewards.normalizers)."""
     labels: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
     """Human label folder or prefs.npz (Uni-RLHF, PT, pbrl); default: a scripted teacher on the true reward."""
     teacher: tyro.conf.OmitArgPrefixes[TeacherConfig] = dataclasses.field(default_factory=TeacherConfig)
@@ -118,7 +121,8 @@ class PipelineConfig:
 
     def check(self) -> None:
         """The option checks that need no data (tyro checks the types on the command line; Python callers too)."""
-        choices = {"algo": get_args(Algo), "reward": get_args(RewardChoice), "normalize": get_args(NormalizerName)}
+        choices = {"algo": get_args(Algo), "reward": get_args(RewardChoice), "normalize": get_args(NormalizerName),
+                   "shift": get_args(ShiftName)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PbrlError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
@@ -204,7 +208,7 @@ def _reward_stage(cfg: PipelineConfig, ds: Any, pairs: Any, summary: dict[str, A
     rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
     model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
                          overwrite=False)  # the folder is new: emptied by _start
-    train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset})
+    train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset}, shift=cfg.shift)
     summary["prefs"] = pairs.stats()
     final = model.info.get("final", {})
     summary["reward"] = {

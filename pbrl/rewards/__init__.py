@@ -1,7 +1,7 @@
 """Reward learners: losses, networks, segmenters, normalizers, training, relabeling.
 
 Python API: `train_reward(dataset, pairs, RewardConfig(...), out_dir=None) -> RewardModel`,
-`load_reward_model(dir)`, `relabel(dataset, model, normalizer) -> EpisodeDataset`, `reward_report(...)`.
+`load_reward_model(dir)`, `relabel(dataset, model, normalizer, shift=...) -> EpisodeDataset`, `reward_report(...)`.
 A learner is one class registered by name (`register_learner(name, cls)`; built-ins step, segment, pt; see
 `learner.py` for the protocol). Domain-free pieces for other step types (LLM tokens): a learner maps x [M, B, T, D] + mask [M, B, T] (+ segment
 ends) to `StepOutput(values, weights)`; `sequence_score` aggregates, `pair_loss` is one Bradley–Terry batch,
@@ -18,7 +18,7 @@ from pbrl.rewards.learner import (
     sequence_score,
 )
 from pbrl.rewards.nets import StepLearner, StepRewardMLP
-from pbrl.rewards.normalizers import NORMALIZERS, NormalizerName, normalize
+from pbrl.rewards.normalizers import NORMALIZERS, SHIFTS, NormalizerName, ShiftName, normalize, shift
 from pbrl.rewards.pt import PreferenceTransformer, PTLearner
 from pbrl.rewards.relabel import learned_rewards, relabel, relabel_to_minari
 from pbrl.rewards.report import reward_report
@@ -43,6 +43,9 @@ __all__ = [
     "LEARNERS",
     "LearnerName",
     "NORMALIZERS",
+    "SHIFTS",
+    "ShiftName",
+    "shift",
     "NormalizerName",
     "PTLearner",
     "RawRewards",

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import tyro
 
-from pbrl.rewards.normalizers import NormalizerName
+from pbrl.rewards.normalizers import NormalizerName, ShiftName
 from pbrl.rewards.train import RewardConfig
 from pbrl.utils import round_floats
 
@@ -87,6 +87,9 @@ class Relabel:
     file of scored rows (each row + reward, reward_normalized, segments, token_rewards)."""
     normalize: NormalizerName = "member-zscore"
     """member-zscore (DTR), direct, location (SegmentRM), scale (x1000 / return range), none (ensemble mean)."""
+    shift: ShiftName = "none"
+    """After the normalizer: minmax maps the dataset's rewards onto [0, 1] (keeps a survival incentive where
+    episodes terminate; see pbrl.rewards.normalizers), none leaves them."""
     overwrite: bool = False
     """Replace an existing dataset of that id."""
     device: Annotated[str, tyro.conf.arg(metavar="DEVICE")] = "cpu"
@@ -105,13 +108,15 @@ class Relabel:
 
         n, note = use_threads(self.threads)
         # stdout stays one JSON object: the first line goes to stderr
-        print(f"pbrl relabel {self.spec} with {self.reward} ({self.normalize}): {threads_line(n, note)}",
+        print(f"pbrl relabel {self.spec} with {self.reward} ({self.normalize}, shift {self.shift}): "
+              f"{threads_line(n, note)}",
               file=sys.stderr, flush=True)
         if is_lm_folder(self.reward):  # SPEC: {prompt, response} rows; OUT: the scored rows (JSONL)
             print(json.dumps(round_floats(score_file(self.reward, self.spec, self.out, self.overwrite, self.device))))
             return
         ds, path = relabel_to_minari(
-            self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device, progress=True
+            self.spec, self.reward, self.out, self.normalize, self.overwrite, self.device, progress=True,
+            shift=self.shift,
         )
         r = ds.rewards
         print(
@@ -121,6 +126,7 @@ class Relabel:
                     "path": path,
                     "transitions": ds.num_transitions,
                     "normalizer": self.normalize,
+                    "shift": self.shift,
                     "reward_mean": float(r.mean()),
                     "reward_std": float(r.std()),
                     "reward_min": float(r.min()),

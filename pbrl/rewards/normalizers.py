@@ -11,6 +11,15 @@ model). Inputs are the members' values [M, S] over the WHOLE dataset; outputs ar
       per-position mean and std against ln p; scikit-learn's HuberRegressor),   r~ = (rbar - mu(p)) / sigma(p)
 - scale (CORL / PT / Uni-RLHF for IQL):  r~ = rbar * 1000 / (max_return - min_return) over the dataset's episodes
 - none:                                 r~ = rbar
+
+A shift (`shift`) may follow, on the densified per-transition rewards r [N]:
+- none:    r
+- minmax:  (r - min r) / (max r - min r), over the whole dataset: every reward in [0, 1].
+Why: Bradley-Terry on equal-length segments compares segment sums, so a constant per-step reward (locomotion's
+alive bonus) cancels and the z-scores centre the learned reward at 0; in a dataset with terminations, ending an
+episode then costs the policy nothing. Positive rewards restore the survival incentive that pessimistic offline
+RL relies on (Li et al., "Survival Instinct in Offline RL", NeurIPS 2023); measured on pbrl's hopper-medium-replay
+in results/dtr_table1-plateau.md.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from pbrl.errors import PbrlError
 # The one list of normalizer names (command-line choices read it).
 NormalizerName = Literal["member-zscore", "direct", "location", "scale", "none"]
 NORMALIZERS: tuple[str, ...] = get_args(NormalizerName)
+ShiftName = Literal["none", "minmax"]
+SHIFTS: tuple[str, ...] = get_args(ShiftName)
 _EPS = 1e-8
 
 
@@ -175,3 +186,16 @@ def normalize(
             raise PbrlError("the scale normalizer needs unit_of, unit_length and episode_starts")
         return scale(values, unit_of, unit_length, episode_starts)
     raise PbrlError(f"unknown normalizer {name!r}; expected one of {', '.join(NORMALIZERS)}")
+
+
+def shift(name: str, rewards: np.ndarray) -> np.ndarray:
+    """[N] -> [N] float64: the shift of the module docstring applied to the densified rewards of a whole dataset."""
+    r = np.asarray(rewards, np.float64)
+    if name == "none":
+        return r
+    if name == "minmax":
+        spread = r.max() - r.min()
+        if spread < _EPS:
+            raise PbrlError("minmax shift: every learned reward is the same (max - min = 0)")
+        return (r - r.min()) / spread
+    raise PbrlError(f"unknown shift {name!r}; expected one of {', '.join(SHIFTS)}")

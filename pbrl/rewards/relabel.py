@@ -21,6 +21,7 @@ from pbrl.data import EpisodeDataset
 from pbrl.rewards.learner import RewardLearner
 from pbrl.rewards.nets import step_chunk_rows
 from pbrl.rewards.normalizers import normalize
+from pbrl.rewards.normalizers import shift as shift_rewards
 from pbrl.rewards.units import RawRewards, chunk_table, scoring_progress
 
 __all__ = ["RawRewards", "chunk_table", "learned_rewards", "raw_rewards", "relabel", "relabel_to_minari",
@@ -49,9 +50,13 @@ def raw_rewards(
 
 
 def learned_rewards(
-    ds: EpisodeDataset, model: RewardLearner, normalizer: str = "member-zscore", progress: bool = False
+    ds: EpisodeDataset,
+    model: RewardLearner,
+    normalizer: str = "member-zscore",
+    progress: bool = False,
+    shift: str = "none",
 ) -> np.ndarray:
-    """One normalized learned reward per flat transition [N] float32."""
+    """One normalized (then shifted, see `normalizers.shift`) learned reward per flat transition [N] float32."""
     raw = raw_rewards(ds, model, progress=progress)
     unit = normalize(
         normalizer,
@@ -61,7 +66,7 @@ def learned_rewards(
         unit_length=raw.unit_length,
         episode_starts=ds.episode_starts,
     )
-    return raw.densify(unit).astype(np.float32)
+    return shift_rewards(shift, raw.densify(unit)).astype(np.float32)
 
 
 def relabel(
@@ -70,16 +75,19 @@ def relabel(
     normalizer: str = "member-zscore",
     provenance: dict[str, Any] | None = None,
     progress: bool = False,
+    shift: str = "none",
 ) -> EpisodeDataset:
-    """A new dataset with the model's normalized rewards; the provenance entry names model, normalizer, source."""
+    """A new dataset with the model's normalized (and shifted) rewards; the provenance entry names model,
+    normalizer, shift and source."""
     model.check(dataset, dataset.name)
-    rewards = learned_rewards(dataset, model, normalizer, progress=progress)
+    rewards = learned_rewards(dataset, model, normalizer, progress=progress, shift=shift)
     entry = {
         "step": "relabel",
         "reward_model": model.kind,
         "ensemble": model.members,
         "segment_length": model.length,
         "normalizer": normalizer,
+        "shift": shift,
         "source": dataset.name,
         "reward_info": {k: model.info.get(k) for k in ("dataset", "pairs", "source", "git_revision")},
         # the true returns stay with the data, so `pbrl data info` reports them without the source dataset
@@ -97,6 +105,7 @@ def relabel_to_minari(
     overwrite: bool = False,
     device: str = "cpu",
     progress: bool = False,
+    shift: str = "none",
 ) -> tuple[EpisodeDataset, str]:
     """Load `spec`, relabel it with the reward model in `reward_dir`, write Minari dataset `out_id`."""
     from pbrl.data import load_dataset
@@ -104,10 +113,11 @@ def relabel_to_minari(
 
     ds = load_dataset(spec)
     model = load_reward_model(reward_dir, device=device)
-    out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir}, progress=progress)
+    out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir}, progress=progress,
+                  shift=shift)
     if out.metadata.get("name") in (None, "dataset"):
         out.metadata["name"] = out_id
     path = out.to_minari(
-        out_id, overwrite=overwrite, description=f"{spec} relabeled by a learned reward ({normalizer})"
+        out_id, overwrite=overwrite, description=f"{spec} relabeled by a learned reward ({normalizer}, shift {shift})"
     )
     return out, path

@@ -79,6 +79,10 @@ def test_step_relabel_equals_naive_member_mean(pendulum):
         prov["step"] == "relabel" and prov["normalizer"] == "member-zscore" and prov["reward_model"] == "step"
     )
     np.testing.assert_array_equal(out.actions, ds.actions)
+    # the minmax shift is the same reward mapped affinely onto [0, 1]
+    moved = relabel(ds, model, "member-zscore", shift="minmax")
+    np.testing.assert_allclose(moved.rewards, (ref - ref.min()) / (ref.max() - ref.min()), rtol=1e-5, atol=1e-6)
+    assert moved.metadata["provenance"][-1]["shift"] == "minmax" and prov["shift"] == "none"
 
 
 @pytest.mark.parametrize("segmenter", ["fixed", "entropy"])

@@ -11,7 +11,7 @@ from torch import nn
 from pbrl.errors import PbrlError
 from pbrl.rewards.losses import bradley_terry_loss, preference_accuracy
 from pbrl.rewards.nets import EnsembleCausalTransformer, StepRewardMLP, sequence_score
-from pbrl.rewards.normalizers import direct, huber_fit, location, member_zscore, normalize, scale
+from pbrl.rewards.normalizers import direct, huber_fit, location, member_zscore, normalize, scale, shift
 from pbrl.rewards.pt import PreferenceTransformer
 from pbrl.rewards.report import pearson, rankdata, spearman
 from pbrl.rewards.segment import SegmenterConfig, SegmentRewardModel, densify_segments, segment_ends
@@ -217,6 +217,15 @@ def test_scale_normalizer_hand_values():
     starts = np.array([0, 2, 4])  # episode returns 2 and 6 -> spread 4 -> x250
     out = scale(values, np.arange(4), np.ones(4, np.int64), starts)
     np.testing.assert_allclose(out, [250.0, 250.0, 500.0, 1000.0])
+
+
+def test_minmax_shift_hand_values_and_errors():
+    np.testing.assert_allclose(shift("minmax", np.array([-1.0, 0.0, 3.0])), [0.0, 0.25, 1.0])
+    np.testing.assert_array_equal(shift("none", np.array([-1.0, 2.0])), [-1.0, 2.0])
+    with pytest.raises(PbrlError, match="every learned reward is the same"):
+        shift("minmax", np.full(4, 0.5))
+    with pytest.raises(PbrlError, match="unknown shift 'plus'"):
+        shift("plus", np.zeros(2))
 
 
 def test_unknown_normalizer_is_a_clear_error():
