@@ -8,7 +8,8 @@ ending an episode costs the policy nothing (the survival-instinct effect of Li e
 REWARD_FOLDER: a pipeline run's reward/ (e.g. runs/sweeps/dtr_table1-plateau/runs/Pb-IQL-...-0-.../reward). Prints
 the learned (member z-score) and true rewards' means near terminations and elsewhere, then trains IQL (the plateau
 column's settings, reward_scale on) for --steps updates on the same learned reward shifted to [0, 1] (min-max), whose
-score is to be read beside the z-scored run's at the same update (one seed; a few minutes on one thread).
+score is to be read beside the z-scored run's at the same update (one seed; about 5 minutes for 20k updates on one
+thread). The pipeline's `shift: minmax` (pbrl.rewards.normalizers.shift) is this same map.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     from pbrl.data.registry import load_dataset
     from pbrl.policies.base import default_config
     from pbrl.policies.trainer import train_policy
+    from pbrl.rewards.normalizers import shift
     from pbrl.rewards.relabel import relabel
     from pbrl.rewards.train import load_reward_model
 
@@ -46,11 +48,13 @@ def main() -> None:
     for name, x in (("learned (member z-score)", r), ("true", ds.rewards)):
         print(f"{name}: mean {x.mean():.3f}, last 10 steps before a termination {x[near].mean():.3f}, elsewhere "
               f"{x[~near].mean():.3f}, share > 0 {(x > 0).mean():.3f}")
-    shifted = ((r - r.min()) / (r.max() - r.min())).astype(np.float32)
+    shifted = shift("minmax", r).astype(np.float32)
     print(f"training IQL {args.steps} updates on the min-max shifted reward (1 thread; a few minutes)", flush=True)
     s = train_policy("iql", ds.with_rewards(shifted), default_config("iql", reward_scale=True), steps=args.steps,
                      seed=args.seed, out_dir=args.out, eval_every=args.steps // 2, eval_episodes=5)
-    print(f"IQL on the shifted learned reward: last normalized score {s['last_score']:.1f} after {args.steps} updates")
+    curve = ", ".join(f"{e['step']}: {e['eval/normalized_score']:.1f}" for e in s.get("evaluations", []))
+    print(f"IQL on the shifted learned reward: last normalized score {s['last_score']:.1f} after {args.steps} updates"
+          f" (every evaluation: {curve})")
 
 
 if __name__ == "__main__":
