@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -187,6 +187,12 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}
 
 
+def fail(message: str) -> NoReturn:
+    """The project's one-line refusal: `pbrl: error: ...` on stderr, exit status 2."""
+    print(f"pbrl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     from baselines.dtr_table1 import dataset_id, ensure_built, positive_int
     from pbrl.sweep import Grid, sweep_and_table
@@ -218,15 +224,14 @@ def main() -> None:
     if args.columns:
         unknown = sorted(set(args.columns) - {c["name"] for c in COLUMNS})
         if unknown:
-            sys.exit(f"pbrl: error: --columns: unknown {', '.join(unknown)} (known: "
-                     f"{', '.join(c['name'] for c in COLUMNS)})")
+            fail(f"--columns: unknown {', '.join(unknown)} (known: {', '.join(c['name'] for c in COLUMNS)})")
         columns = [c for c in COLUMNS if c["name"] in args.columns]
     if any(c["lib"] == "d3rlpy" for c in columns) and not os.environ.get(D3RLPY_ENV):
-        sys.exit(f"pbrl: error: set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help), "
-                 "or run only pbrl's columns (--columns)")
+        fail(f"set {D3RLPY_ENV} to an interpreter with d3rlpy 2.8.1 (see --help), or run only pbrl's columns "
+             "(--columns)")
     if args.seeds:
         if not set(args.seeds) <= set(b["seeds"]):
-            sys.exit(f"pbrl: error: --seeds: the {args.budget} budget's seeds are {b['seeds']}")
+            fail(f"--seeds: the {args.budget} budget's seeds are {b['seeds']}")
         b["seeds"] = [s for s in b["seeds"] if s in args.seeds]
     ensure_built(b["datasets"])
     runs = len(b["datasets"]) * len(b["seeds"]) * len(columns)
