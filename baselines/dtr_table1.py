@@ -20,6 +20,8 @@ pbrl's suite on gymnasium v5 dynamics, scripted vs crowdsourced labels), so comp
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 from pbrl.sweep import Grid, sweep_and_table
 
@@ -156,11 +158,17 @@ BUDGETS = {
 }
 
 
+def fail(message: str) -> NoReturn:
+    """The table scripts' one-line refusal: `pbrl: error: ...` on stderr, exit status 2."""
+    print(f"pbrl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def dataset_id(name: str) -> str:
     import pbrl_envs
 
     if name not in pbrl_envs.RECIPES:
-        raise SystemExit(f"unknown suite dataset {name!r}; known: {sorted(pbrl_envs.RECIPES)}")
+        fail(f"unknown suite dataset {name!r}; known: {sorted(pbrl_envs.RECIPES)}")
     return pbrl_envs.RECIPES[name].dataset_id
 
 

@@ -26,10 +26,9 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -187,14 +186,8 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}
 
 
-def fail(message: str) -> NoReturn:
-    """The project's one-line refusal: `pbrl: error: ...` on stderr, exit status 2."""
-    print(f"pbrl: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def main() -> None:
-    from baselines.dtr_table1 import dataset_id, ensure_built, positive_int
+    from baselines.dtr_table1 import dataset_id, ensure_built, fail, positive_int
     from pbrl.sweep import Grid, sweep_and_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
