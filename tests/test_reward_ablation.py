@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))  # the script imports dtr_table1 by name
 
 from dtr_table1 import PAPER_STEPS, SMALL_DT, SMALL_SEQ_RUN  # noqa: E402
@@ -20,3 +22,20 @@ def test_paper_budget_trains_dtr_for_the_papers_50k_updates_not_the_mlps_1m() ->
 def test_small_budget_uses_the_cpu_sized_transformer() -> None:
     for c in columns("small"):
         assert c["steps"] == SMALL_SEQ_RUN["steps"] and c["policy"] == SMALL_DT
+
+
+def test_plateau_budget_is_table_1s_dtr_on_the_shifted_reward_in_two_grids() -> None:
+    from dtr_table1 import CPU_RATES, PLATEAU_SEQ_RUN
+    from reward_ablation import cpu_hours, grids
+
+    (main, cols, seeds), (labels, label_cols, label_seeds) = grids("plateau")
+    assert (main, seeds, labels, label_seeds) == ("reward_ablation-plateau", [0, 1, 2], "reward_ablation-plateau-labels", [0])
+    assert [c["name"] for c in cols] == ["shift-none", "norm-none", "norm-direct", "norm-member-zscore",
+                                         "reward-segment", "reward-pt"]
+    assert len(label_cols) == 7 and all(c["name"].startswith(("teacher-", "queries-")) for c in label_cols)
+    every = cols + label_cols
+    assert all(c["steps"] == PLATEAU_SEQ_RUN["steps"] and c["policy"] == SMALL_DT for c in every)
+    assert [c["shift"] for c in every] == ["none"] + ["minmax"] * 12
+    # by hand: (6 columns x 3 seeds + 7 x 1) runs of 20k DTR updates
+    assert cpu_hours("plateau") == pytest.approx((6 * 3 + 7) * 20_000 / CPU_RATES["dtr"] / 3600)
+    assert grids("small") == [("reward_ablation-small", columns("small"), [0])]
