@@ -109,8 +109,12 @@ def relabel_to_minari(
 ) -> tuple[EpisodeDataset, str]:
     """Load `spec`, relabel it with the reward model in `reward_dir`, write Minari dataset `out_id`."""
     from pbrl.data import load_dataset
+    from pbrl.data.minari_io import dataset_exists
+    from pbrl.errors import PbrlError
     from pbrl.rewards.train import load_reward_model
 
+    if dataset_exists(out_id) and not overwrite:  # before scoring the whole dataset, not after
+        raise PbrlError(f"Minari dataset {out_id!r} already exists (pass --overwrite to replace it)")
     ds = load_dataset(spec)
     model = load_reward_model(reward_dir, device=device)
     out = relabel(ds, model, normalizer, provenance={"source": spec, "reward_dir": reward_dir}, progress=progress,
