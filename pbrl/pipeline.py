@@ -19,6 +19,7 @@ rewards) where the algorithm allows it. `pbrl pipeline ... --seeds 0 1 2` and sw
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pbrl.rewards.normalizers import NormalizerName, ShiftName
 from pbrl.utils import (
     atomic_write_json,
     check_fresh_out,
+    dumps_json,
     git_revision,
     remove_paths,
     round_floats,
@@ -104,6 +106,9 @@ class PipelineConfig:
     updates gain little from a second thread and lose several-fold when other processes compete for the cores."""
     overwrite: bool = False
     """Replace the run already in OUT (without it, an OUT that holds a run is refused)."""
+    resume: bool = False
+    """Continue the stopped run in OUT (same config): its labels and reward model are reused, and its policy
+    continues from its last checkpoint (or starts, if it had none)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.teacher, str | dict):  # Python callers: teacher="mistake" or {"name": ..., "epsilon": ...}
@@ -126,6 +131,8 @@ class PipelineConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PbrlError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.resume and self.overwrite:
+            raise PbrlError("give resume or overwrite, not both")
         if self.seeds is not None and not self.seeds:
             raise PbrlError("seeds: give at least one seed")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
@@ -180,13 +187,52 @@ def _labels(cfg: PipelineConfig, ds) -> Any:
     return pairs
 
 
-def _start(cfg: PipelineConfig, ds: Any, stale: list[str], threads: int) -> dict[str, Any]:
-    """The run folder afresh (the old run removed whole, so no stage of it is mixed with the new one), its
-    config.json, and the summary's dataset facts."""
-    remove_paths(stale)
-    os.makedirs(cfg.out, exist_ok=True)
-    atomic_write_json(os.path.join(cfg.out, "config.json"),
-                      {**dataclasses.asdict(cfg), "threads": threads, "git_revision": git_revision()})
+RESUME_MAY_DIFFER = ("out", "threads", "progress", "overwrite", "resume", "git_revision")
+"""The config fields a resumed run may change: where and how it runs, not what it computes."""
+
+
+def resume_blocker(cfg: PipelineConfig) -> str | None:
+    """Why `cfg` cannot resume the run in `cfg.out` (None: it can): the folder must hold a run of the same config
+    whose labels and reward model were saved (a learned reward); its policy may or may not have checkpointed."""
+    path = os.path.join(cfg.out, "config.json")
+    if not os.path.isfile(path):
+        return f"no run to resume ({path} does not exist)"
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        return f"{path} is not a pipeline config ({type(e).__name__})"
+    ours = json.loads(dumps_json(dataclasses.asdict(cfg)))
+    differ = sorted(k for k in set(ours) | set(saved) if k not in RESUME_MAY_DIFFER and saved.get(k) != ours.get(k))
+    if differ:
+        return f"its config.json differs in {differ}"
+    if cfg.reward != "true":
+        for name in ("prefs/prefs.npz", "reward/summary.json"):
+            if not os.path.isfile(os.path.join(cfg.out, name)):
+                return f"its reward stage did not finish (no {name})"
+    return None
+
+
+def _resumed(cfg: PipelineConfig, ds: Any) -> tuple[dict[str, Any], Any, int, float]:
+    """What a resumed run takes from its folder: the summary's dataset facts, the saved labels (None for the
+    true reward), the torch threads of the first call (its relabeling is repeated with them, bit for bit as the
+    policy checkpoint's data fingerprint needs) and the seconds its reward stage took."""
+    from pbrl.data import PreferencePairs
+
+    with open(os.path.join(cfg.out, "config.json")) as f:
+        saved_threads = int(json.load(f).get("threads") or 1)
+    pairs, reward_s = None, 0.0
+    if cfg.reward != "true":
+        pairs = PreferencePairs.load(os.path.join(cfg.out, "prefs"))
+        # the reward stage runs once, between the run's config.json (written at its start) and the reward summary
+        reward_s = max(0.0, os.path.getmtime(os.path.join(cfg.out, "reward", "summary.json"))
+                       - os.path.getmtime(os.path.join(cfg.out, "config.json")))
+    return _facts(cfg, ds), pairs, saved_threads, reward_s
+
+
+def _facts(cfg: PipelineConfig, ds: Any) -> dict[str, Any]:
     return {
         "dataset": cfg.dataset,
         "dataset_name": ds.name,
@@ -195,20 +241,43 @@ def _start(cfg: PipelineConfig, ds: Any, stale: list[str], threads: int) -> dict
     }
 
 
-def _reward_stage(cfg: PipelineConfig, ds: Any, pairs: Any, summary: dict[str, Any]) -> Any:
+def _start(cfg: PipelineConfig, ds: Any, stale: list[str], threads: int) -> dict[str, Any]:
+    """The run folder afresh (the old run removed whole, so no stage of it is mixed with the new one), its
+    config.json, and the summary's dataset facts."""
+    remove_paths(stale)
+    os.makedirs(cfg.out, exist_ok=True)
+    atomic_write_json(os.path.join(cfg.out, "config.json"),
+                      {**dataclasses.asdict(cfg), "threads": threads, "git_revision": git_revision()})
+    return _facts(cfg, ds)
+
+
+def _reward_stage(cfg: PipelineConfig, ds: Any, pairs: Any, summary: dict[str, Any],
+                  resumed_threads: int | None = None) -> Any:
     """prefs -> reward -> relabel into the run folder; returns the dataset the policy trains on (the dataset
-    itself for the true reward). Adds the labels' and the reward's facts to `summary`."""
+    itself for the true reward). Adds the labels' and the reward's facts to `summary`. `resumed_threads`: the run
+    resumes; its saved reward model relabels the data under the first call's torch threads."""
     if pairs is None:
         return ds
+    import torch
+
     from pbrl.rewards.relabel import relabel
     from pbrl.rewards.report import reward_report
-    from pbrl.rewards.train import RewardConfig, train_reward
+    from pbrl.rewards.train import RewardConfig, load_reward_model, train_reward
 
-    pairs.save(os.path.join(cfg.out, "prefs"))
-    rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed, device=cfg.device)
-    model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
-                         overwrite=False)  # the folder is new: emptied by _start
-    train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset}, shift=cfg.shift)
+    if resumed_threads is None:
+        pairs.save(os.path.join(cfg.out, "prefs"))
+        rcfg = RewardConfig(model=cfg.reward, ensemble=cfg.ensemble, epochs=cfg.reward_epochs, seed=cfg.seed,
+                            device=cfg.device)
+        model = train_reward(ds, pairs, rcfg, out_dir=os.path.join(cfg.out, "reward"), progress=cfg.progress,
+                             overwrite=False)  # the folder is new: emptied by _start
+    else:
+        model = load_reward_model(os.path.join(cfg.out, "reward"), device=cfg.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(resumed_threads or threads)
+    try:
+        train_ds = relabel(ds, model, cfg.normalize, provenance={"source": cfg.dataset}, shift=cfg.shift)
+    finally:
+        torch.set_num_threads(threads)
     summary["prefs"] = pairs.stats()
     final = model.info.get("final", {})
     summary["reward"] = {
@@ -221,18 +290,35 @@ def _reward_stage(cfg: PipelineConfig, ds: Any, pairs: Any, summary: dict[str, A
     return train_ds
 
 
-def _policy_args(cfg: PipelineConfig, ds: Any) -> dict[str, Any]:
-    """What `train_policy` / `train_seeds` get from the pipeline besides the data, seed and folder."""
+def _policy_args(cfg: PipelineConfig, ds: Any, resume: bool = False) -> dict[str, Any]:
+    """What `train_policy` / `train_seeds` get from the pipeline besides the data, seed and folder. `resume`:
+    continue the policy's checkpoint; else the policy folder is new (emptied by _start) or, in a resumed run
+    whose policy had not checkpointed yet, replaced."""
     return dict(steps=cfg.steps, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, device=cfg.device,
-                env_id=ds.env_id, progress=cfg.progress,
-                overwrite=False)  # the folder is new: emptied by _start
+                env_id=ds.env_id, progress=cfg.progress, resume=resume, overwrite=not resume)
 
 
-def _finish(cfg: PipelineConfig, summary: dict[str, Any], pol: dict[str, Any], t0: float) -> dict[str, Any]:
+def _policy_checkpointed(cfg: PipelineConfig) -> bool:
+    return cfg.resume and os.path.isfile(os.path.join(cfg.out, "policy", "checkpoint.pt"))
+
+
+def _finish(cfg: PipelineConfig, summary: dict[str, Any], pol: dict[str, Any], t0: float,
+            reward_s: float = 0.0) -> dict[str, Any]:
+    """The run summary; `wall_s` counts the earlier calls of a resumed run too (its reward stage `reward_s` and
+    its policy's time up to the checkpoint it continued)."""
     summary["policy"] = pol
-    summary["wall_s"] = round(time.time() - t0, 1)
+    earlier = reward_s + ((pol.get("resumed") or {}).get("earlier_s") or 0.0) if cfg.resume else 0.0
+    summary["wall_s"] = round(time.time() - t0 + earlier, 1)
+    summary["resumed"] = {"earlier_s": round(earlier, 1), "policy_at_step": (pol.get("resumed") or {}).get("at_step")} \
+        if cfg.resume else None
     atomic_write_json(os.path.join(cfg.out, "summary.json"), summary)
     return summary
+
+
+def _check_resume(cfg: PipelineConfig) -> None:
+    reason = resume_blocker(cfg)
+    if reason is not None:
+        raise PbrlError(f"{cfg.out}: cannot resume: {reason}")
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
@@ -246,19 +332,27 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     cfg.check()
     if cfg.seeds is not None:
         raise PbrlError("run_pipeline runs one seed; for several: run_pipelines(cfg.per_seed())")
-    stale = check_fresh_out(cfg.out, PIPELINE_FILES, cfg.overwrite, "pass --overwrite to replace it")
+    if cfg.resume:
+        _check_resume(cfg)
+    else:
+        stale = check_fresh_out(cfg.out, PIPELINE_FILES, cfg.overwrite, "pass --overwrite to replace it "
+                                "or --resume to continue it")
     threads, note = use_threads(cfg.threads)
     if cfg.progress:
         print(f"pipeline {cfg.algo} on {cfg.dataset} with {cfg.reward} reward: {cfg.steps} steps, "
-              f"{threads_line(threads, note)}", flush=True)
+              f"{threads_line(threads, note)}{', resumed' if cfg.resume else ''}", flush=True)
     ds = load_dataset(cfg.dataset)
-    pairs = _labels(cfg, ds) if cfg.reward != "true" else None
     pcfg = default_config(cfg.algo, **cfg.policy)
-    summary = _start(cfg, ds, stale, threads)
-    train_ds = _reward_stage(cfg, ds, pairs, summary)
+    if cfg.resume:
+        summary, pairs, saved_threads, reward_s = _resumed(cfg, ds)
+        train_ds = _reward_stage(cfg, ds, pairs, summary, resumed_threads=saved_threads)
+    else:
+        pairs = _labels(cfg, ds) if cfg.reward != "true" else None
+        summary, reward_s = _start(cfg, ds, stale, threads), 0.0
+        train_ds = _reward_stage(cfg, ds, pairs, summary)
     pol = train_policy(cfg.algo, train_ds, pcfg, seed=cfg.seed, out_dir=os.path.join(cfg.out, "policy"),
-                       **_policy_args(cfg, ds))
-    return _finish(cfg, summary, pol, t0)
+                       **_policy_args(cfg, ds, resume=_policy_checkpointed(cfg)))
+    return _finish(cfg, summary, pol, t0, reward_s)
 
 
 def run_pipelines(cfgs: list[PipelineConfig]) -> list[dict[str, Any]]:
@@ -283,28 +377,49 @@ def run_pipelines(cfgs: list[PipelineConfig]) -> list[dict[str, Any]]:
         if cfg.seeds is not None:
             raise PbrlError("run_pipelines: one config per seed (`seeds` is for the command line: per_seed())")
         differ = sorted(k for k, v in dataclasses.asdict(cfg).items()
-                        if k not in ("seed", "out") and v != dataclasses.asdict(first)[k])
+                        if k not in ("seed", "out", "resume", "overwrite") and v != dataclasses.asdict(first)[k])
         if differ:
             raise PbrlError(f"run_pipelines: the configs may differ only by seed and out; {differ} differ")
     seeds = [cfg.seed for cfg in cfgs]
     if len(set(seeds)) != len(seeds) or len({os.path.abspath(c.out) for c in cfgs}) != len(cfgs):
         raise PbrlError(f"run_pipelines: each seed once, each into its own folder; got seeds {seeds}")
-    stale = [check_fresh_out(c.out, PIPELINE_FILES, c.overwrite, "pass --overwrite to replace it") for c in cfgs]
+    stale: list[list[str]] = []
+    for cfg in cfgs:  # each seed resumes its own stopped run, or starts in an empty folder (or --overwrite)
+        if cfg.resume:
+            _check_resume(cfg)
+        stale.append([] if cfg.resume else check_fresh_out(cfg.out, PIPELINE_FILES, cfg.overwrite,
+                                                            "pass --overwrite to replace it or --resume to continue it"))
     threads, note = use_threads(first.threads)
     if first.progress:
         print(f"pipeline {first.algo} on {first.dataset} with {first.reward} reward: {first.steps} steps x "
-              f"{len(cfgs)} seeds {seeds}, {threads_line(threads, note)}", flush=True)
+              f"{len(cfgs)} seeds {seeds}, {threads_line(threads, note)}"
+              + (f", resumed: seeds {[c.seed for c in cfgs if c.resume]}" if any(c.resume for c in cfgs) else ""),
+              flush=True)
     ds = load_dataset(first.dataset)
-    pairs = [_labels(c, ds) if c.reward != "true" else None for c in cfgs]
     pcfg = default_config(first.algo, **first.policy)
-    summaries, train_sets = [], []
-    for cfg, stale_c, pairs_c in zip(cfgs, stale, pairs):
-        summaries.append(_start(cfg, ds, stale_c, threads))
-        train_sets.append(_reward_stage(cfg, ds, pairs_c, summaries[-1]))
+    summaries, train_sets, reward_s = [], [], []
+    for i, cfg in enumerate(cfgs):
+        if cfg.resume:
+            summary, pairs, saved_threads, spent = _resumed(cfg, ds)
+            train_sets.append(_reward_stage(cfg, ds, pairs, summary, resumed_threads=saved_threads))
+        else:
+            pairs = _labels(cfg, ds) if cfg.reward != "true" else None
+            summary, spent = _start(cfg, ds, stale[i], threads), 0.0
+            train_sets.append(_reward_stage(cfg, ds, pairs, summary))
+        summaries.append(summary)
+        reward_s.append(spent)
     say = (lambda line: print(line, flush=True)) if first.progress else (lambda _: None)
-    pols = train_seeds(first.algo, train_sets, pcfg, seeds=seeds,
-                       out_dirs=[os.path.join(c.out, "policy") for c in cfgs], log=say, **_policy_args(first, ds))
-    return [_finish(cfg, summary, pol, t0) for cfg, summary, pol in zip(cfgs, summaries, pols)]
+    # the seeds whose policies checkpointed continue as one model, the others start as one (a resumed group of
+    # seeds trained one after another stopped part-way through its seeds)
+    pols: dict[int, dict[str, Any]] = {}
+    for resume in (True, False):
+        part = [i for i, c in enumerate(cfgs) if _policy_checkpointed(c) == resume]
+        if part:
+            got = train_seeds(first.algo, [train_sets[i] for i in part], pcfg, seeds=[seeds[i] for i in part],
+                              out_dirs=[os.path.join(cfgs[i].out, "policy") for i in part], log=say,
+                              **_policy_args(first, ds, resume=resume))
+            pols.update(zip(part, got))
+    return [_finish(cfg, summaries[i], pols[i], t0, reward_s[i]) for i, cfg in enumerate(cfgs)]
 
 
 def _sweep_config(config: dict[str, Any], out_dir: str) -> PipelineConfig:
@@ -313,10 +428,14 @@ def _sweep_config(config: dict[str, Any], out_dir: str) -> PipelineConfig:
 
     if "seeds" in config:
         raise PbrlError("grid config: seeds are an axis of the grid (\"axes\": {\"seed\": [0, 1, 2]}), not a field")
-    # the sweep owns its run folders (it reruns a failed run in place) and has set the worker's threads
+    # the sweep owns its run folders and has set the worker's threads: a stopped run of this config continues
+    # (its reward reused, its policy from its last checkpoint), anything else in the folder is replaced
     config = {"threads": torch.get_num_threads(), **config}
-    return PipelineConfig.from_dict({**config, "out": out_dir, "progress": False, "overwrite": True},
-                                    source="grid config")
+    cfg = PipelineConfig.from_dict({**config, "out": out_dir, "progress": False}, source="grid config")
+    cfg.check()
+    cfg.resume = resume_blocker(cfg) is None
+    cfg.overwrite = not cfg.resume
+    return cfg
 
 
 def _record(s: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +452,8 @@ def _record(s: dict[str, Any]) -> dict[str, Any]:
         "reward": s.get("reward"),
         "steps_per_s": pol.get("perf/steps_per_s"),
         "wall_s": s["wall_s"],
+        # a resumed run: the seconds of its earlier calls, which the sweep adds to its record's wall time
+        "earlier_s": (s.get("resumed") or {}).get("earlier_s"),
     }
 
 

@@ -12,7 +12,9 @@ A grid file (JSON) names a runner function and the runs:
 Each run gets an id from its column and config hash, an output folder `<out>/runs/<id>/`, and, once it finished, a
 record `<out>/records/<id>.json` (config, git revision, device, budget, wall time, and what the runner returned:
 metrics, last and best normalized score, curve). Runs with a record are skipped, so a killed sweep resumes where it
-stopped. Records are written by the driver, so on a Ray cluster only the run folders live on the workers.
+stopped; a run stopped part-way is the runner's to continue (the pipeline runner resumes its policy from its last
+checkpoint, its reward reused, and reports the earlier calls' seconds as `earlier_s`, which the record's wall time
+adds). Records are written by the driver, so on a Ray cluster only the run folders live on the workers.
 
 Seed batching: a runner function with a `run_seeds(configs, out_dirs) -> results` attribute trains several runs
 of one column that differ only by `seed` in one process (as one batched model, `pbrl.policies.trainer.train_seeds`);
@@ -156,8 +158,15 @@ def execute(spec: RunSpec, runner: str, out_dir: str, threads: int = 1) -> dict[
         record["status"] = "ok"
     except Exception as e:  # a failed run is recorded and the sweep goes on
         _failed(record, e)
-    record["wall_s"] = round(time.time() - t0, 2)
+    record["wall_s"] = round(time.time() - t0 + _earlier_s([record]), 2)
     return record
+
+
+def _earlier_s(records: list[dict[str, Any]]) -> float:
+    """The seconds a resumed run (or seed group) spent in its earlier, stopped calls: a runner's result may say
+    so (`earlier_s`); the record's wall time counts them, so a table's compute is the run's, not its last call's."""
+    spent = [float((r.get("result") or {}).get("earlier_s") or 0.0) for r in records]
+    return max(spent, default=0.0)
 
 
 def execute_group(specs: list[RunSpec], runner: str, out_dir: str, threads: int = 1) -> list[dict[str, Any]]:
@@ -182,7 +191,7 @@ def execute_group(specs: list[RunSpec], runner: str, out_dir: str, threads: int 
     except Exception as e:  # the group failed as a whole: every run of it is recorded as failed
         for record in records:
             _failed(record, e)
-    wall = round(time.time() - t0, 2)
+    wall = round(time.time() - t0 + _earlier_s(records), 2)
     for record in records:
         record["wall_s"] = wall  # the group's wall time: its runs trained side by side
         record["seed_batch"] = [spec.run_id for spec in specs]

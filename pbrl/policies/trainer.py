@@ -148,6 +148,7 @@ class _SeedRun:
         }
         self.history: list[dict[str, Any]] = []  # eval records
         self.start = 0
+        self.wall_before = 0.0  # wall seconds of the earlier calls up to the checkpoint this call resumes
         self.run: RunFolder | None = None
         if out is None:
             return
@@ -165,6 +166,11 @@ class _SeedRun:
             for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
                 if value != json.loads(dumps_json(run_info[key])):
                     raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
+            # checkpoints that predate `wall_s`: the span from the run's start (its config.json, rewritten below)
+            # to its last checkpoint
+            config_file = out / "config.json"
+            started = config_file.stat().st_mtime if config_file.is_file() else ckpt.stat().st_mtime
+            self.wall_before = max(0.0, ckpt.stat().st_mtime - started)
         remove_paths(stale)  # --overwrite: the old run's checkpoint, policy and summary go before the new run writes
         # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
         # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
@@ -177,13 +183,15 @@ class _SeedRun:
                 torch.Generator().set_state(state["extra"]["torch_rng"])  # a malformed state fails here
                 self.torch_rng = state["extra"]["torch_rng"]
                 self.history = json.loads(state["extra"]["history"])
+                self.wall_before = float(state["extra"].get("wall_s", self.wall_before))
             except (TypeError, KeyError, ValueError, RuntimeError) as e:
                 msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
                 raise PbrlError(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
             self.start = self.policy.step
             self.run.rewind(self.start)  # rows logged after the checkpoint were lost with the killed run: they come again
 
-    def save_checkpoint(self, path: Path, torch_rng: torch.Tensor) -> None:
+    def save_checkpoint(self, path: Path, torch_rng: torch.Tensor, call_s: float) -> None:
+        """`call_s`: this call's wall seconds so far; the checkpoint keeps the run's total (earlier calls too)."""
         self.policy.save(
             path,
             extra={
@@ -191,6 +199,7 @@ class _SeedRun:
                 "generator": self.generator.get_state(),
                 "torch_rng": torch_rng,
                 "history": json.dumps(self.history),
+                "wall_s": self.wall_before + call_s,
             },
         )
 
@@ -213,7 +222,7 @@ class _SeedRun:
         self.history.append(rec)
         return rec
 
-    def summary(self, start: int, elapsed: float) -> dict[str, Any]:
+    def summary(self, start: int, elapsed: float, call_s: float) -> dict[str, Any]:
         history, policy, st = self.history, self.policy, self.st
         scores = [r["eval/normalized_score"] for r in history]
         last = history[-1] if history else None
@@ -235,6 +244,9 @@ class _SeedRun:
             "evaluations": [{k: v for k, v in r.items() if k != "eval/returns"} for r in history],
             # None when this call ran no update (e.g. resuming a finished run): there is no throughput to report
             "perf/steps_per_s": (policy.step - start) / max(elapsed, 1e-9) if policy.step > start else None,
+            # the run's wall time over every call (training, evaluation, checkpoints); a resumed call's start
+            "wall_s": round(self.wall_before + call_s, 3),
+            "resumed": {"at_step": start, "earlier_s": round(self.wall_before, 3)} if start else None,
         }
         return summary
 
@@ -328,7 +340,7 @@ def _loop(
                 sync()
             for i, run in enumerate(runs):
                 if run.out is not None:
-                    run.save_checkpoint(run.out / "checkpoint.pt", torch_rng(i))
+                    run.save_checkpoint(run.out / "checkpoint.pt", torch_rng(i), time.perf_counter() - t0)
             paused_window += time.perf_counter() - t_save
             paused += time.perf_counter() - t_save
     if bar is not None:
@@ -337,10 +349,10 @@ def _loop(
     sync()
     summaries = []
     for i, run in enumerate(runs):
-        summary = run.summary(start, elapsed)
+        summary = run.summary(start, elapsed, time.perf_counter() - t0)
         if run.run is not None and run.out is not None:
             if run.policy.step >= steps:
-                run.save_checkpoint(run.out / "policy.pt", torch_rng(i))
+                run.save_checkpoint(run.out / "policy.pt", torch_rng(i), time.perf_counter() - t0)
             run.run.write_summary(summary)
         summaries.append(json.loads(dumps_json(summary)))
     return summaries

@@ -118,3 +118,69 @@ def test_a_pipeline_into_an_existing_run_needs_overwrite(tmp_path, capsys, monke
     rec = run_record({"dataset": spec, "algo": "bc", "reward": "true", "steps": 4, "eval_every": 0,
                       "eval_episodes": 1, "policy": {"batch_size": 8}}, str(out))  # the sweep reruns in place
     assert rec["dataset_transitions"] == 2000
+
+
+def _stopped_run(monkeypatch, cfg: PipelineConfig, at: int) -> None:
+    """A run of `cfg` killed after its policy's checkpoint at step `at`: its folder as the kill leaves it."""
+    import pbrl.pipeline as pipeline
+
+    args = pipeline._policy_args
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "_policy_args", lambda *a, **k: {**args(*a, **k), "stop_at": at})
+        run_pipeline(cfg)
+    os.remove(os.path.join(cfg.out, "summary.json"))
+    os.remove(os.path.join(cfg.out, "policy", "summary.json"))
+
+
+def test_a_stopped_pipeline_resumes_as_if_it_had_not_stopped(tmp_path, monkeypatch):
+    import torch
+
+    from pbrl.policies.base import load_policy
+
+    spec = _dataset(tmp_path)
+    kw = dict(algo="td3bc", reward="step", queries=40, length=20, ensemble=2, reward_epochs=2, steps=12,
+              eval_every=4, eval_episodes=2, progress=False, policy={"batch_size": 16}, threads=1)
+    full = run_pipeline(PipelineConfig(spec, out=str(tmp_path / "full"), **kw))
+    cfg = PipelineConfig(spec, out=str(tmp_path / "part"), **kw)
+    _stopped_run(monkeypatch, cfg, at=8)
+    reward_before = (tmp_path / "part" / "reward" / "reward.pt").read_bytes()
+    # a plain rerun is refused (the folder holds a run); --resume continues it
+    with pytest.raises(PbrlError, match="--resume to continue it"):
+        run_pipeline(cfg)
+    resumed = run_pipeline(PipelineConfig(spec, out=str(tmp_path / "part"), resume=True, **{**kw, "threads": 2}))
+    # the reward was not trained again, and the policy went on from step 8 to the uninterrupted run's weights
+    assert (tmp_path / "part" / "reward" / "reward.pt").read_bytes() == reward_before
+    assert resumed["resumed"]["policy_at_step"] == 8 and resumed["resumed"]["earlier_s"] > 0
+    assert resumed["wall_s"] >= resumed["resumed"]["earlier_s"]
+    assert resumed["policy"]["last_returns"] == full["policy"]["last_returns"]
+    assert resumed["prefs"] == full["prefs"] and resumed["reward"] == full["reward"]
+    a, b = (load_policy(tmp_path / run / "policy" / "policy.pt")[0].state_dict() for run in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the sweep's runner resumes a stopped run of its config and records the earlier seconds
+    cfg3 = {"dataset": spec, **{k: v for k, v in kw.items() if k not in ("progress", "threads")}}
+    _stopped_run(monkeypatch, PipelineConfig(spec, out=str(tmp_path / "sweep"), **kw), at=4)
+    rec = run_record(cfg3, str(tmp_path / "sweep"))
+    assert rec["earlier_s"] > 0 and rec["last_score"] == full["policy"]["last_score"]
+    # a folder whose run has another config starts afresh
+    rec = run_record({**cfg3, "steps": 4}, str(tmp_path / "sweep"))
+    assert rec["earlier_s"] is None and len(rec["curve"]) == 1
+
+
+def test_resume_refusals_are_one_line(tmp_path, capsys):
+    spec = _dataset(tmp_path)
+    out = tmp_path / "run"
+    args = ["pipeline", spec, "--algo", "bc", "--reward", "step", "--queries", "40", "--length", "10", "--ensemble",
+            "1", "--reward-epochs", "1", "--steps", "4", "--eval-episodes", "1", "--out", str(out), "--no-progress"]
+    for extra, match in ((["--resume"], "cannot resume: no run to resume"),
+                         (["--resume", "--overwrite"], "give resume or overwrite, not both")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pbrl: error: ") and match in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+    assert main(args) == 0
+    os.remove(out / "reward" / "summary.json")  # killed while its reward trained
+    for extra, match in ((["--resume"], "its reward stage did not finish (no reward/summary.json)"),
+                         (["--resume", "--steps", "8"], "its config.json differs in ['steps']")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err

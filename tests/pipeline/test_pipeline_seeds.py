@@ -113,3 +113,26 @@ def test_run_pipelines_refuses_configs_that_differ_beyond_the_seed(data, tmp_pat
     with pytest.raises(PbrlError, match="seeds are an axis"):
         run_record({**BASE, "algo": "bc", "seeds": [0, 1]}, str(tmp_path / "r"))
     assert not any(os.path.exists(tmp_path / n) for n in "abcr")
+
+
+def test_a_stopped_seed_group_resumes_each_seed_from_where_it_stopped(data, tmp_path, monkeypatch):
+    import pbrl.pipeline as pipeline
+
+    configs = [{**BASE, "algo": "td3bc", "reward": "step", "seed": s} for s in (0, 1)]
+    full = run_record.run_seeds(configs, [str(tmp_path / f"full{s}") for s in (0, 1)])
+    outs = [str(tmp_path / f"part{s}") for s in (0, 1)]
+    args = pipeline._policy_args
+    with monkeypatch.context() as m:  # the group killed after its checkpoint at step 10
+        m.setattr(pipeline, "_policy_args", lambda *a, **k: {**args(*a, **k), "stop_at": 10})
+        run_record.run_seeds(configs, outs)
+    for out in outs:
+        os.remove(os.path.join(out, "summary.json"))
+    os.remove(os.path.join(outs[1], "policy", "checkpoint.pt"))  # seed 1 had not checkpointed yet
+    resumed = run_record.run_seeds(configs, outs)
+    assert resumed[0]["earlier_s"] > 0 and resumed[1]["earlier_s"] > 0  # both reused their reward stage
+    assert json.loads(open(os.path.join(outs[0], "summary.json")).read())["resumed"]["policy_at_step"] == 10
+    assert json.loads(open(os.path.join(outs[1], "summary.json")).read())["resumed"]["policy_at_step"] is None
+    for a, b in zip(resumed, full):
+        assert a["reward"] == b["reward"] and [c[0] for c in a["curve"]] == [10, 20]
+        for (_, x), (_, y) in zip(a["curve"], b["curve"]):
+            assert x == pytest.approx(y, rel=RTOL, abs=ATOL)

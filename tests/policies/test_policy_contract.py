@@ -116,6 +116,10 @@ def test_resume_equals_uninterrupted(algo, pendulum, tmp_path):
         assert torch.equal(a[k], b[k]), k
     assert resumed["last_returns"] == full["last_returns"]
     assert resumed["best_score"] == full["best_score"]
+    # the run's wall time counts the stopped call's seconds (kept in its checkpoint) and this call's
+    assert full["resumed"] is None and resumed["resumed"]["at_step"] == 6
+    assert resumed["resumed"]["earlier_s"] <= part["wall_s"]
+    assert resumed["wall_s"] >= resumed["resumed"]["earlier_s"] > 0
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     full_steps = [
         json.loads(ln)["step"] for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
