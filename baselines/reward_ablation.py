@@ -16,10 +16,14 @@ Columns, all DTR on the same dataset and seeds:
     python baselines/reward_ablation.py --budget paper   # the paper's DTR and label budget, for a GPU or a cluster
 
 Runs the grid with pbrl.sweep (finished runs are skipped; records under runs/sweeps/reward_ablation-<budget>/) and
-writes results/reward_ablation-<budget>.{md,csv,png}.
+writes results/reward_ablation-<budget>.{md,csv,png}. At the plateau budget the norm-member-zscore column is Table
+1's DTR-minmax run (same config): finished runs of it in Table 1's sweep folder or committed records are copied,
+with `reused_from`, not trained again.
 """
 
 from __future__ import annotations
+
+import os
 
 from dtr_table1 import (
     BUDGETS,
@@ -39,6 +43,10 @@ from pbrl.sweep import Grid, sweep_and_table
 # DTR Table 3 (Gym-MuJoCo average of the nine datasets): removing the reward normalization costs 3.1 points.
 DATASET = {"ci": "pendulum-medium-replay", "small": "hopper-medium-replay", "plateau": "hopper-medium-replay",
            "paper": "hopper-medium-replay"}
+FROM_TABLE1 = {"plateau": "norm-member-zscore"}
+"""The column that is Table 1's DTR run at that budget (same config, reused: not counted in the estimate)."""
+RECORDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "records")
+"""The committed records (the plateau ablation reuses Table 1's DTR runs from there)."""
 # 12 DTR columns: the small budget affords one seed next to the 3-seed Table 1 in about two hours of CPU
 SEEDS = {"small": [0]}
 # the plateau budget: 3 seeds for the normalization, reward and shift columns (the issue's), 1 for the label columns
@@ -88,9 +96,11 @@ def grids(budget: str) -> list[tuple[str, list[dict], list[int]]]:
 
 
 def cpu_hours(budget: str) -> float:
-    """Core-hours of the budget's grids on this CPU at dtr_table1.CPU_RATES (one thread per run)."""
+    """Core-hours of the budget's grids on this CPU at dtr_table1.CPU_RATES (one thread per run), less the column
+    Table 1's sweep trains (FROM_TABLE1)."""
     base = BUDGETS[budget]["base"]["steps"]
-    return sum(c.get("steps", base) / CPU_RATES[c["algo"]] * len(s) for _, cols, s in grids(budget) for c in cols) / 3600
+    return sum(c.get("steps", base) / CPU_RATES[c["algo"]] * len(s) for _, cols, s in grids(budget) for c in cols
+               if c["name"] != FROM_TABLE1.get(budget)) / 3600
 
 
 def main() -> None:
@@ -115,8 +125,12 @@ def main() -> None:
             columns=cols,
             meta={"title": f"DTR reward ablations on {name} — budget {args.budget}", "reference_note": note},
         )
+        # the ablation's default column is Table 1's DTR column at the plateau budget (same config): its runs
+        # are taken from Table 1's sweep or its committed records when they finished there
+        reuse = [os.path.join(args.out, f"dtr_table1-{args.budget}"),
+                 os.path.join(RECORDS, f"dtr_table1-{args.budget}")] if args.budget == "plateau" else None
         for path in sweep_and_table(grid, args.out, args.results, workers=args.workers,
-                                    ray_address=args.ray_address, threads=args.threads).values():
+                                    ray_address=args.ray_address, threads=args.threads, reuse=reuse).values():
             print(f"wrote {path}")
 
 

@@ -477,6 +477,15 @@ def _batches_seeds(config: dict[str, Any]) -> bool:
     return bool(policy_record.batches_seeds(config))
 
 
-# the sweep's seed-batching protocol (pbrl.sweep.seed_groups)
+def _run_key(config: dict[str, Any]) -> str:
+    """A grid row as the run it computes: its pipeline config resolved (defaults filled in), less where and how
+    it runs (pbrl.sweep.run_key: a field given at its default is the same run as one left out)."""
+    cfg = PipelineConfig.from_dict({**config, "out": ""}, source="grid config")
+    resolved = json.loads(dumps_json(dataclasses.asdict(cfg)))
+    return json.dumps({k: v for k, v in resolved.items() if k not in RESUME_MAY_DIFFER}, sort_keys=True)
+
+
+# the sweep's seed-batching protocol (pbrl.sweep.seed_groups) and what makes two grid rows one run
 run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
 run_record.batches_seeds = _batches_seeds  # type: ignore[attr-defined]
+run_record.run_key = _run_key  # type: ignore[attr-defined]

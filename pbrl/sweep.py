@@ -294,6 +294,56 @@ def _worker_init(parent_pid: int) -> None:
     threading.Thread(target=watchdog, name="pbrl-sweep-watchdog", daemon=True).start()
 
 
+def run_key(runner: str, config: dict[str, Any]) -> str:
+    """What makes two runs the same run: the runner's `run_key(config)` when it has one (e.g. the pipeline's
+    resolved config, so a field set to its default matches a field left out), else the config itself."""
+    key = getattr(_import(runner), "run_key", None)
+    return key(dict(config)) if callable(key) else json.dumps(config, sort_keys=True, default=str)
+
+
+def reuse_records(grid: Grid, todo: list[RunSpec], rec_dir: str, sources: list[str],
+                  log: Callable[[str], None] = print) -> list[RunSpec]:
+    """Copy, for each run of `todo`, a finished record of the same run (`run_key`, same runner) from another
+    sweep's folder in `sources` (a sweep folder or its records folder) into `rec_dir` under this grid's run id,
+    with `reused_from` naming the original; returns the runs still to train. One configuration shared by two
+    tables (e.g. Table 1's DTR column and the ablation's default column) then trains once."""
+    found: dict[str, dict[str, Any]] = {}
+    for src in sources:
+        folder = os.path.join(src, "records") if os.path.isdir(os.path.join(src, "records")) else src
+        if not os.path.isdir(folder) or os.path.abspath(folder) == os.path.abspath(rec_dir):
+            continue
+        try:  # a sweep folder names its runner in grid.json: another runner's runs are other runs
+            with open(os.path.join(os.path.dirname(folder), "grid.json"), encoding="utf-8") as f:
+                if json.load(f).get("runner") != grid.runner:
+                    continue
+        except (OSError, ValueError, AttributeError):
+            pass
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".json") or name.endswith(".failed.json"):
+                continue
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    rec = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(rec, dict) and rec.get("status") == "ok" and isinstance(rec.get("config"), dict):
+                try:
+                    found.setdefault(run_key(grid.runner, rec["config"]), rec)
+                except PbrlError:  # not a config of this runner
+                    continue
+    left = []
+    for spec in todo:
+        rec = found.get(run_key(grid.runner, spec.config)) if found else None
+        if rec is None:
+            left.append(spec)
+            continue
+        copy = {**rec, "run_id": spec.run_id, "column": spec.column, "config": spec.config, "sweep": grid.name,
+                "reused_from": f"{rec.get('sweep')}/{rec.get('run_id')}"}
+        atomic_write_json(os.path.join(rec_dir, f"{spec.run_id}.json"), copy)
+        log(f"  reused {copy['reused_from']} as {spec.run_id} (the same run)")
+    return left
+
+
 def run_sweep(
     grid: Grid,
     out_dir: str,
@@ -305,6 +355,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
     threads: int | None = None,
     batch_seeds: bool | None = None,
+    reuse: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every run of `grid` that has no record yet; returns the new records (failed ones included).
 
@@ -313,7 +364,8 @@ def run_sweep(
     batch_seeds: train the runs still to run that differ only by seed in one process each, when the runner can
     (`seed_groups`); False runs every run in its own task; None (default) batches with one local worker only:
     on a CPU a batched model of 256-wide MLPs runs at about the aggregate rate of separate runs
-    (results/seed_batching.md), so with several workers separate runs side by side finish sooner."""
+    (results/seed_batching.md), so with several workers separate runs side by side finish sooner.
+    reuse: other sweeps' folders whose finished runs of the same config stand in for this grid's (`reuse_records`)."""
     check_grid_name(grid.name)
     runs = expand(grid)
     if only:
@@ -322,6 +374,8 @@ def run_sweep(
     os.makedirs(rec_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "grid.json"), grid.__dict__)
     todo = [r for r in runs if not os.path.isfile(os.path.join(rec_dir, f"{r.run_id}.json"))]
+    if reuse:
+        todo = reuse_records(grid, todo, rec_dir, reuse, log)
     log(f"sweep {grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     if not todo:
         return []
@@ -388,14 +442,15 @@ def run_sweep(
 
 def sweep_and_table(
     grid: Grid, out: str, results: str, *, workers: int = 1, ray_address: str | None = None,
-    threads: int | None = None,
+    threads: int | None = None, reuse: list[str] | None = None,
 ) -> dict[str, str]:
     """What every baseline script does: write the grid, run it (skipping finished runs), write its table.
-    `threads`: torch threads per local worker (default: the free cores shared among the workers)."""
+    `threads`: torch threads per local worker (default: the free cores shared among the workers). `reuse`:
+    other sweeps' folders whose finished runs of the same config are copied instead of trained."""
     from pbrl.tables import load_records, make_table
 
     run_dir = os.path.join(out, grid.name)
-    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address, threads=threads)
+    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address, threads=threads, reuse=reuse)
     if any(r["status"] != "ok" for r in records):
         raise PbrlError(f"some runs failed; see {run_dir}/records/*.failed.json")
     cols = [c["name"] for c in grid.columns]

@@ -36,6 +36,25 @@ def test_plateau_budget_is_table_1s_dtr_on_the_shifted_reward_in_two_grids() -> 
     every = cols + label_cols
     assert all(c["steps"] == PLATEAU_SEQ_RUN["steps"] and c["policy"] == SMALL_DT for c in every)
     assert [c["shift"] for c in every] == ["none"] + ["minmax"] * 12
-    # by hand: (6 columns x 3 seeds + 7 x 1) runs of 20k DTR updates
-    assert cpu_hours("plateau") == pytest.approx((6 * 3 + 7) * 20_000 / CPU_RATES["dtr"] / 3600)
+    # by hand: (5 columns x 3 seeds + 7 x 1) runs of 20k DTR updates; norm-member-zscore is Table 1's DTR-minmax
+    assert cpu_hours("plateau") == pytest.approx((5 * 3 + 7) * 20_000 / CPU_RATES["dtr"] / 3600)
     assert grids("small") == [("reward_ablation-small", columns("small"), [0])]
+
+
+def test_the_plateau_default_column_is_table_1s_dtr_run_so_the_sweep_reuses_it() -> None:
+    from dtr_table1 import BUDGETS, dataset_id
+    from dtr_table1 import columns as table1_columns
+    from reward_ablation import FROM_TABLE1, grids
+
+    from pbrl.pipeline import run_record
+    from pbrl.sweep import Grid, expand
+
+    def keys(cols: list[dict], column: str, seeds: list[int]) -> list[str]:
+        grid = Grid(name="g", runner="pbrl.pipeline:run_record", base=BUDGETS["plateau"]["base"],
+                    axes={"dataset": [dataset_id("hopper-medium-replay")], "seed": seeds}, columns=cols)
+        return [run_record.run_key(r.config) for r in expand(grid) if r.column == column]
+
+    (_, cols, seeds), _ = grids("plateau")
+    ours = keys(cols, FROM_TABLE1["plateau"], seeds)
+    assert len(ours) == 3 and ours == keys(table1_columns("plateau"), "DTR-minmax", seeds)
+    assert set(ours).isdisjoint(keys(cols, "norm-direct", seeds) + keys(table1_columns("plateau"), "Pb-QT-minmax", seeds))

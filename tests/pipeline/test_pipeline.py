@@ -184,3 +184,11 @@ def test_resume_refusals_are_one_line(tmp_path, capsys):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert match in err and len(err.splitlines()) == 1, err
+
+
+def test_grid_rows_of_one_run_have_one_key():
+    key = run_record.run_key
+    row = {"dataset": "pbrl/hopper/medium-replay-v0", "algo": "dtr", "steps": 20000, "seed": 0}
+    assert key(row) == key({**row, "normalize": "member-zscore", "threads": 4})  # a default, and how it runs
+    assert key(row) == key({**row, "teacher": "exact", "queries": 500})
+    assert key(row) != key({**row, "normalize": "direct"}) and key(row) != key({**row, "seed": 1})

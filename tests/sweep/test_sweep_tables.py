@@ -159,3 +159,23 @@ def test_table_mean_over_every_evaluation_and_welch_pairs(tmp_path, toy_runner):
     p_every = 2 * student_t.sf(2.5 / np.sqrt(50 / 3), 4)
     assert f"| a | B vs A | +5.0 (p = {p_last:.2f}; n = 3, 3) | +2.5 (p = {p_every:.2f}; n = 3, 3) |" in md
     assert "nope" not in md  # a pair naming a column the table lacks is left out
+
+
+def test_a_run_another_sweep_finished_is_reused_not_trained_again(tmp_path, toy_runner):
+    first = str(tmp_path / "first")
+    run_sweep(_grid(toy_runner), first, log=lambda s: None)
+    # a second table: column "B again" is the first grid's B (same config), "C" is new
+    other = Grid(name="other", runner=toy_runner, base={"steps": 10}, axes={"dataset": ["a"], "seed": [0, 1]},
+                 columns=[{"name": "B again", "bonus": 5.0}, {"name": "C", "bonus": 7.0}])
+    out, lines = str(tmp_path / "second"), []
+    recs = run_sweep(other, out, reuse=[first, str(tmp_path / "missing")], log=lines.append)
+    assert sorted(r["column"] for r in recs) == ["C", "C"] and len(_calls(out)) == 2  # only C trained
+    assert "2 already done, 2 to run" in "\n".join(lines)
+    reused = [r for r in load_records([out]) if r["column"] == "B again"]
+    assert len(reused) == 2 and all(r["reused_from"].startswith("toy/B-a-") for r in reused)
+    assert sorted(r["result"]["last_score"] for r in reused) == [5.0, 15.0] and reused[0]["sweep"] == "other"
+    # a sweep with another runner does not take them
+    g = Grid(name="third", runner="pbrl.pipeline:run_record", axes={"seed": [0]}, columns=[{"name": "X", "bonus": 5.0}])
+    from pbrl.sweep import reuse_records
+
+    assert len(reuse_records(g, expand(g), str(tmp_path / "third"), [first], log=lambda s: None)) == 1
