@@ -20,9 +20,8 @@ pbrl's suite on gymnasium v5 dynamics, scripted vs crowdsourced labels), so comp
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import NoReturn
 
+from pbrl.errors import fail, run_script
 from pbrl.sweep import Grid, sweep_and_table
 
 # DTR Table 1 (Uni-RLHF crowdsourced labels) and CORL's IQL on the true reward (Oracle-IQL), from the papers.
@@ -158,12 +157,6 @@ BUDGETS = {
 }
 
 
-def fail(message: str) -> NoReturn:
-    """The table scripts' one-line refusal: `pbrl: error: ...` on stderr, exit status 2."""
-    print(f"pbrl: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def dataset_id(name: str) -> str:
     import pbrl_envs
 
@@ -248,4 +241,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -64,7 +64,7 @@ for p in (str(ROOT), str(ROOT / "baselines")):  # the runner is imported as base
 
 from dtr_table1 import BUDGETS, CI_DT, PAPER, columns, dataset_id  # noqa: E402  (baselines/dtr_table1.py)
 
-from pbrl.errors import PbrlError  # noqa: E402
+from pbrl.errors import PbrlError, run_script  # noqa: E402
 
 SMOKE = {
     "datasets": ["pendulum-medium-replay"],
@@ -542,7 +542,4 @@ def _device_label(device: str) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PbrlError as e:
-        raise SystemExit(f"pbrl: error: {e}") from None
+    run_script(main)

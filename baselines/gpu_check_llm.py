@@ -34,6 +34,7 @@ if not torch.cuda.is_available():  # --smoke on CPU: Triton's interpreter must b
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pbrl.errors import fail  # noqa: E402
 from pbrl.utils import atomic_write_text  # noqa: E402 (after the interpreter choice)
 
 T0 = time.perf_counter()
@@ -156,7 +157,7 @@ def part_throughput(log, budget_s: float, trl: bool, dev: str, smoke: bool, back
 
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:
-        raise SystemExit(f"--profiles: unknown {unknown}; expected some of {sorted(PROFILES)}")
+        fail(f"--profiles: unknown {unknown}; expected some of {sorted(PROFILES)}")
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, skipped = [], []
     order = list(profiles) or sorted(PROFILES, key=lambda p: PROFILES[p][0])

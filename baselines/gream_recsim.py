@@ -57,6 +57,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pbrl.errors import fail, run_script  # noqa: E402
+
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"size": 4000, "queries": 1000, "length": 5, "reward_epochs": 20, "reward_hidden": 64, "levels": 2,
               "k": 16, "hidden": 64, "layers": 2, "sft_epochs": 3, "rl_steps": 40, "prompts_per_step": 16,
@@ -479,8 +481,8 @@ def run_reasoning_row(budget: str, seed: int, embed: str, runs: str, rec: dict[s
         c = prepare(budget, seed, embed, check)
         for key in ("data", "ids"):  # the rebuilt data and IDs must be the record's, or the rows do not compare
             if json.loads(json.dumps(check[key])) != rec[key]:
-                raise SystemExit(f"pbrl: error: seed {seed}: the rebuilt {key} differ from the record's "
-                                 f"({check[key]} vs {rec[key]}); the record came from other code or settings")
+                fail(f"seed {seed}: the rebuilt {key} differ from the record's ({check[key]} vs {rec[key]}); the "
+                     "record came from other code or settings")
     ds, env0, texts, hist, ids = c["ds"], c["env"], c["texts"], c["hist"], c["ids"]
     train_steps, test_steps = c["train_steps"], c["test_steps"]
     timings: dict[str, float] = {}
@@ -830,8 +832,8 @@ def main() -> None:
         if path.is_file():  # resume per row: finished rows are kept, never redone
             rec = json.loads(path.read_text())
             if rec.get("budget") != args.budget or rec.get("seed") != seed or rec.get("embed") != args.embed:
-                raise SystemExit(f"pbrl: error: {path}: a record of budget {rec.get('budget')}, seed "
-                                 f"{rec.get('seed')}, embed {rec.get('embed')}, not {args.budget}/{seed}/{args.embed}")
+                fail(f"{path}: a record of budget {rec.get('budget')}, seed {rec.get('seed')}, embed "
+                     f"{rec.get('embed')}, not {args.budget}/{seed}/{args.embed}")
             if REASON_ROW in rec["rows"]:
                 _say(f"seed {seed}: {path} holds every row; kept as it is (delete it to redo the seed)")
                 recs.append(rec)
@@ -852,4 +854,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

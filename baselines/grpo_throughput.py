@@ -40,6 +40,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import recorded  # noqa: E402  (baselines/record.py)
 
+from pbrl.errors import fail  # noqa: E402
+
 STAGES = ("rollout", "rest")
 _ID_TOKEN = re.compile(r"<\|[a-z]_\d+\|>")
 
@@ -68,7 +70,7 @@ def setup(args: argparse.Namespace, folder: Path):
     ids_path = align.parent / "ids" / "semantic_ids.json"
     for p in (align / "valid.jsonl", align / "tokenizer", ids_path):
         if not p.exists():
-            raise SystemExit(f"{p}: not found; run `pbrl rec gream` (or baselines/gream_llm.py) first")
+            fail(f"{p}: not found; run `pbrl rec gream` (or baselines/gream_llm.py) first")
     ids = SemanticIds.load(ids_path)
     tok = load_tokenizer(align / "tokenizer")
     tok.eos_token = "<|im_end|>"  # TRL stops a completion at the tokenizer's eos: the chat end-of-turn token

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from baselines.record import recorded
-from pbrl.errors import PbrlError
+from pbrl.errors import run_script
 from pbrl.llm.hyperfit import EVAL_KEYS, HyperfitConfig, encode_docs, eval_rows, hyperfit, load_lm
 from pbrl.llm.models import TinyLMConfig
 from pbrl.llm.pretrain import PretrainConfig, pretrain, read_corpus
@@ -388,8 +388,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PbrlError as e:
-        print(f"pbrl: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

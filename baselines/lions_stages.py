@@ -38,13 +38,12 @@ import dataclasses
 import math
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from baselines.record import recorded
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, run_script
 from pbrl.llm.dpo import DpoConfig
 from pbrl.llm.lions import LionsConfig, lions
 from pbrl.llm.models import TinyLMConfig, load_model
@@ -410,8 +409,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PbrlError as e:
-        print(f"pbrl: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

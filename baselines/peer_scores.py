@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from baselines.dtr_table1 import dataset_id, ensure_built, fail, positive_int
+    from baselines.dtr_table1 import dataset_id, ensure_built, positive_int
+    from pbrl.errors import fail
     from pbrl.sweep import Grid, sweep_and_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,4 +253,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--d3rlpy-worker" in sys.argv:  # d3rlpy's interpreter: pbrl's dependencies need not be there
+        main()
+    else:
+        from pbrl.errors import run_script
+
+        run_script(main)

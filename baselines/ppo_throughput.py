@@ -52,6 +52,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import recorded  # noqa: E402  (baselines/record.py)
 
+from pbrl.errors import fail  # noqa: E402
+
 STAGES = ("rollout", "scoring", "forward", "update")
 CRITIC = {"forward": "critic_forward", "update": "critic_update"}
 """pbrl's stages that hold critic work, and the step key of the critic's seconds in each."""
@@ -238,7 +240,7 @@ def main() -> None:
                     "results/ppo_throughput.md")
     args = ap.parse_args()
     if (args.prompts * args.n) % args.minibatch:
-        raise SystemExit("--minibatch must divide prompts x n")
+        fail("--minibatch must divide prompts x n")
     with recorded(args.out, "PPO throughput by stage: pbrl llm ppo vs TRL GRPOTrainer", args.threads):
         run(args)
 

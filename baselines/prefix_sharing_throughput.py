@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from pbrl.errors import fail
 from pbrl.llm.attention import model_branch_logps, use_backend
 from pbrl.llm.dpo import dpo_loss
 from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
@@ -192,7 +193,7 @@ def _run_profiles(cfg: BenchConfig, log) -> list[dict]:
         if cfg.pack == "step":
             pack_length = 1 << 30  # first-fit-decreasing then puts everything into one row
         elif cfg.pack != "longest":
-            raise SystemExit(f"pack: expected 'step' or 'longest', got {cfg.pack!r}")
+            fail(f"pack: expected 'step' or 'longest', got {cfg.pack!r}")
         model = build_model(TinyLMConfig(**{**asdict(cfg.model), "vocab_size": len(tok)}), dtype=dtype,
                             seed=cfg.seed).to(cfg.device)
         if cfg.activation_checkpointing:

@@ -38,6 +38,7 @@ from dtr_table1 import (
     parser,
 )
 
+from pbrl.errors import run_script
 from pbrl.sweep import Grid, sweep_and_table
 
 # DTR Table 3 (Gym-MuJoCo average of the nine datasets): removing the reward normalization costs 3.1 points.
@@ -135,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

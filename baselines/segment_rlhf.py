@@ -42,7 +42,6 @@ import dataclasses
 import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +51,7 @@ import numpy as np
 
 from baselines.lions_stages import ChatBudget, _ms, chat_args, greedy_eval, win_rate
 from baselines.record import recorded
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, run_script
 from pbrl.llm.models import TinyLMConfig
 from pbrl.llm.odpo import load_prompts
 from pbrl.llm.ppo import PpoConfig, train_ppo
@@ -424,8 +423,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except PbrlError as e:
-        print(f"pbrl: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from record import recorded  # baselines/record.py (the script's folder is on sys.path)
 
+from pbrl.errors import fail
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_REV = "eba2189cca1957e087675762a4bd3da5a46b276f"
 """The commit before the small-size speed work on DT / QT / DTR."""
@@ -138,11 +140,11 @@ def main() -> None:
                                 args.data_size)))
         return
     if args.rounds < 1 or args.steps < 1:
-        raise SystemExit("sequence_throughput: error: --rounds and --steps must be >= 1")
+        fail("--rounds and --steps must be >= 1")
     rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
     if rev.returncode != 0:
-        raise SystemExit(f"sequence_throughput: error: --baseline {args.baseline!r} is not a revision of this repo")
+        fail(f"--baseline {args.baseline!r} is not a revision of this repo")
     base_rev = rev.stdout.strip()
     config = small_config()
     title = "Sequence-model update throughput at the small Table 1 size: this tree vs a baseline revision"

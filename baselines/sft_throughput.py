@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -58,7 +57,7 @@ try:
 except ImportError:  # run as a script: the script's folder is on sys.path
     from record import recorded  # type: ignore[no-redef]
 
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, run_script
 from pbrl.llm.models import TinyLMConfig, build_model, num_parameters
 from pbrl.llm.sft import SftConfig, encode_chats, read_chats, train_sft
 from pbrl.utils import denormals_flushed, dumps_json
@@ -482,8 +481,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PbrlError as e:
-        print(f"pbrl: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

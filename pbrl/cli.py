@@ -20,7 +20,7 @@ import sys
 import textwrap
 from typing import Any
 
-from pbrl.errors import PbrlError
+from pbrl.errors import EXIT_USAGE, PbrlError, error_line
 from pbrl.utils import reuse_freed_heap
 
 ABOUT = ("pbrl is a library and command line for offline preference-based reinforcement learning: preferences "
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         reuse_freed_heap()  # the command owns the process: large activations are reused, not page-faulted anew
         cmd.run()
     except PbrlError as e:
-        print(f"pbrl: error: {e}", file=sys.stderr)
-        return 2
+        error_line(e)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("pbrl: interrupted", file=sys.stderr)
         return 130
