@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -29,9 +30,16 @@ class Sweep:
     """Run only runs whose id contains this text."""
     threads: int | None = None
     """Torch CPU threads per local worker (default: the free cores, cores minus the 1-minute load, // workers)."""
+    reuse: list[str] = dataclasses.field(default_factory=list)
+    """Other sweeps' folders: their finished runs of the same config are copied, not trained again."""
+    progress_every: float = 600.0
+    """Seconds between the lines saying where the running runs are (0: none)."""
 
     def run(self) -> None:
         from pbrl.sweep import load_grid, run_sweep
+
+        if self.progress_every < 0:
+            raise PbrlError(f"--progress-every must be >= 0, got {self.progress_every}")
 
         grid = load_grid(self.grid)
         recs = run_sweep(
@@ -42,6 +50,8 @@ class Sweep:
             ray_address=self.ray_address,
             only=self.only,
             threads=self.threads,
+            reuse=self.reuse,
+            progress_every=self.progress_every,
         )
         if any(r["status"] != "ok" for r in recs):
             raise PbrlError(f"some runs failed; see {os.path.join(self.out, grid.name, 'records')}/*.failed.json")

@@ -485,7 +485,43 @@ def _run_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in resolved.items() if k not in RESUME_MAY_DIFFER}, sort_keys=True)
 
 
+def _tail_rows(path: str, nbytes: int = 16384) -> list[dict[str, Any]]:
+    """The whole JSON rows among the last `nbytes` of a metrics.jsonl (a row being written is skipped)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - nbytes))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _progress(run_dir: str) -> tuple[str | None, float]:
+    """Where a pipeline run is, for the sweep's progress lines: its policy's last logged update, the run's
+    updates and their rate; or its reward stage. With the time its folder last changed."""
+    metrics = os.path.join(run_dir, "policy", "metrics.jsonl")
+    if os.path.isfile(metrics):
+        rows = [r for r in _tail_rows(metrics) if "step" in r]
+        rates = [r["perf/steps_per_s"] for r in rows if r.get("perf/steps_per_s")]
+        with open(os.path.join(run_dir, "policy", "config.json")) as f:
+            steps = json.load(f).get("steps")
+        text = f"policy {rows[-1]['step'] if rows else 0}/{steps} updates" + (f", {rates[-1]:.3g}/s" if rates else "")
+        return text, os.path.getmtime(metrics)
+    for stage in ("reward", "prefs"):
+        folder = os.path.join(run_dir, stage)
+        if os.path.isdir(folder):
+            return f"{stage} stage", max([os.path.getmtime(folder)] + [
+                os.path.getmtime(os.path.join(folder, n)) for n in os.listdir(folder)])
+    return None, 0.0
+
+
 # the sweep's seed-batching protocol (pbrl.sweep.seed_groups) and what makes two grid rows one run
 run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
 run_record.batches_seeds = _batches_seeds  # type: ignore[attr-defined]
 run_record.run_key = _run_key  # type: ignore[attr-defined]
+run_record.progress = _progress  # type: ignore[attr-defined]

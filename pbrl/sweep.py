@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pbrl.errors import PbrlError
-from pbrl.utils import atomic_write_json, choose_threads, git_revision, reuse_freed_heap, threads_line
+from pbrl.utils import (
+    atomic_write_json,
+    choose_threads,
+    format_duration,
+    git_revision,
+    reuse_freed_heap,
+    threads_line,
+)
 
 
 @dataclass(frozen=True)
@@ -344,6 +351,46 @@ def reuse_records(grid: Grid, todo: list[RunSpec], rec_dir: str, sources: list[s
     return left
 
 
+PROGRESS_EVERY_S = 600.0
+"""How often a sweep says where its running runs are (the runs of a table sweep take minutes to hours)."""
+
+
+def _progress_lines(grid: Grid, runs: list[RunSpec], out_dir: str, started: float, recent_s: float) -> list[str]:
+    """What a sweep is doing now: runs recorded, and each run whose folder changed in the last `recent_s` seconds
+    as the runner's `progress(run_dir)` says it (e.g. `policy 45000/100000 updates, 52/s`)."""
+    say = getattr(_import(grid.runner), "progress", None)
+    rec_dir = os.path.join(out_dir, "records")
+    done = sum(os.path.isfile(os.path.join(rec_dir, f"{r.run_id}.json")) for r in runs)
+    lines = [f"sweep {grid.name}: {done}/{len(runs)} runs recorded, {format_duration(time.time() - started)} in"]
+    if not callable(say):
+        return lines
+    now = time.time()
+    for r in runs:
+        run_dir = os.path.join(out_dir, "runs", r.run_id)
+        if os.path.isfile(os.path.join(rec_dir, f"{r.run_id}.json")) or not os.path.isdir(run_dir):
+            continue
+        try:
+            where, changed = say(run_dir)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if where and now - changed <= recent_s:
+            lines.append(f"  running {r.run_id}: {where}")
+    return lines
+
+
+def _reporter(grid: Grid, runs: list[RunSpec], out_dir: str, every_s: float, log: Callable[[str], None]) -> threading.Event:
+    """A daemon thread that logs `_progress_lines` every `every_s` seconds until the returned event is set."""
+    stop, started = threading.Event(), time.time()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            for line in _progress_lines(grid, runs, out_dir, started, recent_s=every_s):
+                log(line)
+
+    threading.Thread(target=loop, name="pbrl-sweep-progress", daemon=True).start()
+    return stop
+
+
 def run_sweep(
     grid: Grid,
     out_dir: str,
@@ -356,6 +403,7 @@ def run_sweep(
     threads: int | None = None,
     batch_seeds: bool | None = None,
     reuse: list[str] | None = None,
+    progress_every: float = PROGRESS_EVERY_S,
 ) -> list[dict[str, Any]]:
     """Run every run of `grid` that has no record yet; returns the new records (failed ones included).
 
@@ -365,7 +413,9 @@ def run_sweep(
     (`seed_groups`); False runs every run in its own task; None (default) batches with one local worker only:
     on a CPU a batched model of 256-wide MLPs runs at about the aggregate rate of separate runs
     (results/seed_batching.md), so with several workers separate runs side by side finish sooner.
-    reuse: other sweeps' folders whose finished runs of the same config stand in for this grid's (`reuse_records`)."""
+    reuse: other sweeps' folders whose finished runs of the same config stand in for this grid's (`reuse_records`).
+    progress_every: seconds between the lines saying where the running runs are (0: none); a runner's
+    `progress(run_dir) -> (text, last change time)` gives each run's (the pipeline's: its stage and updates/s)."""
     check_grid_name(grid.name)
     runs = expand(grid)
     if only:
@@ -404,6 +454,21 @@ def run_sweep(
         return rec
 
     records = []
+    stop = _reporter(grid, todo, out_dir, progress_every, log) if progress_every > 0 else None
+    try:
+        _run_groups(grid, groups, out_dir, threads, workers, use_ray, ray_address, finish, records)
+    finally:
+        if stop is not None:
+            stop.set()
+    failed = sum(r["status"] != "ok" for r in records)
+    log(f"sweep {grid.name}: {len(records) - failed} finished, {failed} failed; records in {rec_dir}")
+    return records
+
+
+def _run_groups(grid: Grid, groups: list[list[RunSpec]], out_dir: str, threads: int, workers: int, use_ray: bool,
+                ray_address: str | None, finish: Callable[[dict[str, Any]], dict[str, Any]],
+                records: list[dict[str, Any]]) -> None:
+    """Run the groups on Ray, in this process, or in a process pool; each record goes through `finish`."""
     if use_ray or ray_address:
         import ray
 
@@ -435,9 +500,6 @@ def run_sweep(
             futures = [pool.submit(_execute_star, (g, grid.runner, out_dir, threads)) for g in groups]
             for fut in as_completed(futures):
                 records += [finish(rec) for rec in fut.result()]
-    failed = sum(r["status"] != "ok" for r in records)
-    log(f"sweep {grid.name}: {len(records) - failed} finished, {failed} failed; records in {rec_dir}")
-    return records
 
 
 def sweep_and_table(

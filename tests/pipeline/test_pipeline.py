@@ -1,5 +1,6 @@
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -143,6 +144,8 @@ def test_a_stopped_pipeline_resumes_as_if_it_had_not_stopped(tmp_path, monkeypat
     full = run_pipeline(PipelineConfig(spec, out=str(tmp_path / "full"), **kw))
     cfg = PipelineConfig(spec, out=str(tmp_path / "part"), **kw)
     _stopped_run(monkeypatch, cfg, at=8)
+    where, changed = run_record.progress(cfg.out)  # what the sweep's progress lines say of it
+    assert where == "policy 8/12 updates" and changed <= time.time()  # (rates come with the rows logged every 100)
     reward_before = (tmp_path / "part" / "reward" / "reward.pt").read_bytes()
     # a plain rerun is refused (the folder holds a run); --resume continues it
     with pytest.raises(PbrlError, match="--resume to continue it"):
@@ -192,3 +195,14 @@ def test_grid_rows_of_one_run_have_one_key():
     assert key(row) == key({**row, "normalize": "member-zscore", "threads": 4})  # a default, and how it runs
     assert key(row) == key({**row, "teacher": "exact", "queries": 500})
     assert key(row) != key({**row, "normalize": "direct"}) and key(row) != key({**row, "seed": 1})
+
+
+def test_progress_reads_the_last_logged_update_and_rate(tmp_path):
+    pol = tmp_path / "policy"
+    pol.mkdir(parents=True)
+    (pol / "config.json").write_text(json.dumps({"steps": 1000}))
+    rows = [{"step": 100, "perf/steps_per_s": 40.0}, {"step": 200, "perf/steps_per_s": 52.5},
+            {"step": 200, "eval/return_mean": 3.0}, {"step": 300}]
+    (pol / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 4')  # a row half-written
+    assert run_record.progress(str(tmp_path))[0] == "policy 300/1000 updates, 52.5/s"
+    assert run_record.progress(str(tmp_path / "none")) == (None, 0.0)

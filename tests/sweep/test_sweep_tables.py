@@ -179,3 +179,33 @@ def test_a_run_another_sweep_finished_is_reused_not_trained_again(tmp_path, toy_
     from pbrl.sweep import reuse_records
 
     assert len(reuse_records(g, expand(g), str(tmp_path / "third"), [first], log=lambda s: None)) == 1
+
+
+SLOW = textwrap.dedent(
+    """
+    import os, time
+
+    def run(config, out_dir):
+        time.sleep(0.6)
+        return {"dataset_name": "d", "last_score": 1.0, "best_score": 1.0, "curve": [[1, 1.0]]}
+
+    run.progress = lambda run_dir: (f"working in {os.path.basename(run_dir)}", time.time())
+    """
+)
+
+
+def test_a_sweep_says_where_its_running_runs_are(tmp_path, monkeypatch):
+    (tmp_path / "slow_runner.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        grid = Grid(name="slow", runner="slow_runner:run", axes={"seed": [0, 1]})
+        lines: list[str] = []
+        run_sweep(grid, str(tmp_path / "sw"), log=lines.append, progress_every=0.25)
+        text = "\n".join(lines)
+        assert "sweep slow: 0/2 runs recorded" in text and "running run-0-" in text and ": working in run-0-" in text
+        assert "sweep slow: 1/2 runs recorded" in text
+        lines.clear()
+        run_sweep(Grid(name="quiet", runner="slow_runner:run"), str(tmp_path / "q"), log=lines.append, progress_every=0)
+        assert not any("recorded" in line for line in lines)
+    finally:
+        sys.modules.pop("slow_runner", None)
