@@ -176,6 +176,8 @@ def make_table(
 
     def cell(c: str, r: str, m: dict[str, dict[str, list[float]]]) -> str:
         xs = m.get(c, {}).get(r, [])
+        if len(xs) == 1:  # one seed has no spread to show
+            return f"{xs[0]:.1f} (1)"
         return f"{np.mean(xs):.1f} ± {np.std(xs):.1f} ({len(xs)})" if xs else "—"
 
     md = [f"# {title or name}", "", "Normalized scores (0-100, D4RL convention), mean ± std over seeds (n seeds), "

@@ -109,6 +109,10 @@ def test_table_values_and_reproducibility(tmp_path, toy_runner):
     assert main(["table", out, "--out", str(tmp_path / "cli")]) == 0
     md = open(tmp_path / "cli" / "toy.md").read()
     assert "Paper numbers" in md and "| a | 1.0 |" in md
+    # one seed has no spread: its cell is the score and the count alone
+    one = [r for r in recs if r["config"]["seed"] == 2]
+    md = open(make_table(one, str(tmp_path / "one"), "toy", columns=["A", "B"])["md"]).read()
+    assert "| a | 20.0 (1) | 25.0 (1) |" in md and "± 0.0" not in md
 
 
 def test_iqm_matches_rliable_definition(tmp_path, toy_runner):
