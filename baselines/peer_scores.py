@@ -50,10 +50,14 @@ COLUMNS = [
     # pbrl's IQL on rewards scaled as d3rlpy's and CORL's IQL scale them (x 1000 / (max - min episode return)):
     # isolates the one setting in which the two IQL recipes differ
     {"name": "pbrl-IQL-rscale", "lib": "pbrl", "algo": "iql", "reward_scale": True},
+    # pbrl's IQL with d3rlpy's floor of the actor's log std (-5; pbrl's and CORL's: -20), the IQL recipes' other
+    # difference (found reading both side by side)
+    {"name": "pbrl-IQL-logstd5", "lib": "pbrl", "algo": "iql", "policy": {"log_std_min": -5.0}},
 ]
 
 # the comparisons the check exists for (Welch's t-test in the table); rscale is the like-for-like IQL recipe
-PAIRS = [["pbrl-IQL", "d3rlpy-IQL"], ["pbrl-IQL-rscale", "d3rlpy-IQL"], ["pbrl-TD3BC", "d3rlpy-TD3BC"]]
+PAIRS = [["pbrl-IQL", "d3rlpy-IQL"], ["pbrl-IQL-rscale", "d3rlpy-IQL"], ["pbrl-TD3BC", "d3rlpy-TD3BC"],
+         ["pbrl-IQL-logstd5", "d3rlpy-IQL"], ["pbrl-IQL-logstd5", "pbrl-IQL"]]
 
 
 def d3rlpy_arrays(ds) -> dict[str, np.ndarray]:
@@ -181,7 +185,10 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
         # the same factor as `--set reward_scale=true`, applied to the data (the column predates the option)
         ds = ds.with_rewards(ds.rewards * return_range_scale(ds.episode_returns()),
                              provenance={"reward_scale": "x 1000 / (max - min episode return)"})
-    s = train_policy(config["algo"], ds, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
+    from pbrl.policies.base import default_config
+
+    pcfg = default_config(config["algo"], **config.get("policy", {}))
+    s = train_policy(config["algo"], ds, pcfg, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
                      eval_every=int(config["eval_every"]), eval_episodes=int(config["eval_episodes"]),
                      progress=False, overwrite=True)
     return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}

@@ -123,8 +123,12 @@ class RunFolder:
         write: bool = True,
         extra: dict[str, Any] | None = None,
         tensorboard: bool = False,
+        added_fields: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """added_fields: per fingerprint key holding a dict (e.g. `config`), the values a saved run written before
+        a field existed is taken to have had (the field's default: the behaviour it had before it was a field)."""
         self.path, self.write = Path(path), write
+        self.added_fields = json.loads(dumps_json(added_fields or {}))
         self.tensorboard = tensorboard and write
         self._tb: Any = None  # the SummaryWriter, opened at the first logged row
         self._tb_purge: int | None = None  # after a rewind: events from this step on are dropped by the new writer
@@ -155,6 +159,9 @@ class RunFolder:
             raise PbrlError(f"{cfg_path}: cannot resume, unreadable run config ({type(e).__name__})") from None
         if saved is None:  # written before fingerprints existed: nothing to compare
             return
+        for key, defaults in self.added_fields.items():
+            if isinstance(saved.get(key), dict):
+                saved = {**saved, key: {**defaults, **saved[key]}}
         for key in sorted(set(saved) | set(self.fingerprint)):
             if saved.get(key) != self.fingerprint.get(key):
                 raise PbrlError(

@@ -61,6 +61,9 @@ class IQLConfig:
     """Dropout in the actor MLP (CORL uses 0.1 for Adroit)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of every MLP."""
+    log_std_min: float = -20.0
+    """Floor of the Gaussian actor's state-independent log std (CORL's -20; d3rlpy's IQL uses -5). A low floor
+    lets the advantage-weighted likelihood shrink the std until a few high-weight actions dominate the loss."""
     reward_scale: bool = False
     """Train on rewards x 1000 / (max - min episode return), as the IQL paper (appendix) and CORL's / d3rlpy's
     D4RL-locomotion configs do (CORL's `normalize_reward`, False in its dataclass too). It sets the advantages'
@@ -104,7 +107,7 @@ class IQL(Policy):
         elif config.deterministic_actor:
             self.actor = DeterministicActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
         else:
-            self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout)
+            self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, config.actor_dropout, config.log_std_min)
         self.optimizers["value"] = adam(self.value.parameters(), config.lr)
         self.optimizers["critic"] = adam(self.critic.parameters(), config.lr)
         self.optimizers["actor"] = adam(self.actor.parameters(), config.lr)

@@ -158,15 +158,17 @@ class GaussianActor(nn.Module):
     """N(tanh(MLP(s)), exp(log_std)) with a state-independent log std (IQL's actor; no squashing of samples)."""
 
     def __init__(
-        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0,
+        log_std_min: float = -20.0,
     ):
         super().__init__()
         self.net = mlp(obs_dim, act_dim, hidden, dropout=dropout)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min = float(log_std_min)
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = torch.tanh(self.net(obs))  # [B, A]
-        return torch.distributions.Normal(mean, self.log_std.clamp(-20.0, 2.0).exp())
+        return torch.distributions.Normal(mean, self.log_std.clamp(self.log_std_min, 2.0).exp())
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self(obs).log_prob(act).sum(-1)  # [B]

@@ -69,6 +69,18 @@ def dataset_fingerprint(ds: EpisodeDataset) -> str:
     return h.hexdigest()
 
 
+def config_defaults(config: Any) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields (JSON values): what a checkpoint written before a field
+    existed ran with, so that it still resumes (fields without a default, or resolved per run, are left out)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(dumps_json(out))
+
+
 @dataclasses.dataclass
 class _Settings:
     """What every seed of one training call shares (checked once)."""
@@ -156,11 +168,14 @@ class _SeedRun:
         if st.resume and not ckpt.is_file():
             raise PbrlError(f"nothing to resume: {ckpt} does not exist")
         state = None
+        added = config_defaults(self.policy.config)
         if st.resume:
             state = safe_torch_load(ckpt, map_location=st.torch_device, what="training checkpoint")
             try:
                 saved = json.loads(state["extra"]["run"])
                 saved_core = {key: saved[key] for key in ("algo", "config", "steps", "seed")}
+                # a config field added after the checkpoint was written ran at its default before it existed
+                saved_core["config"] = {**added, **saved_core["config"]}
             except (TypeError, KeyError, ValueError):
                 raise PbrlError(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
             for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
@@ -175,7 +190,7 @@ class _SeedRun:
         # checks the saved fingerprint (resume), then writes config.json and (fresh run) empties metrics.jsonl
         # the keys readers of earlier releases use (algo, steps, dataset, ...) stay at the top level
         self.run = RunFolder(out, run_info["config"], fingerprint=fingerprint, resume=st.resume, device=st.device,
-                             extra=run_info, tensorboard=st.tensorboard)
+                             extra=run_info, tensorboard=st.tensorboard, added_fields={"config": added})
         if state is not None:
             try:
                 self.policy.load_training_state(state["state"])

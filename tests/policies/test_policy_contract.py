@@ -295,3 +295,32 @@ def test_previous_release_checkpoint_loads_and_acts_the_same():
                                atol=1e-6)
     returns = evaluate(policy, policy.spec.env_id, len(expected["eval_returns"]), seed=expected["eval_seed"])
     np.testing.assert_allclose(returns, expected["eval_returns"], rtol=1e-4)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_still_resumes(pendulum, tmp_path):
+    # IQL's log_std_min was the constant -20 before it was a field: a run saved then resumes at that default
+    kw = dict(steps=6, eval_every=0, eval_episodes=0, checkpoint_every=2, progress=False, seed=1)
+    train_policy("iql", pendulum, small_config("iql"), out_dir=tmp_path, stop_at=4, **kw)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    run = json.loads(ckpt["extra"]["run"])
+    del run["config"]["log_std_min"]
+    ckpt["extra"]["run"] = json.dumps(run)
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["fingerprint"]["config"]["log_std_min"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PbrlError, match="config differs"):  # the field at another value is another run
+        train_policy("iql", pendulum, small_config("iql", log_std_min=-5.0), out_dir=tmp_path, resume=True, **kw)
+    s = train_policy("iql", pendulum, small_config("iql"), out_dir=tmp_path, resume=True, **kw)
+    assert s["finished"] and s["resumed"]["at_step"] == 4
+    assert json.loads((tmp_path / "config.json").read_text())["fingerprint"]["config"]["log_std_min"] == -20.0
+
+
+def test_iql_actor_log_std_floor():
+    from pbrl.policies.nets import GaussianActor
+
+    for floor in (-20.0, -5.0):
+        actor = GaussianActor(3, 2, (8,), log_std_min=floor)
+        with torch.no_grad():
+            actor.log_std.fill_(-10.0)
+        assert torch.allclose(actor(torch.zeros(4, 3)).stddev, torch.full((4, 2), math.exp(max(floor, -10.0))))
