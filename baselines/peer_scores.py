@@ -176,7 +176,7 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
     import pbrl
     from pbrl.data import load_dataset
-    from pbrl.policies.trainer import record_result, train_policy
+    from pbrl.policies.trainer import record_result, train_or_resume
 
     ds = load_dataset(config["dataset"])
     if config.get("reward_scale"):
@@ -188,9 +188,9 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     from pbrl.policies.base import default_config
 
     pcfg = default_config(config["algo"], **config.get("policy", {}))
-    s = train_policy(config["algo"], ds, pcfg, steps=int(config["steps"]), seed=int(config["seed"]), out_dir=out_dir,
-                     eval_every=int(config["eval_every"]), eval_episodes=int(config["eval_episodes"]),
-                     progress=False, overwrite=True)
+    s = train_or_resume(config["algo"], ds, pcfg, steps=int(config["steps"]), seed=int(config["seed"]),
+                        out_dir=out_dir, eval_every=int(config["eval_every"]),
+                        eval_episodes=int(config["eval_episodes"]), progress=False)
     return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}
 
 

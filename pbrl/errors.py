@@ -18,6 +18,11 @@ class PbrlError(ValueError):
     """A user-facing error: the message names the file or field and what was expected."""
 
 
+class ResumeRefused(PbrlError):
+    """A run folder cannot be continued: no checkpoint, or one of another config, data or format. The command line
+    reports it as any PbrlError; a sweep's runner starts the run afresh instead."""
+
+
 def error_line(message: object) -> None:
     """Print `pbrl: error: MESSAGE` on stderr (the CLI returns its status itself)."""
     print(f"pbrl: error: {message}", file=sys.stderr, flush=True)

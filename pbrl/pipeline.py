@@ -29,7 +29,7 @@ import numpy as np
 import tyro
 
 from pbrl.data.teachers import TeacherConfig
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, ResumeRefused
 from pbrl.policies.base import AlgoName as Algo
 from pbrl.rewards.learner import LearnerName
 from pbrl.rewards.normalizers import NormalizerName, ShiftName
@@ -460,12 +460,25 @@ def _record(s: dict[str, Any]) -> dict[str, Any]:
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Sweep runner: a pipeline run from a grid config; returns what the tables read. Runs that differ only by
     seed go through `run_seeds` (one process, the policies as one batched model) when the sweep groups them."""
-    return _record(run_pipeline(_sweep_config(config, out_dir)))
+    cfg = _sweep_config(config, out_dir)
+    try:
+        return _record(run_pipeline(cfg))
+    except ResumeRefused:  # its policy's checkpoint does not fit (e.g. written by other code): start afresh
+        if not cfg.resume:
+            raise
+        return _record(run_pipeline(dataclasses.replace(cfg, resume=False, overwrite=True)))
 
 
 def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
     """`run_record` for grid configs that differ only by seed: one `run_pipelines` call, one result per config."""
-    return [_record(s) for s in run_pipelines([_sweep_config(c, d) for c, d in zip(configs, out_dirs)])]
+    cfgs = [_sweep_config(c, d) for c, d in zip(configs, out_dirs)]
+    try:
+        return [_record(s) for s in run_pipelines(cfgs)]
+    except ResumeRefused:
+        if not any(c.resume for c in cfgs):
+            raise
+        return [_record(s) for s in run_pipelines([dataclasses.replace(c, resume=False, overwrite=True)
+                                                   for c in cfgs])]
 
 
 def _batches_seeds(config: dict[str, Any]) -> bool:

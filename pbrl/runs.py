@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, ResumeRefused
 from pbrl.utils import (
     TMP_PREFIX,
     atomic_torch_save,
@@ -156,7 +156,7 @@ class RunFolder:
         try:
             saved = json.loads(cfg_path.read_text()).get("fingerprint")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-            raise PbrlError(f"{cfg_path}: cannot resume, unreadable run config ({type(e).__name__})") from None
+            raise ResumeRefused(f"{cfg_path}: cannot resume, unreadable run config ({type(e).__name__})") from None
         if saved is None:  # written before fingerprints existed: nothing to compare
             return
         for key, defaults in self.added_fields.items():
@@ -164,7 +164,7 @@ class RunFolder:
                 saved = {**saved, key: {**defaults, **saved[key]}}
         for key in sorted(set(saved) | set(self.fingerprint)):
             if saved.get(key) != self.fingerprint.get(key):
-                raise PbrlError(
+                raise ResumeRefused(
                     f"{self.path}: cannot resume, {key} differs from the saved run "
                     f"({_short(saved.get(key))} vs {_short(self.fingerprint.get(key))}); use a new --out"
                 )

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pbrl.data import EpisodeDataset
-from pbrl.errors import PbrlError
+from pbrl.errors import PbrlError, ResumeRefused
 from pbrl.policies.base import Policy, PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
 from pbrl.runs import RunFolder
@@ -166,7 +166,7 @@ class _SeedRun:
             return
         ckpt = out / "checkpoint.pt"
         if st.resume and not ckpt.is_file():
-            raise PbrlError(f"nothing to resume: {ckpt} does not exist")
+            raise ResumeRefused(f"nothing to resume: {ckpt} does not exist")
         state = None
         added = config_defaults(self.policy.config)
         if st.resume:
@@ -177,10 +177,10 @@ class _SeedRun:
                 # a config field added after the checkpoint was written ran at its default before it existed
                 saved_core["config"] = {**added, **saved_core["config"]}
             except (TypeError, KeyError, ValueError):
-                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
+                raise ResumeRefused(f"{ckpt}: not a pbrl training checkpoint (no run settings)") from None
             for key, value in saved_core.items():  # checkpoints of runs that predate config fingerprints
                 if value != json.loads(dumps_json(run_info[key])):
-                    raise PbrlError(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
+                    raise ResumeRefused(f"{ckpt}: cannot resume, {key} differs ({value} vs {run_info[key]})")
             # checkpoints that predate `wall_s`: the span from the run's start (its config.json, rewritten below)
             # to its last checkpoint
             config_file = out / "config.json"
@@ -201,7 +201,7 @@ class _SeedRun:
                 self.wall_before = float(state["extra"].get("wall_s", self.wall_before))
             except (TypeError, KeyError, ValueError, RuntimeError) as e:
                 msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-                raise PbrlError(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
+                raise ResumeRefused(f"{ckpt}: not a pbrl training checkpoint ({type(e).__name__}: {msg})") from None
             self.start = self.policy.step
             self.run.rewind(self.start)  # rows logged after the checkpoint were lost with the killed run: they come again
 
@@ -527,7 +527,7 @@ def train_seeds(
             assert o is not None
             ckpt = o / "checkpoint.pt"
             if not ckpt.is_file():
-                raise PbrlError(f"nothing to resume: {ckpt} does not exist")
+                raise ResumeRefused(f"nothing to resume: {ckpt} does not exist")
             at[s] = int(safe_torch_load(ckpt, map_location="cpu", what="training checkpoint").get("state", {})
                         .get("step", -1))
         if len(set(at.values())) != 1:
@@ -621,6 +621,18 @@ def record_result(ds: EpisodeDataset, s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def train_or_resume(algo: str, dataset: EpisodeDataset, config: Any, *, out_dir: str | Path,
+                    **kw: Any) -> dict[str, Any]:
+    """`train_policy` for a sweep's run folder: a stopped run of the same settings and data continues from its
+    checkpoint; anything else in the folder (no checkpoint, another config or data) is replaced by a fresh run."""
+    if (Path(out_dir) / "checkpoint.pt").is_file():
+        try:
+            return train_policy(algo, dataset, config, out_dir=out_dir, resume=True, **kw)
+        except ResumeRefused:
+            pass
+    return train_policy(algo, dataset, config, out_dir=out_dir, overwrite=True, **kw)
+
+
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Sweep runner (`"runner": "pbrl.policies.trainer:run_record"`): one policy trained on a dataset's own rewards;
     returns what the tables read. Grid rows set `RECORD_KEYS`. Runs that differ only by seed go through
@@ -630,8 +642,7 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     args = _record_args(config)
     ds = load_dataset(str(config["dataset"]))
     algo, cfg = args.pop("algo"), args.pop("config")
-    s = train_policy(algo, ds, cfg, seed=int(config.get("seed", 0)), out_dir=out_dir, progress=False,
-                     overwrite=True, **args)
+    s = train_or_resume(algo, ds, cfg, seed=int(config.get("seed", 0)), out_dir=out_dir, progress=False, **args)
     return record_result(ds, s)
 
 
@@ -643,8 +654,15 @@ def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[
     ds = load_dataset(str(configs[0]["dataset"]))
     algo, cfg = args.pop("algo"), args.pop("config")
     seeds = [int(c.get("seed", 0)) for c in configs]
-    summaries = train_seeds(algo, ds, cfg, seeds=seeds, out_dirs=out_dirs, progress=False, overwrite=True,
-                            log=lambda _: None, **args)
+    kw = dict(seeds=seeds, out_dirs=out_dirs, progress=False, log=lambda _: None, **args)
+    summaries = None
+    if all((Path(d) / "checkpoint.pt").is_file() for d in out_dirs):  # the stopped group continues
+        try:
+            summaries = train_seeds(algo, ds, cfg, resume=True, **kw)
+        except ResumeRefused:
+            pass
+    if summaries is None:
+        summaries = train_seeds(algo, ds, cfg, overwrite=True, **kw)
     return [record_result(ds, s) for s in summaries]
 
 

@@ -167,6 +167,14 @@ def test_a_stopped_pipeline_resumes_as_if_it_had_not_stopped(tmp_path, monkeypat
     # a folder whose run has another config starts afresh
     rec = run_record({**cfg3, "steps": 4}, str(tmp_path / "sweep"))
     assert rec["earlier_s"] is None and len(rec["curve"]) == 1
+    # so does one whose policy checkpoint its data no longer fits (the trainer refuses the resume)
+    _stopped_run(monkeypatch, PipelineConfig(spec, out=str(tmp_path / "sweep2"), **kw), at=4)
+    pol_cfg = tmp_path / "sweep2" / "policy" / "config.json"
+    saved = json.loads(pol_cfg.read_text())
+    saved["fingerprint"]["dataset_sha256"] = "0" * 64
+    pol_cfg.write_text(json.dumps(saved))
+    rec = run_record(cfg3, str(tmp_path / "sweep2"))
+    assert rec["earlier_s"] is None and rec["last_score"] == full["policy"]["last_score"]
 
 
 def test_resume_refusals_are_one_line(tmp_path, capsys):

@@ -324,3 +324,14 @@ def test_iql_actor_log_std_floor():
         with torch.no_grad():
             actor.log_std.fill_(-10.0)
         assert torch.allclose(actor(torch.zeros(4, 3)).stddev, torch.full((4, 2), math.exp(max(floor, -10.0))))
+
+
+def test_a_sweeps_policy_run_resumes_when_it_can_and_starts_afresh_when_not(pendulum, tmp_path):
+    from pbrl.policies.trainer import train_or_resume
+
+    kw = dict(steps=6, eval_every=0, eval_episodes=0, checkpoint_every=2, progress=False, seed=1)
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, stop_at=4, **kw)
+    assert train_or_resume("bc", pendulum, small_config("bc"), out_dir=tmp_path, **kw)["resumed"]["at_step"] == 4
+    train_policy("bc", pendulum, small_config("bc"), out_dir=tmp_path, stop_at=4, overwrite=True, **kw)
+    other = train_or_resume("bc", pendulum, small_config("bc", lr=1e-2), out_dir=tmp_path, **kw)  # another config
+    assert other["resumed"] is None and other["finished"]
