@@ -194,10 +194,35 @@ def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     return {**record_result(ds, s), "library": f"pbrl {pbrl.__version__}"}
 
 
+def make_grid(budget: str, columns: list[dict[str, Any]] | None = None, seeds: list[int] | None = None) -> Any:
+    """The budget's grid: every column (or `columns`) and the budget's seeds (or `seeds`). The committed records'
+    grid.json is this grid with every column, so `pbrl table` tables them all."""
+    from baselines.dtr_table1 import dataset_id
+    from pbrl.sweep import Grid
+
+    b = BUDGETS[budget]
+    return Grid(
+        name=f"peer_scores-{budget}",
+        runner="baselines.peer_scores:run_record",
+        budget=budget,
+        base={k: b[k] for k in ("steps", "eval_every", "eval_episodes")},
+        axes={"dataset": [dataset_id(n) for n in b["datasets"]], "seed": seeds or b["seeds"]},
+        columns=columns or COLUMNS,
+        meta={
+            "title": f"Peer score check: pbrl vs d3rlpy 2.8.1 — budget {budget}",
+            "pairs": PAIRS,
+            "reference_note": "Both libraries at their published D4RL-locomotion settings on pbrl's hopper-medium "
+            "(built locally on gymnasium v5), the same evaluation episodes and seeds; "
+            f"{b['steps']} updates, batch 256, {b['eval_episodes']} evaluation episodes every {b['eval_every']} "
+            "updates, CPU, 1 thread per run.",
+        },
+    )
+
+
 def main() -> None:
-    from baselines.dtr_table1 import dataset_id, ensure_built, positive_int
+    from baselines.dtr_table1 import ensure_built, positive_int
     from pbrl.errors import fail
-    from pbrl.sweep import Grid, sweep_and_table
+    from pbrl.sweep import sweep_and_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="ci")
@@ -239,22 +264,7 @@ def main() -> None:
     runs = len(b["datasets"]) * len(b["seeds"]) * len(columns)
     print(f"peer_scores-{args.budget}: {runs} runs of {b['steps']} updates; at about 100 (pbrl) and 70 (d3rlpy) "
           f"updates/s on one thread this takes hours — it resumes where it stopped", flush=True)
-    grid = Grid(
-        name=f"peer_scores-{args.budget}",
-        runner="baselines.peer_scores:run_record",
-        budget=args.budget,
-        base={k: b[k] for k in ("steps", "eval_every", "eval_episodes")},
-        axes={"dataset": [dataset_id(n) for n in b["datasets"]], "seed": b["seeds"]},
-        columns=columns,
-        meta={
-            "title": f"Peer score check: pbrl vs d3rlpy 2.8.1 — budget {args.budget}",
-            "pairs": PAIRS,
-            "reference_note": "Both libraries at their published D4RL-locomotion settings on pbrl's hopper-medium "
-            "(built locally on gymnasium v5), the same evaluation episodes and seeds; "
-            f"{b['steps']} updates, batch 256, {b['eval_episodes']} evaluation episodes every {b['eval_every']} "
-            "updates, CPU, 1 thread per run.",
-        },
-    )
+    grid = make_grid(args.budget, columns, b["seeds"])
     for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, threads=args.threads).values():
         print(f"wrote {path}")
 

@@ -68,3 +68,19 @@ def test_the_command_asks_for_the_interpreter_only_when_a_d3rlpy_column_runs(mon
     with pytest.raises(SystemExit) as e:
         peer.main()
     assert e.value.code == 2 and capsys.readouterr().err.startswith("pbrl: error: --seeds: the ci budget's seeds are [0]")
+
+
+def test_the_grid_keeps_the_committed_records_run_ids():
+    import os
+
+    from baselines.peer_scores import PAIRS, make_grid
+    from pbrl.sweep import expand
+
+    grid = make_grid("peer")
+    assert [c["name"] for c in grid.columns] == [c["name"] for c in COLUMNS] and grid.meta["pairs"] == PAIRS
+    ids = {r.run_id for r in expand(grid)}
+    committed = os.path.join(os.path.dirname(__file__), "..", "results", "records", "peer_scores-peer", "records")
+    names = {n[:-5] for n in os.listdir(committed) if n.endswith(".json")}
+    assert len(names) >= 15 and names <= ids  # every committed record is a run of this grid
+    logstd = [r for r in expand(grid) if r.column == "pbrl-IQL-logstd5"]
+    assert len(logstd) == 3 and all(r.config["policy"] == {"log_std_min": -5.0} for r in logstd)
