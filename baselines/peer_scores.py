@@ -219,6 +219,16 @@ def make_grid(budget: str, columns: list[dict[str, Any]] | None = None, seeds: l
     )
 
 
+def _progress(run_dir: str) -> tuple[str | None, float]:
+    """The sweep's progress line for a pbrl column's run folder (d3rlpy's worker reports through its stdout)."""
+    from pbrl.runs import training_progress
+
+    return training_progress(run_dir)
+
+
+run_record.progress = _progress  # type: ignore[attr-defined]
+
+
 def main() -> None:
     from baselines.dtr_table1 import ensure_built, positive_int
     from pbrl.errors import fail

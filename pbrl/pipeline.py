@@ -498,33 +498,14 @@ def _run_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in resolved.items() if k not in RESUME_MAY_DIFFER}, sort_keys=True)
 
 
-def _tail_rows(path: str, nbytes: int = 16384) -> list[dict[str, Any]]:
-    """The whole JSON rows among the last `nbytes` of a metrics.jsonl (a row being written is skipped)."""
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - nbytes))
-        lines = f.read().decode("utf-8", "replace").splitlines()
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _progress(run_dir: str) -> tuple[str | None, float]:
     """Where a pipeline run is, for the sweep's progress lines: its policy's last logged update, the run's
     updates and their rate; or its reward stage. With the time its folder last changed."""
-    metrics = os.path.join(run_dir, "policy", "metrics.jsonl")
-    if os.path.isfile(metrics):
-        rows = [r for r in _tail_rows(metrics) if "step" in r]
-        rates = [r["perf/steps_per_s"] for r in rows if r.get("perf/steps_per_s")]
-        with open(os.path.join(run_dir, "policy", "config.json")) as f:
-            steps = json.load(f).get("steps")
-        text = f"policy {rows[-1]['step'] if rows else 0}/{steps} updates" + (f", {rates[-1]:.3g}/s" if rates else "")
-        return text, os.path.getmtime(metrics)
+    from pbrl.runs import training_progress
+
+    where, changed = training_progress(os.path.join(run_dir, "policy"))
+    if where is not None:
+        return where, changed
     for stage in ("reward", "prefs"):
         folder = os.path.join(run_dir, stage)
         if os.path.isdir(folder):

@@ -87,6 +87,37 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def tail_rows(path: str | os.PathLike, nbytes: int = 16384) -> list[dict[str, Any]]:
+    """The whole JSON rows among the last `nbytes` of a metrics.jsonl (a row being written is skipped): what a
+    progress report reads of a long run without reading its whole log."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - nbytes))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def training_progress(folder: str | os.PathLike, what: str = "policy") -> tuple[str | None, float]:
+    """Where the policy run in `folder` is (its config.json's `steps`, its metrics.jsonl's last step and update
+    rate), e.g. `policy 45000/100000 updates, 52/s`, with the time the log last changed; (None, 0) without a log."""
+    metrics = Path(folder) / METRICS_NAME
+    if not metrics.is_file():
+        return None, 0.0
+    rows = [r for r in tail_rows(metrics) if "step" in r]
+    rates = [r["perf/steps_per_s"] for r in rows if r.get("perf/steps_per_s")]
+    config = Path(folder) / CONFIG_NAME
+    steps = json.loads(config.read_text()).get("steps") if config.is_file() else "?"
+    text = f"{what} {rows[-1]['step'] if rows else 0}/{steps} updates" + (f", {rates[-1]:.3g}/s" if rates else "")
+    return text, metrics.stat().st_mtime
+
+
 def scalar_items(row: dict[str, Any], skip: tuple[str, ...] = ("step",)) -> list[tuple[str, float]]:
     """The (key, value) pairs of a row that are finite numbers (bools, None, lists and strings left out)."""
     return [

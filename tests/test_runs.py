@@ -126,3 +126,17 @@ def test_tensorboard_missing_is_one_line_before_anything_is_written(tmp_path, mo
     with pytest.raises(PbrlError, match="pip install tensorboard") as err:
         RunFolder(tmp_path / "r", {}, tensorboard=True)
     assert "\n" not in str(err.value) and not (tmp_path / "r").exists()
+
+
+def test_training_progress_reads_the_logs_tail(tmp_path):
+    import json
+
+    from pbrl.runs import tail_rows, training_progress
+
+    assert training_progress(tmp_path) == (None, 0.0)
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 50}))
+    rows = [{"step": 10, "perf/steps_per_s": 7.25}, {"step": 20, "eval/return_mean": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3')
+    assert tail_rows(tmp_path / "metrics.jsonl") == rows
+    assert tail_rows(tmp_path / "metrics.jsonl", nbytes=50) == rows[1:]  # a row cut by the window is skipped
+    assert training_progress(tmp_path)[0] == "policy 20/50 updates, 7.25/s"
