@@ -20,9 +20,10 @@ pbrl's suite on gymnasium v5 dynamics, scripted vs crowdsourced labels), so comp
 from __future__ import annotations
 
 import argparse
+import os
 
 from pbrl.errors import fail, run_script
-from pbrl.sweep import Grid, sweep_and_table
+from pbrl.sweep import Grid, expand, pending_runs, sweep_and_table
 
 # DTR Table 1 (Uni-RLHF crowdsourced labels) and CORL's IQL on the true reward (Oracle-IQL), from the papers.
 PAPER = {
@@ -124,6 +125,11 @@ BUDGET_NOTES = {  # what each budget changes, for the table's note
 }
 
 
+def run_hours(configs: list[dict]) -> float:
+    """Core-hours of these runs (grid configs) at CPU_RATES, one thread each, evaluation excluded."""
+    return sum(c["steps"] / CPU_RATES[c["algo"]] for c in configs) / 3600
+
+
 def cpu_hours(budget: str, n_datasets: int) -> float:
     """Core-hours the budget's grid takes on this CPU at CPU_RATES (one thread per run), evaluation excluded."""
     base, seeds = BUDGETS[budget]["base"], len(BUDGETS[budget]["seeds"])
@@ -214,9 +220,6 @@ def main() -> None:
     b = BUDGETS[args.budget]
     names = args.datasets or b["datasets"]
     ensure_built(names)
-    if args.budget in ("small", "plateau"):
-        print(f"dtr_table1-{args.budget}: about {cpu_hours(args.budget, len(names)):.1f} core-hours for the whole grid "
-              "at one thread per run (finished runs are skipped; stop and resume at will)", flush=True)
     name = f"dtr_table1-{args.budget}"
     grid = Grid(
         name=name,
@@ -235,6 +238,11 @@ def main() -> None:
             + BUDGET_NOTES.get(args.budget, ""),
         },
     )
+    if args.budget in ("small", "plateau"):
+        left = pending_runs(expand(grid), os.path.join(args.out, name))
+        print(f"{name}: about {cpu_hours(args.budget, len(names)):.1f} core-hours for the whole grid at one thread "
+              f"per run, {run_hours([r.config for r in left]):.1f} for the {len(left)} runs without a record (finished "
+              "runs are skipped, stopped ones continue; stop and resume at will)", flush=True)
     for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address,
                                 threads=args.threads).values():
         print(f"wrote {path}")

@@ -301,6 +301,11 @@ def _worker_init(parent_pid: int) -> None:
     threading.Thread(target=watchdog, name="pbrl-sweep-watchdog", daemon=True).start()
 
 
+def pending_runs(runs: list[RunSpec], out_dir: str) -> list[RunSpec]:
+    """The runs without a record in `out_dir/records/` (what a sweep into `out_dir` still has to run)."""
+    return [r for r in runs if not os.path.isfile(os.path.join(out_dir, "records", f"{r.run_id}.json"))]
+
+
 def run_key(runner: str, config: dict[str, Any]) -> str:
     """What makes two runs the same run: the runner's `run_key(config)` when it has one (e.g. the pipeline's
     resolved config, so a field set to its default matches a field left out), else the config itself."""
@@ -423,7 +428,7 @@ def run_sweep(
     rec_dir = os.path.join(out_dir, "records")
     os.makedirs(rec_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "grid.json"), grid.__dict__)
-    todo = [r for r in runs if not os.path.isfile(os.path.join(rec_dir, f"{r.run_id}.json"))]
+    todo = pending_runs(runs, out_dir)
     if reuse:
         todo = reuse_records(grid, todo, rec_dir, reuse, log)
     log(f"sweep {grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")

@@ -56,3 +56,23 @@ def test_a_bad_thread_count_is_one_argparse_line(bad, capsys):
         parser(None).parse_args(["--threads", bad])
     assert e.value.code == 2
     assert f"argument --threads: expected a positive whole number, got {bad!r}" in capsys.readouterr().err
+
+
+def test_the_estimate_of_what_is_left_counts_the_runs_without_a_record(tmp_path):
+    from baselines.dtr_table1 import dataset_id, run_hours
+
+    from pbrl.sweep import Grid, expand, pending_runs
+
+    grid = Grid(name="g", runner="pbrl.pipeline:run_record", base=BUDGETS["plateau"]["base"],
+                axes={"dataset": [dataset_id("hopper-medium-replay")], "seed": [0, 1, 2]}, columns=columns("plateau"))
+    runs = expand(grid)
+    (tmp_path / "records").mkdir()
+    done = [r for r in runs if r.column == "Oracle-IQL"]
+    for r in done:
+        (tmp_path / "records" / f"{r.run_id}.json").write_text("{}")
+    left = pending_runs(runs, str(tmp_path))
+    assert len(left) == len(runs) - 3 and not {r.run_id for r in left} & {r.run_id for r in done}
+    # by hand: the three Oracle-IQL runs are 100k IQL updates each
+    assert run_hours([r.config for r in runs]) - run_hours([r.config for r in left]) == pytest.approx(
+        3 * 100_000 / CPU_RATES["iql"] / 3600)
+    assert run_hours([r.config for r in runs]) == pytest.approx(cpu_hours("plateau", 1))
