@@ -16,6 +16,11 @@ stopped; a run stopped part-way is the runner's to continue (the pipeline runner
 checkpoint, its reward reused, and reports the earlier calls' seconds as `earlier_s`, which the record's wall time
 adds). Records are written by the driver, so on a Ray cluster only the run folders live on the workers.
 
+Reuse: `run_sweep(..., reuse=[other sweep folders])` copies a finished record of the same run (the runner's
+`run_key(config)`, else the config itself) instead of training it again, with `reused_from` naming the original.
+Progress: every `progress_every` seconds the driver logs the runs recorded and, for each running run, the runner's
+`progress(run_dir) -> (text, last change time)` (the pipeline's and the policy runner's: updates done and their rate).
+
 Seed batching: a runner function with a `run_seeds(configs, out_dirs) -> results` attribute trains several runs
 of one column that differ only by `seed` in one process (as one batched model, `pbrl.policies.trainer.train_seeds`);
 the sweep groups such runs among those still to run (`seed_groups`), so finished seeds stay skipped, and writes
