@@ -12,14 +12,15 @@ S = "-minmax"  # the plateau budget's learned-reward columns
 def test_plateau_trains_the_mlps_100k_and_the_sequence_models_20k_with_a_10_percent_dt_warmup():
     cols = {c["name"]: c for c in columns("plateau")}
     assert BUDGETS["plateau"]["base"]["steps"] == 100_000
-    assert all("steps" not in cols[n] for n in ("Oracle-IQL", "Pb-IQL", "Pb-IQL" + S, "Pb-TD3BC" + S, "Pb-CQL" + S))
+    assert all("steps" not in cols[n] for n in ("Oracle-IQL", "Pb-IQL", "Pb-IQL" + S, "Pb-TD3BC" + S))
+    assert not any(c["algo"] == "cql" for c in cols.values())  # left out at this budget: its cost (BUDGET_NOTES)
     assert {cols[n + S]["steps"] for n in ("Pb-DT", "Pb-QT", "DTR")} == {20_000}
     assert cols["Pb-DT" + S]["policy"]["warmup_steps"] == 2_000
 
 
 def test_plateau_shifts_every_learned_reward_but_keeps_the_committed_columns_configs():
     plateau, small = {c["name"]: c for c in columns("plateau")}, {c["name"]: c for c in columns("small")}
-    assert list(plateau) == ["Oracle-IQL", "Pb-IQL"] + [n + S for n in small if n != "Oracle-IQL"]
+    assert list(plateau) == ["Oracle-IQL", "Pb-IQL"] + [n + S for n in small if n not in ("Oracle-IQL", "Pb-CQL")]
     assert all(c["shift"] == "minmax" for n, c in plateau.items() if n.endswith(S))
     assert "shift" not in plateau["Oracle-IQL"] and "shift" not in plateau["Pb-IQL"]  # their run ids stay
     assert all("shift" not in c for c in columns("small") + columns("paper"))
@@ -41,8 +42,8 @@ def test_the_small_budget_keeps_its_records_settings():
 
 
 def test_cpu_hours_by_hand():
-    # plateau, one dataset, 3 seeds: 100k updates of iql (x3: oracle, z-scored, shifted), td3bc, cql; 20k of dt, qt, dtr
-    per_seed = (3 * 100_000 / CPU_RATES["iql"] + 100_000 / CPU_RATES["td3bc"] + 100_000 / CPU_RATES["cql"]
+    # plateau, one dataset, 3 seeds: 100k updates of iql (x3: oracle, z-scored, shifted), td3bc; 20k of dt, qt, dtr
+    per_seed = (3 * 100_000 / CPU_RATES["iql"] + 100_000 / CPU_RATES["td3bc"]
                 + 20_000 / CPU_RATES["dt"] + 20_000 / CPU_RATES["qt"] + 20_000 / CPU_RATES["dtr"])
     assert cpu_hours("plateau", 1) == pytest.approx(3 * per_seed / 3600)
     assert cpu_hours("plateau", 2) == pytest.approx(2 * cpu_hours("plateau", 1))
