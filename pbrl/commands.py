@@ -40,6 +40,9 @@ class Sweep:
 
         if self.progress_every < 0:
             raise PbrlError(f"--progress-every must be >= 0, got {self.progress_every}")
+        for folder in self.reuse:  # a mistyped folder would reuse nothing without a word
+            if not os.path.isdir(folder):
+                raise PbrlError(f"--reuse: {folder} is not a folder (give a sweep's folder or its records folder)")
 
         grid = load_grid(self.grid)
         recs = run_sweep(

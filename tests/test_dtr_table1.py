@@ -61,7 +61,6 @@ def test_a_bad_thread_count_is_one_argparse_line(bad, capsys):
 
 def test_the_estimate_of_what_is_left_counts_the_runs_without_a_record(tmp_path):
     from baselines.dtr_table1 import dataset_id, run_hours
-
     from pbrl.sweep import Grid, expand, pending_runs
 
     grid = Grid(name="g", runner="pbrl.pipeline:run_record", base=BUDGETS["plateau"]["base"],

@@ -151,3 +151,15 @@ def test_sweep_threads_per_worker_default_to_the_free_cores(tmp_path, monkeypatc
         assert rec["result"]["threads"] == 3
     finally:
         torch.set_num_threads(was)
+
+
+def test_sweep_refuses_a_missing_reuse_folder_and_a_negative_progress_period(tmp_path, capsys):
+    from pbrl.cli import main
+
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"name": "g", "runner": "x:y"}))
+    for extra, match in ((["--reuse", str(tmp_path / "typo")], "--reuse: "), (["--progress-every", "-1"], "--progress-every")):
+        assert main(["sweep", str(grid), "--out", str(tmp_path / "out"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pbrl: error: ") and match in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
