@@ -457,28 +457,27 @@ def _record(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _afresh_if_refused(run: Any, cfgs: list[PipelineConfig]) -> list[dict[str, Any]]:
+    """`run(cfgs)`; when a resume is refused (a policy checkpoint that does not fit, e.g. written by other code),
+    the runs start afresh in their folders instead."""
+    try:
+        return run(cfgs)
+    except ResumeRefused:
+        if not any(c.resume for c in cfgs):
+            raise
+        return run([dataclasses.replace(c, resume=False, overwrite=True) for c in cfgs])
+
+
 def run_record(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Sweep runner: a pipeline run from a grid config; returns what the tables read. Runs that differ only by
     seed go through `run_seeds` (one process, the policies as one batched model) when the sweep groups them."""
-    cfg = _sweep_config(config, out_dir)
-    try:
-        return _record(run_pipeline(cfg))
-    except ResumeRefused:  # its policy's checkpoint does not fit (e.g. written by other code): start afresh
-        if not cfg.resume:
-            raise
-        return _record(run_pipeline(dataclasses.replace(cfg, resume=False, overwrite=True)))
+    return _record(_afresh_if_refused(lambda cfgs: [run_pipeline(cfgs[0])], [_sweep_config(config, out_dir)])[0])
 
 
 def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[str, Any]]:
     """`run_record` for grid configs that differ only by seed: one `run_pipelines` call, one result per config."""
     cfgs = [_sweep_config(c, d) for c, d in zip(configs, out_dirs)]
-    try:
-        return [_record(s) for s in run_pipelines(cfgs)]
-    except ResumeRefused:
-        if not any(c.resume for c in cfgs):
-            raise
-        return [_record(s) for s in run_pipelines([dataclasses.replace(c, resume=False, overwrite=True)
-                                                   for c in cfgs])]
+    return [_record(s) for s in _afresh_if_refused(run_pipelines, cfgs)]
 
 
 def _batches_seeds(config: dict[str, Any]) -> bool:
