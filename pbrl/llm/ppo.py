@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +62,7 @@ import tyro
 
 from pbrl.errors import PbrlError
 from pbrl.llm.odpo import Judge, load_prompts, prompt_ids, resolve_judge
+from pbrl.llm.ppo_rollout import chunked, context_length, padded, rollout, step_rows
 from pbrl.llm.response_batch import (
     AnyBatch,
     Batch,
@@ -300,13 +300,6 @@ def _device(cfg: PpoConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
-def _step_rows(n_rows: int, cfg: PpoConfig, k: int) -> list[int]:
-    """Indices of step k's prompts (0-based step): the k-th block of a seeded permutation, wrapping."""
-    order = np.random.default_rng(cfg.seed).permutation(n_rows)
-    m = cfg.prompts_per_step
-    return [int(order[(k * m + i) % n_rows]) for i in range(m)]
-
-
 class _Logps(torch.nn.Module):
     """The policy as one module call (what DDP wraps): batch -> token log-probs [B, T]."""
 
@@ -339,21 +332,6 @@ def _global_whiten(x: torch.Tensor, mask: torch.Tensor, accelerator, eps: float 
     mean = tot / max(n, 1.0)
     var = max(sq / max(n, 1.0) - mean * mean, eps)
     return (x - mean) * (var ** -0.5) * m
-
-
-def _context_length(model_path: str) -> int:
-    """The model's context (``max_position_embeddings`` of its config.json; 0 when it does not say)."""
-    import json
-
-    path = Path(model_path) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PbrlError(f"{model_path}: expected a local HF model folder with config.json") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise PbrlError(f"{path}: unreadable model config ({type(e).__name__})") from None
-    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _stage(name: str) -> torch.profiler.record_function:
@@ -401,7 +379,7 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
     device = accelerator.device if accelerator else _device(cfg)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     prompts = [prompt_ids(tokenizer, r) for r in rows]
-    context = _context_length(cfg.model_path)
+    context = context_length(cfg.model_path)
     for i, p in enumerate(prompts):
         if context and len(p) + cfg.max_new_tokens > context:
             raise PbrlError(f"{cfg.prompts}:{i + 1}: the prompt's {len(p)} tokens + max_new_tokens "
@@ -479,8 +457,8 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             t0 = sync()
             # each process samples its share of the step's prompts
             with _stage("rollout"):
-                ro = _rollout(sampler, [prompts[i] for i in _step_rows(len(rows), cfg, step)[rank::world]], cfg,
-                              step, eot, pad, stream=rank)
+                mine = step_rows(len(rows), cfg.seed, cfg.prompts_per_step, step)[rank::world]
+                ro = rollout(sampler, [prompts[i] for i in mine], cfg, step, eot, pad, stream=rank)
             # ---- scoring
             t1 = sync()
             with _stage("scoring"):
@@ -497,16 +475,16 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
             fwd = max(1, cfg.forward_batch // per_unit)
             with torch.no_grad():
                 if cfg.sampler_logprobs and cfg.temperature == 1 and cfg.top_p == 1 and cfg.dtype == "float32":
-                    old_lp = _padded(ro["logprobs"], T, device)
+                    old_lp = padded(ro["logprobs"], T, device)
                 else:
-                    old_lp = _chunked(lambda x: token_logprobs(policy, x), batch, fwd)
+                    old_lp = chunked(lambda x: token_logprobs(policy, x), batch, fwd)
                 with _stage("forward/reference"):
-                    ref_lp = _chunked(lambda x: token_logprobs(reference, x), batch, fwd)
+                    ref_lp = chunked(lambda x: token_logprobs(reference, x), batch, fwd)
                 tc = sync()
                 with _stage("forward/critic"):
-                    old_v = _chunked(lambda x: token_values(critic, x), batch, fwd)
+                    old_v = chunked(lambda x: token_values(critic, x), batch, fwd)
                 critic_forward_s = sync() - tc
-                scores = _padded(scores_l, T, device)
+                scores = padded(scores_l, T, device)
                 has_eos = torch.tensor(ro["has_eos"], dtype=torch.bool, device=device)
                 rewards = shape_rewards(scores, old_lp, ref_lp, mask, has_eos, beta=cfg.kl_beta,
                                         no_eos_penalty=cfg.no_eos_penalty, clamp=cfg.reward_clamp)
@@ -613,49 +591,6 @@ def train_ppo(cfg: PpoConfig, reward_fn: RewardFn | None = None, judge: Judge | 
                "final": history[-1] if history else {}}
     run.write_summary(summary)
     return summary
-
-
-def _rollout(sampler, prompts: list[list[int]], cfg: PpoConfig, step: int, eot: int, pad: int,
-             stream: int = 0) -> dict[str, Any]:
-    """n samples of each prompt: per response its prompt, tokens, sampling log-probs and whether it ended at EOS
-    (responses of prompt g in rows g n .. g n + n - 1). ``stream`` (the process) offsets the sampling seeds."""
-    from pbrl.llm.sampler import SamplingConfig
-
-    sampler.model.eval()
-    out: dict[str, list] = {"groups": [], "prompts": [], "responses": [], "logprobs": [], "has_eos": []}
-    for b in range(0, len(prompts), cfg.sample_batch):
-        part = prompts[b : b + cfg.sample_batch]
-        sc = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                            eos_token_id=eot, pad_token_id=pad,
-                            seed=cfg.seed * 1_000_003 + 7919 * (step + 1) + b + 104_729 * stream)
-        gen = sampler.generate(part, sc)
-        for p, group, lps, reasons in zip(part, gen.tokens, gen.logprobs, gen.finish_reasons):
-            out["groups"].append(p)
-            for y, lp, why in zip(group, lps, reasons):
-                out["prompts"].append(p)
-                out["responses"].append(y)
-                out["logprobs"].append(torch.tensor(lp, dtype=torch.float32))
-                out["has_eos"].append(why == "eos")
-    return out
-
-
-def _padded(values: Sequence[torch.Tensor], T: int, device: torch.device) -> torch.Tensor:
-    """Per-response 1-D tensors right-padded with 0 into [B, T]."""
-    out = torch.zeros(len(values), T, device=device)
-    for i, v in enumerate(values):
-        out[i, : len(v)] = v.to(device)
-    return out
-
-
-def _chunked(fn: Callable[[AnyBatch], torch.Tensor], batch: AnyBatch, size: int) -> torch.Tensor:
-    """fn over chunks of ``size`` units of ``batch``, padded back to the batch's T: [B, T]."""
-    B, T = batch.mask.shape
-    out = torch.zeros(B, T, device=batch.mask.device)
-    for i in range(0, batch.size, size):
-        units = torch.arange(i, min(batch.size, i + size))
-        v = fn(batch.select(units))
-        out[batch.responses(units.to(out.device)), : v.shape[1]] = v
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- command
