@@ -54,11 +54,18 @@ COLUMNS = [
     # difference (found reading both side by side). Measured: the log std stays near -1.5, so neither floor binds
     # and this column is pbrl's IQL rerun (results/README.md, Peer scores)
     {"name": "pbrl-IQL-logstd5", "lib": "pbrl", "algo": "iql", "policy": {"log_std_min": -5.0}},
+    # the IQL recipes' remaining difference: d3rlpy's IQL trains on raw observations, pbrl's (and CORL's) z-scores
+    # them (the TD3+BC recipes both z-score, and their scores agree). Each library run the other way:
+    {"name": "pbrl-IQL-rscale-rawobs", "lib": "pbrl", "algo": "iql", "reward_scale": True,
+     "policy": {"normalize_obs": False}},
+    {"name": "d3rlpy-IQL-zscore", "lib": "d3rlpy", "algo": "iql", "obs_scaler": True},
 ]
 
 # the comparisons the check exists for (Welch's t-test in the table); rscale is the like-for-like IQL recipe
 PAIRS = [["pbrl-IQL", "d3rlpy-IQL"], ["pbrl-IQL-rscale", "d3rlpy-IQL"], ["pbrl-TD3BC", "d3rlpy-TD3BC"],
-         ["pbrl-IQL-logstd5", "d3rlpy-IQL"], ["pbrl-IQL-logstd5", "pbrl-IQL"]]
+         ["pbrl-IQL-logstd5", "d3rlpy-IQL"], ["pbrl-IQL-logstd5", "pbrl-IQL"],
+         ["pbrl-IQL-rscale-rawobs", "d3rlpy-IQL"], ["d3rlpy-IQL-zscore", "d3rlpy-IQL"],
+         ["pbrl-IQL-rscale-rawobs", "pbrl-IQL-rscale"], ["d3rlpy-IQL-zscore", "pbrl-IQL-rscale"]]
 
 
 def d3rlpy_arrays(ds) -> dict[str, np.ndarray]:
@@ -116,6 +123,7 @@ def _d3rlpy_train(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
             **common, weight_temp=3.0, max_weight=100.0, expectile=0.7,
             reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
             actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=cosine),
+            observation_scaler=d3rlpy.preprocessing.StandardObservationScaler() if config.get("obs_scaler") else None,
         ).create(device="cpu")
     elif config["algo"] == "td3bc":
         algo = d3rlpy.algos.TD3PlusBCConfig(

@@ -64,6 +64,9 @@ class IQLConfig:
     log_std_min: float = -20.0
     """Floor of the Gaussian actor's state-independent log std (CORL's -20; d3rlpy's IQL uses -5). A low floor
     lets the advantage-weighted likelihood shrink the std until a few high-weight actions dominate the loss."""
+    normalize_obs: bool = True
+    """Z-score observations with the dataset's statistics (every pbrl policy does; CORL's IQL too). False trains
+    on raw observations, as d3rlpy's IQL reproduction does (results/peer_scores-peer.md compares both)."""
     reward_scale: bool = False
     """Train on rewards x 1000 / (max - min episode return), as the IQL paper (appendix) and CORL's / d3rlpy's
     D4RL-locomotion configs do (CORL's `normalize_reward`, False in its dataclass too). It sets the advantages'
@@ -96,6 +99,9 @@ class IQL(Policy):
 
     def __init__(self, config: IQLConfig, spec: PolicySpec, total_steps: int) -> None:
         super().__init__(config, spec, total_steps)
+        if not config.normalize_obs:  # identity coordinates: the buffers (and so checkpoints) say so
+            self.obs_mean.zero_()
+            self.obs_std.fill_(1.0)
         hidden = tuple(config.hidden)
         self.critic = Critic(spec.obs_dim, spec.act_dim, spec.discrete, n=2, hidden=hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

@@ -416,3 +416,21 @@ def test_iql_reward_scale_is_skipped_when_every_return_is_equal(pendulum, capsys
     got = pol.make_sampler(flat, torch.Generator().manual_seed(0)).data.rewards
     torch.testing.assert_close(got, torch.as_tensor(rewards, dtype=got.dtype))  # left unscaled
     assert "reward_scale skipped" in capsys.readouterr().err
+
+
+def test_iql_without_observation_normalization_trains_and_acts_on_raw_observations(pendulum):
+    spec = PolicySpec.from_dataset(pendulum)
+    raw = torch.as_tensor(pendulum.transitions("cpu").observations, dtype=torch.float32).reshape(
+        pendulum.num_transitions, -1)
+    batches = {}
+    for norm in (True, False):
+        pol = make_policy("iql", spec, small_config("iql", normalize_obs=norm), total_steps=10)
+        batches[norm] = pol.make_sampler(pendulum, torch.Generator().manual_seed(0)).data.observations
+    torch.testing.assert_close(batches[False], raw)  # identity coordinates
+    mean, std = torch.tensor(spec.obs_mean), torch.tensor(spec.obs_std)
+    torch.testing.assert_close(batches[True], (raw - mean) / std)
+    # acting reads the same raw coordinates: act(x) is the actor's mode at x itself
+    x = raw[:4].numpy()
+    with torch.no_grad():
+        expected = pol.unnormalize_actions(pol.actor.mode(raw[:4])).numpy()
+    np.testing.assert_allclose(pol.act(x), expected, rtol=1e-6)
