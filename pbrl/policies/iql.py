@@ -64,6 +64,10 @@ class IQLConfig:
     log_std_min: float = -20.0
     """Floor of the Gaussian actor's state-independent log std (CORL's -20; d3rlpy's IQL uses -5). A low floor
     lets the advantage-weighted likelihood shrink the std until a few high-weight actions dominate the loss."""
+    actor_after_critic: bool = False
+    """Step the value and critics first and weight the actor's samples with the updated value function, as
+    d3rlpy's IQL does (False: one step of all three losses on the weights from before it, as CORL's and the
+    paper's code do). The target critics move after the actor either way."""
     normalize_obs: bool = True
     """Z-score observations with the dataset's statistics (every pbrl policy does; CORL's IQL too). False trains
     on raw observations, as d3rlpy's IQL reproduction does (results/peer_scores-peer.md compares both)."""
@@ -134,8 +138,11 @@ class IQL(Policy):
         return -self.actor.log_prob(obs, act)  # [B]
 
     def phases(self) -> list[Phase]:
+        targets = (("critic_target", "critic"),)
+        if self.config.actor_after_critic:
+            return [Phase("critic_losses", ("value", "critic")), Phase("actor_loss", ("actor",), targets=targets)]
         # every loss reads the weights from before the update, so the three optimizers step on one backward pass
-        return [Phase("losses", ("value", "critic", "actor"), targets=(("critic_target", "critic"),))]
+        return [Phase("losses", ("value", "critic", "actor"), targets=targets)]
 
     def schedule(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         if self.config.actor_cosine:
@@ -143,10 +150,10 @@ class IQL(Policy):
 
     update = Policy.run_phases
 
-    def losses(
+    def critic_losses(
         self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """L_V + L_Q + L_pi (disjoint parameters: each network's gradient is its own loss's)."""
+        """L_V + L_Q (disjoint parameters); carries min_k Q'_k(s, a) [B] and V(s) [B] to the actor's loss."""
         cfg = self.config
         obs, act = batch.observations, batch.actions  # [B, D], [B, A] or [B]
         with torch.no_grad():
@@ -155,14 +162,32 @@ class IQL(Policy):
             q_target = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * next_v  # [B]
 
         v = self.value(obs).squeeze(-1)  # [B]
-        adv = target_q - v
-        v_loss = expectile_loss(adv, cfg.expectile)
+        v_loss = expectile_loss(target_q - v, cfg.expectile)
         q = self.critic(obs, act)  # [2, B]
         q_loss = F.mse_loss(q, q_target.expand_as(q))
-        weights = awr_weights(adv.detach(), cfg.beta, cfg.max_weight)  # [B]
-        actor_loss = (weights * self._actor_nll(obs, act)).mean()
-        metrics = {"iql/v_loss": v_loss, "iql/q_loss": q_loss, "iql/actor_loss": actor_loss, "iql/q_mean": q.mean()}
-        return v_loss + q_loss + actor_loss, metrics, carry
+        metrics = {"iql/v_loss": v_loss, "iql/q_loss": q_loss, "iql/q_mean": q.mean()}
+        return v_loss + q_loss, metrics, {**carry, "target_q": target_q, "v": v.detach()}
+
+    def actor_loss(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """L_pi with advantages min_k Q'_k(s, a) - V(s); V re-read when the value function has stepped since."""
+        if self.config.actor_after_critic:
+            with torch.no_grad():
+                v = self.value(batch.observations).squeeze(-1)  # [B], after the value step
+        else:
+            v = carry["v"]
+        weights = awr_weights(carry["target_q"] - v, self.config.beta, self.config.max_weight)  # [B]
+        actor_loss = (weights * self._actor_nll(batch.observations, batch.actions)).mean()
+        return actor_loss, {"iql/actor_loss": actor_loss}, carry
+
+    def losses(
+        self, batch: Transitions, noise: dict[str, torch.Tensor], carry: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """L_V + L_Q + L_pi on the weights from before the step (each network's gradient is its own loss's)."""
+        critic, metrics, carry = self.critic_losses(batch, noise, carry)
+        actor, actor_metrics, carry = self.actor_loss(batch, noise, carry)
+        return critic + actor, {**metrics, **actor_metrics}, carry
 
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor.mode(obs) if not isinstance(self.actor, DeterministicActor) else self.actor(obs)

@@ -434,3 +434,36 @@ def test_iql_without_observation_normalization_trains_and_acts_on_raw_observatio
     with torch.no_grad():
         expected = pol.unnormalize_actions(pol.actor.mode(raw[:4])).numpy()
     np.testing.assert_allclose(pol.act(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_iql_actor_weights_read_the_value_function_before_or_after_its_step(pendulum, after):
+    import copy
+
+    spec = PolicySpec.from_dataset(pendulum)
+    pol = make_policy("iql", spec, small_config("iql", actor_after_critic=after, actor_cosine=False), total_steps=10)
+    batch = pol.make_sampler(pendulum, torch.Generator().manual_seed(0))()
+    ref = copy.deepcopy(pol)
+    pol.update(batch)
+    # naive reference: the value and critic step on their losses, then the actor on weights from V before or after
+    obs, act = batch.observations, batch.actions
+    with torch.no_grad():
+        target_q = ref.critic_target(obs, act).min(0).values
+        q_target = batch.rewards + ref.config.gamma * (1 - batch.terminals) * ref.value(batch.next_observations)[:, 0]
+        v_before = ref.value(obs)[:, 0]
+    v_loss = expectile_loss(target_q - ref.value(obs)[:, 0], ref.config.expectile)
+    q = ref.critic(obs, act)
+    for opt in (ref.optimizers["value"], ref.optimizers["critic"]):
+        opt.zero_grad()
+    (v_loss + F.mse_loss(q, q_target.expand_as(q))).backward()
+    ref.optimizers["value"].step()
+    ref.optimizers["critic"].step()
+    with torch.no_grad():
+        v = ref.value(obs)[:, 0] if after else v_before
+    w = awr_weights(target_q - v, ref.config.beta, ref.config.max_weight)
+    ref.optimizers["actor"].zero_grad()
+    (w * -ref.actor.log_prob(obs, act)).mean().backward()
+    ref.optimizers["actor"].step()
+    for name, p in pol.actor.state_dict().items():
+        torch.testing.assert_close(p, ref.actor.state_dict()[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pol.value.state_dict(), ref.value.state_dict())

@@ -27,6 +27,7 @@ CASES = [
     ("iql", "pendulum", {}),
     ("iql", "cartpole", {}),
     ("iql", "pendulum", {"deterministic_actor": True}),
+    ("iql", "pendulum", {"actor_after_critic": True, "normalize_obs": False}),
     ("td3bc", "pendulum", {}),
     ("bc", "pendulum", {}),
     ("bc", "cartpole", {"top_fraction": 0.5}),
