@@ -138,7 +138,7 @@ def run_hours(configs: list[dict]) -> float:
 def cpu_hours(budget: str, n_datasets: int) -> float:
     """Core-hours the budget's grid takes on this CPU at CPU_RATES (one thread per run), evaluation excluded."""
     base, seeds = BUDGETS[budget]["base"], len(BUDGETS[budget]["seeds"])
-    return sum(c.get("steps", base["steps"]) / CPU_RATES[c["algo"]] for c in columns(budget)) * seeds * n_datasets / 3600
+    return run_hours([{"steps": base["steps"], **c} for c in columns(budget)]) * seeds * n_datasets
 
 
 BUDGETS = {

@@ -35,7 +35,7 @@ from pbrl.data import EpisodeDataset
 from pbrl.errors import PbrlError, ResumeRefused
 from pbrl.policies.base import Policy, PolicySpec, default_config, make_policy
 from pbrl.policies.evaluation import check_env_fits, evaluate, normalize_returns
-from pbrl.runs import RunFolder
+from pbrl.runs import RunFolder, training_progress
 from pbrl.utils import (
     RUN_FILES,
     check_fresh_out,
@@ -666,13 +666,6 @@ def _run_seeds(configs: list[dict[str, Any]], out_dirs: list[str]) -> list[dict[
     return [record_result(ds, s) for s in summaries]
 
 
-def _progress(run_dir: str) -> tuple[str | None, float]:
-    """The sweep's progress line for a run folder of this runner (pbrl.sweep)."""
-    from pbrl.runs import training_progress
-
-    return training_progress(run_dir)
-
-
 def _batches_seeds(config: dict[str, Any]) -> bool:
     """Whether the sweep should group this config's seeds: algorithms whose update is written as phases, without
     actor dropout (see `pbrl.policies.seeds.seed_batchable`), and not CQL on a CPU; others run one process per
@@ -691,4 +684,4 @@ def _batches_seeds(config: dict[str, Any]) -> bool:
 # the sweep's seed-batching protocol (pbrl.sweep.seed_groups)
 run_record.run_seeds = _run_seeds  # type: ignore[attr-defined]
 run_record.batches_seeds = _batches_seeds  # type: ignore[attr-defined]
-run_record.progress = _progress  # type: ignore[attr-defined]
+run_record.progress = training_progress  # type: ignore[attr-defined]  # a run folder's updates and rate
