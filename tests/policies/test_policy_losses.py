@@ -17,7 +17,7 @@ from pbrl.policies.cql import cql_penalty
 from pbrl.policies.dt import WindowSampler, interleave_tokens, token_attention_mask
 from pbrl.policies.dtr import nstep_window_targets, policy_q_term, select_candidate
 from pbrl.policies.iql import awr_weights, expectile_loss
-from pbrl.policies.nets import Critic, Dropout, EnsembleMLP, TanhGaussianActor
+from pbrl.policies.nets import Critic, Dropout, EnsembleMLP, Mish, TanhGaussianActor
 from pbrl.policies.td3bc import td3bc_actor_loss, td3bc_lambda
 
 
@@ -102,6 +102,23 @@ def test_ensemble_mlp_gradients_equal_members():
         (h @ wo + net.out.bias[k].detach()).square().sum().backward()
         torch.testing.assert_close(net.hidden[0].weight.grad[k], w[0][0].grad)
         torch.testing.assert_close(net.out.weight.grad[k], wo.grad)
+
+
+def test_cpu_mish_equals_torch_mish_values_and_gradients():
+    # the one-exp form against torch's float64 kernel, over the range where each branch of the formula matters:
+    # e^x underflow (x << 0), the clamp at 20, and the ordinary middle
+    x64 = torch.cat([torch.linspace(-120.0, 60.0, 20001, dtype=torch.float64), torch.tensor([0.0, 19.99, 20.0, 20.01])])
+    x = x64.float().requires_grad_()
+    ref = x64.clone().requires_grad_()
+    y = Mish()(x)
+    torch.testing.assert_close(y.double(), F.mish(ref), rtol=2e-6, atol=1e-6)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y.backward(g.float())
+    F.mish(ref).backward(g)
+    torch.testing.assert_close(x.grad.double(), ref.grad, rtol=2e-6, atol=1e-6)
+    with torch.no_grad():  # no gradient: the slope is not stored, the value is the same
+        torch.testing.assert_close(Mish()(x.detach()), y.detach(), rtol=0, atol=0)
+    assert Mish()(torch.tensor([1.0], dtype=torch.bfloat16)).dtype == torch.bfloat16  # other dtypes: torch's kernel
 
 
 def test_cpu_dropout_keeps_the_expected_fraction_unbiased():
@@ -467,3 +484,10 @@ def test_iql_actor_weights_read_the_value_function_before_or_after_its_step(pend
     for name, p in pol.actor.state_dict().items():
         torch.testing.assert_close(p, ref.actor.state_dict()[name], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pol.value.state_dict(), ref.value.state_dict())
+
+
+def test_cpu_mish_under_vmap_equals_the_unbatched_gradient():
+    # seed-batched training evaluates every loss under torch.func.vmap
+    x = torch.randn(3, 7, generator=torch.Generator().manual_seed(1))
+    grads = torch.func.vmap(torch.func.grad(lambda v: Mish()(v).square().sum()))(x)
+    torch.testing.assert_close(grads, torch.func.grad(lambda v: F.mish(v).square().sum())(x), rtol=2e-6, atol=1e-6)
