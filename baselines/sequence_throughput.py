@@ -47,8 +47,16 @@ def small_config() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ worker
-def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int, data_size: int) -> dict:
-    """Runs in the measured tree: {algo: (updates/s wall, updates/s CPU time)} for `steps` timed updates."""
+def bf16_settings(algo: str) -> dict:
+    """bf16 autocast turned on everywhere an algorithm has a switch for it (DT: the transformer; QT / DTR: the
+    actor and its EMA copy's forward; the critics' TD stays float32)."""
+    return {"bf16": "on"} if algo == "dt" else {"bf16": "on", "ema_bf16": "on"}
+
+
+def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int, data_size: int,
+           bf16: bool = False) -> dict:
+    """Runs in the measured tree: {algo: (updates/s wall, updates/s CPU time)} for `steps` timed updates; `bf16`
+    adds `bf16_settings` to every algorithm's configuration."""
     import torch
 
     from pbrl.data import collect_episodes
@@ -61,7 +69,8 @@ def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int
     out = {}
     for algo in algos:
         torch.manual_seed(0)
-        policy = make_policy(algo, spec, default_config(algo, **config), 10**6)
+        settings = {**config, **(bf16_settings(algo) if bf16 else {})}
+        policy = make_policy(algo, spec, default_config(algo, **settings), 10**6)
         sample = policy.make_sampler(ds, torch.Generator().manual_seed(0))
         for _ in range(warmup):
             policy.update(sample())
@@ -73,8 +82,8 @@ def worker(algos: list[str], config: dict, steps: int, warmup: int, threads: int
 
 
 def floor_worker(algos: list[str], config: dict, threads: int) -> dict:
-    """Runs in this tree: FLOPs of one update (torch's FlopCounterMode) and the float32 GEMM rate at the update's
-    main shapes, giving the rate an update could reach if it were nothing but its matrix products."""
+    """Runs in this tree: FLOPs of one update (torch's FlopCounterMode) and the float32 and bf16 GEMM rates at the
+    update's main shapes, giving the rate an update could reach if it were nothing but its matrix products."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -94,20 +103,22 @@ def floor_worker(algos: list[str], config: dict, threads: int) -> dict:
     B, K, E = config["batch_size"], 20, config["embed_dim"]
     inner = config.get("n_inner") or 4 * E
     shapes = [(B * 3 * K, E, inner), (B * 3 * K, inner, E), (B * 3 * K, E, 3 * E), (B * K, 256, 256)]  # MLP, qkv, critic
-    rates = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        for _ in range(5):
-            a @ b
-        t0, reps = time.process_time(), 50  # CPU time, as the CPU-time update rates it is compared with
-        for _ in range(reps):
-            a @ b
-        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.process_time() - t0)
-    return {"flops": flops, "gemm": rates}
+    rates: dict[str, dict[str, float]] = {"float32": {}, "bf16": {}}
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
+        for m, k, n in shapes:
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            for _ in range(5):
+                a @ b
+            t0, reps = time.process_time(), 50  # CPU time, as the CPU-time update rates it is compared with
+            for _ in range(reps):
+                a @ b
+            rates[name][f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.process_time() - t0)
+    return {"flops": flops, "gemm": rates["float32"], "gemm_bf16": rates["bf16"]}
 
 
-def run_worker(tree: Path, args: argparse.Namespace, config: dict, floor: bool = False) -> dict:
+def run_worker(tree: Path, args: argparse.Namespace, config: dict, floor: bool = False, bf16: bool = False) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--floor" if floor else "--worker", "--algos", *args.algos,
+           *(["--bf16-worker"] if bf16 else []),
            "--config", json.dumps(config), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--data-size", str(args.data_size)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -130,14 +141,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "results" / "sequence_throughput.md"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time this tree with bf16 autocast on (`bf16_settings`): what this CPU's bf16 gives")
     ap.add_argument("--config", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--bf16-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.floor:
         print(json.dumps(floor_worker(args.algos, json.loads(args.config), args.threads)))
         return
     if args.worker:
         print(json.dumps(worker(args.algos, json.loads(args.config), args.steps, args.warmup, args.threads,
-                                args.data_size)))
+                                args.data_size, args.bf16_worker)))
         return
     if args.rounds < 1 or args.steps < 1:
         fail("--rounds and --steps must be >= 1")
@@ -153,23 +167,25 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), base_rev], cwd=ROOT, check=True,
                        capture_output=True)
         try:
-            trees = {"baseline": base_tree, "current": ROOT}
+            trees = {"baseline": base_tree, "current": ROOT, **({"bf16": ROOT} if args.bf16 else {})}
             rates: dict[str, dict[str, list[tuple[float, float]]]] = {k: {a: [] for a in args.algos} for k in trees}
-            print(f"baseline {base_rev[:12]} vs this tree; {args.rounds} rounds x 2 trees x {len(args.algos)} "
+            n_runs = len(trees) * args.rounds
+            print(f"baseline {base_rev[:12]} vs this tree{' (and this tree with bf16 on)' if args.bf16 else ''}; "
+                  f"{args.rounds} rounds x {len(trees)} variants x {len(args.algos)} "
                   f"algorithms x {args.steps} timed updates ({args.threads} thread(s), config {config}); this "
                   "takes several minutes (each worker builds its data and times every algorithm)", flush=True)
             t0 = time.perf_counter()
             for r in range(args.rounds):
-                order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+                order = list(trees) if r % 2 == 0 else list(trees)[::-1]
                 for name in order:
-                    got = run_worker(trees[name], args, config)
+                    got = run_worker(trees[name], args, config, bf16=name == "bf16")
                     for algo, (wall, cpu) in got.items():
                         rates[name][algo].append((wall, cpu))
-                    done = r * 2 + order.index(name) + 1
+                    done = r * len(trees) + order.index(name) + 1
                     el = time.perf_counter() - t0
                     print(f"  round {r + 1}/{args.rounds} {name:8s} " + "  ".join(
                         f"{a} {w:.3g}/s" for a, (w, _) in got.items()) +
-                        f"  [{done}/{2 * args.rounds} workers, {el:.0f} s, ~{el / done * (2 * args.rounds - done):.0f} s left]",
+                        f"  [{done}/{n_runs} workers, {el:.0f} s, ~{el / done * (n_runs - done):.0f} s left]",
                         flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False,
@@ -179,43 +195,49 @@ def main() -> None:
               f"Medians over {args.rounds} alternating rounds of {args.steps} timed updates (after {args.warmup} "
               f"warm-up updates), {args.threads} torch thread(s). Config: {config}.")
         print()
-        print("| algo | baseline updates/s | this tree updates/s | ratio (wall) | ratio (CPU time) | target | met |")
-        print("|---|---|---|---|---|---|---|")
+        med = lambda name, algo, i: statistics.median(x[i] for x in rates[name][algo])  # noqa: E731  0 wall, 1 CPU
+        bf16_head = " | this tree, bf16 on: updates/s | ratio (wall) |" if args.bf16 else " |"
+        print("| algo | baseline updates/s | this tree updates/s | ratio (wall) | ratio (CPU time) | target | met"
+              + bf16_head)
+        print("|---" * (7 + 2 * args.bf16) + "|")
         verdicts = []
         for algo in args.algos:
-            bw = statistics.median(w for w, _ in rates["baseline"][algo])
-            cw = statistics.median(w for w, _ in rates["current"][algo])
-            bc = statistics.median(c for _, c in rates["baseline"][algo])
-            cc = statistics.median(c for _, c in rates["current"][algo])
+            bw, cw, bc, cc = med("baseline", algo, 0), med("current", algo, 0), med("baseline", algo, 1), med(
+                "current", algo, 1)
             target = TARGETS.get(algo)
             met = "-" if target is None else ("yes" if cw / bw >= target else "no")
+            extra = f" | {med('bf16', algo, 0):.3g} | {med('bf16', algo, 0) / bw:.2f}x |" if args.bf16 else " |"
             print(f"| {algo} | {bw:.3g} | {cw:.3g} | {cw / bw:.2f}x | {cc / bc:.2f}x | "
-                  f"{'-' if target is None else f'>= {target:g}x'} | {met} |")
+                  f"{'-' if target is None else f'>= {target:g}x'} | {met}" + extra)
             if target is not None:
                 verdicts.append(f"{algo}: {cw / bw:.2f}x against a target of {target:g}x, "
                                 f"{'met' if cw / bw >= target else 'NOT met'}")
         print()
-        print("Targets (wall-clock ratio): " + "; ".join(verdicts) + ".")
+        print("Targets (wall-clock ratio, the defaults): " + "; ".join(verdicts) + "."
+              + (" The bf16 column turns on " + ", ".join(sorted(bf16_settings("dtr"))) + " (not the default on "
+                 "a CPU without AMX); it shows what this CPU's bf16 matrix units give, not a default." if args.bf16
+                 else ""))
         floor = run_worker(ROOT, args, config, floor=True)
-        gemm = max(floor["gemm"].values())
+        gemm, gemm16 = max(floor["gemm"].values()), max(floor["gemm_bf16"].values())
         print()
         print("What float32 allows: FLOPs of one update (torch's FlopCounterMode, this tree) and the float32 GEMM "
               "rate per CPU second at the update's main shapes ("
               + ", ".join(f"{k}: {v / 1e9:.0f}" for k, v in floor["gemm"].items())
-              + " GFLOP/s); the ceiling is the update's FLOPs at the best of those rates, as if it were nothing but "
+              + " GFLOP/s; bf16: " + ", ".join(f"{v / 1e9:.0f}" for v in floor["gemm_bf16"].values())
+              + "); the ceiling is the update's FLOPs at the best of those rates, as if it were nothing but "
               "matrix products, against the CPU-time rates above (both per CPU second, so other work on the cores "
               "does not enter the comparison).")
         print()
-        print("| algo | GFLOP per update | baseline updates/CPU-s | this tree updates/CPU-s | matmul-bound ceiling "
-              "updates/CPU-s | ceiling / baseline | target |")
-        print("|---|---|---|---|---|---|---|")
+        print("| algo | GFLOP per update | baseline updates/CPU-s | this tree updates/CPU-s | float32 matmul-bound "
+              "ceiling updates/CPU-s | ceiling / baseline | all-bf16 ceiling / baseline | target |")
+        print("|---|---|---|---|---|---|---|---|")
         for algo in args.algos:
-            bc = statistics.median(c for _, c in rates["baseline"][algo])
-            cc = statistics.median(c for _, c in rates["current"][algo])
+            bc, cc = med("baseline", algo, 1), med("current", algo, 1)
             ceiling = gemm / floor["flops"][algo]
             target = TARGETS.get(algo)
             print(f"| {algo} | {floor['flops'][algo] / 1e9:.2f} | {bc:.3g} | {cc:.3g} | {ceiling:.3g} | "
-                  f"{ceiling / bc:.2f}x | {'-' if target is None else f'{target:g}x'} |")
+                  f"{ceiling / bc:.2f}x | {gemm16 / floor['flops'][algo] / bc:.2f}x | "
+                  f"{'-' if target is None else f'{target:g}x'} |")
 
 
 if __name__ == "__main__":
