@@ -31,8 +31,6 @@ from pathlib import Path
 
 from record import recorded  # baselines/record.py (the script's folder is on sys.path)
 
-from pbrl.errors import fail
-
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_REV = "eba2189cca1957e087675762a4bd3da5a46b276f"
 """The commit before the small-size speed work on DT / QT / DTR."""
@@ -153,6 +151,9 @@ def main() -> None:
         print(json.dumps(worker(args.algos, json.loads(args.config), args.steps, args.warmup, args.threads,
                                 args.data_size, args.bf16_worker)))
         return
+    # imported after the workers' return: they run this file against the baseline tree, which may predate it
+    from pbrl.errors import fail
+
     if args.rounds < 1 or args.steps < 1:
         fail("--rounds and --steps must be >= 1")
     rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
