@@ -21,7 +21,12 @@ import statistics
 import tempfile
 import time
 
-from record import recorded  # baselines/record.py (the script's folder is on sys.path)
+try:
+    from baselines.dtr_table1 import SMALL_DT
+    from baselines.record import recorded
+except ImportError:  # run as a script: the script's folder is on sys.path
+    from dtr_table1 import SMALL_DT  # type: ignore[no-redef]
+    from record import recorded  # type: ignore[no-redef]
 
 from pbrl.errors import fail, run_script
 
@@ -34,8 +39,6 @@ def recipe(algo: str, size: str, steps: int) -> dict:
     """The run's settings apart from precision."""
     if size == "small":
         return {**SMALL_SEQ, "warmup_steps": 100, "lr": 1e-3} if algo == "dt" else {**SMALL_SEQ, **SMALL_DTR}
-    from dtr_table1 import SMALL_DT
-
     return {**SMALL_DT, "warmup_steps": max(1, steps // 20)} if algo == "dt" else dict(SMALL_DT)
 
 
