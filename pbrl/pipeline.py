@@ -233,11 +233,14 @@ def _resumed(cfg: PipelineConfig, ds: Any) -> tuple[dict[str, Any], Any, int, fl
 
 
 def _facts(cfg: PipelineConfig, ds: Any) -> dict[str, Any]:
+    from pbrl.policies.trainer import dataset_fingerprint
+
     return {
         "dataset": cfg.dataset,
         "dataset_name": ds.name,
         "dataset_transitions": ds.num_transitions,
         "dataset_episodes": ds.num_episodes,
+        "dataset_sha256": dataset_fingerprint(ds),  # the source data's build, before relabeling
     }
 
 
@@ -445,6 +448,8 @@ def _record(s: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset_name": s["dataset_name"],
         "dataset_transitions": s["dataset_transitions"],
+        "dataset_episodes": s.get("dataset_episodes"),
+        "dataset_sha256": s.get("dataset_sha256"),
         "last_score": pol.get("last_score"),
         "best_score": pol.get("best_score"),
         "last_return_mean": pol.get("last_return_mean"),

@@ -128,9 +128,33 @@ def budget_lines(records: list[dict[str, Any]]) -> list[str]:
     return [
         f"- budget: {', '.join(budgets)}; policy steps per run: {', '.join(steps)}; seeds: {seeds}",
         f"- dataset transitions: {'; '.join(sizes)}",
+        *build_lines(records),
         f"- device: {', '.join(devices)}; total compute {wall / 3600:.2f} h over {len(records)} runs",
         f"- git revision(s): {', '.join(revs)}",
     ]
+
+
+def build_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Which builds of each dataset the runs trained on (`dataset_sha256` of their records, with the episode
+    count): a suite dataset built on another machine may differ (its rollouts are not bit-reproducible across
+    CPUs), so a table whose runs span builds says so. Nothing when no record has a fingerprint (older records)."""
+    if not any(r["result"].get("dataset_sha256") for r in records):
+        return []
+    builds: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        res = r["result"]
+        sha = res.get("dataset_sha256")
+        key = f"{sha[:8]} ({res.get('dataset_episodes')} episodes)" if sha else "not recorded"
+        builds[_row_key(r)][key] += 1
+    parts = []
+    for row in sorted(builds):
+        known = sorted((k, n) for k, n in builds[row].items() if k != "not recorded")
+        text = ", ".join(f"{k} in {n} run{'s' * (n != 1)}" for k, n in known)
+        if "not recorded" in builds[row]:
+            n = builds[row]["not recorded"]
+            text += f"{', ' if text else ''}not recorded in {n} run{'s' * (n != 1)}"
+        parts.append(f"{row}: {text}")
+    return [f"- dataset builds (sha256 of the data): {'; '.join(parts)}"]
 
 
 def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:

@@ -612,6 +612,8 @@ def record_result(ds: EpisodeDataset, s: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset_name": ds.name,
         "dataset_transitions": ds.num_transitions,
+        "dataset_episodes": ds.num_episodes,
+        "dataset_sha256": dataset_fingerprint(ds),  # which build of the dataset (tables.build_lines)
         "last_score": s.get("last_score"),
         "best_score": s.get("best_score"),
         "last_return_mean": s.get("last_return_mean"),

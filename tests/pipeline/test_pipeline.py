@@ -45,6 +45,11 @@ def test_run_record_and_cli(tmp_path, capsys):
     rec = run_record({"dataset": spec, "algo": "bc", "reward": "true", "steps": 20, "eval_every": 10,
                       "eval_episodes": 2, "policy": {"batch_size": 16}}, str(tmp_path / "rec"))
     assert rec["dataset_transitions"] == 2000 and len(rec["curve"]) == 2 and rec["reward"] is None
+    # the record names the build of the data it trained on (the tables list the builds a table spans)
+    from pbrl.policies.trainer import dataset_fingerprint
+
+    ds = load_dataset(spec)
+    assert rec["dataset_sha256"] == dataset_fingerprint(ds) and rec["dataset_episodes"] == ds.num_episodes
     assert main(["pipeline", spec, "--algo", "bc", "--reward", "true", "--steps", "10", "--eval-episodes", "1",
                  "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     assert "bc on" in capsys.readouterr().out

@@ -108,6 +108,7 @@ def test_policy_runner_batches_seeds_like_separate_runs(tmp_path):
     import torch
 
     from pbrl.data import collect_episodes
+    from pbrl.policies.trainer import dataset_fingerprint
 
     torch.set_num_threads(1)
     ds = collect_episodes("Pendulum-v1", num_episodes=4, seed=0, env_kwargs={"max_episode_steps": 40},
@@ -126,3 +127,5 @@ def test_policy_runner_batches_seeds_like_separate_runs(tmp_path):
         assert rb["run_id"] == rs["run_id"]
         assert rb["result"]["last_score"] == pytest.approx(rs["result"]["last_score"], rel=1e-5, abs=1e-6)
         assert [c[0] for c in rb["result"]["curve"]] == [15, 30]
+        # both name the build of the data they trained on: the same one
+        assert rb["result"]["dataset_sha256"] == rs["result"]["dataset_sha256"] == dataset_fingerprint(ds)

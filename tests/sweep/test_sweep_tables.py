@@ -213,3 +213,21 @@ def test_a_sweep_says_where_its_running_runs_are(tmp_path, monkeypatch):
         assert not any("recorded" in line for line in lines)
     finally:
         sys.modules.pop("slow_runner", None)
+
+
+def test_tables_list_the_dataset_builds_their_runs_trained_on(tmp_path):
+    from pbrl.tables import build_lines
+
+    def rec(i, sha=None, episodes=None, name="hopper"):
+        res = {"dataset_name": name, "last_score": 1.0, "curve": [], "dataset_transitions": 100}
+        if sha:
+            res.update(dataset_sha256=sha, dataset_episodes=episodes)
+        return {"run_id": f"r{i}", "column": "A", "config": {"seed": i}, "status": "ok", "result": res}
+
+    old = [rec(0), rec(1, name="walker")]
+    assert build_lines(old) == []  # records that predate the fingerprint: the table reads as before
+    mixed = old + [rec(2, "a" * 64, 2124), rec(3, "a" * 64, 2124), rec(4, "b" * 64, 2121)]
+    assert build_lines(mixed) == ["- dataset builds (sha256 of the data): hopper: aaaaaaaa (2124 episodes) in 2 runs, "
+                                  "bbbbbbbb (2121 episodes) in 1 run, not recorded in 1 run; walker: not recorded in 1 run"]
+    md = open(make_table(mixed, str(tmp_path), "t")["md"]).read()
+    assert "bbbbbbbb (2121 episodes) in 1 run" in md
