@@ -136,8 +136,8 @@ def budget_lines(records: list[dict[str, Any]]) -> list[str]:
 
 def build_lines(records: list[dict[str, Any]]) -> list[str]:
     """Which builds of each dataset the runs trained on (`dataset_sha256` of their records, with the episode
-    count): a suite dataset built on another machine may differ (its rollouts are not bit-reproducible across
-    CPUs), so a table whose runs span builds says so. Nothing when no record has a fingerprint (older records)."""
+    count): builds are reproducible on one machine, but a suite dataset built elsewhere or by another revision may
+    differ, so a table whose runs span builds says so. Nothing when no record has a fingerprint (older records)."""
     if not any(r["result"].get("dataset_sha256") for r in records):
         return []
     builds: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
