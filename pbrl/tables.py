@@ -159,7 +159,8 @@ def build_lines(records: list[dict[str, Any]]) -> list[str]:
 
 def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
     """A markdown table of Welch's t-test (scipy, unequal variances) per (column A, column B) pair and row, on each
-    score matrix in `mats`: the difference of the means (A - B) and the two-sided p-value; '—' below 2 seeds."""
+    score matrix in `mats`: the difference of the means (A - B), the two-sided p-value and what it says in words
+    (A higher or lower than B, at p < 0.05 or within the seeds' noise); '—' below 2 seeds."""
     from scipy.stats import ttest_ind
 
     md = ["| dataset | A vs B | " + " | ".join(f"{k}: A - B (p)" for k in mats) + " |", "|---|---|" + "---|" * len(mats)]
@@ -172,7 +173,11 @@ def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[st
                     cells.append("—")
                     continue
                 p = ttest_ind(xa, xb, equal_var=False).pvalue
-                cells.append(f"{np.mean(xa) - np.mean(xb):+.1f} (p = {p:.2f}; n = {len(xa)}, {len(xb)})")
+                d = float(np.mean(xa) - np.mean(xb))
+                reading = ("higher" if d > 0 else "lower" if d < 0 else "equal") + (
+                    " (p < 0.05)" if p < 0.05 else ", within noise")
+                shown = f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"  # a tiny p is not 0
+                cells.append(f"{d:+.1f} (p = {shown}; n = {len(xa)}, {len(xb)}): {reading}")
             md.append(f"| {r} | {a} vs {b} | " + " | ".join(cells) + " |")
     return md
 
@@ -226,7 +231,7 @@ def make_table(
             md.append(f"| {r} | " + " | ".join(cell(c, r, m) for c in cols) + " |")
     pairs = [p for p in (pairs or []) if p[0] in cols and p[1] in cols]
     if pairs:
-        md += ["", "Welch's t-test between columns (two-sided; per-seed scores):", ""]
+        md += ["", "Welch's t-test between columns (two-sided; per-seed scores; 'higher' / 'lower' is A against B):", ""]
         md += welch_lines(pairs, rows, {"last evaluation": last, "mean over every evaluation": every})
     if reference:
         ref_cols = sorted({c for v in reference.values() for c in v})

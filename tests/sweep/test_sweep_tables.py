@@ -161,8 +161,26 @@ def test_table_mean_over_every_evaluation_and_welch_pairs(tmp_path, toy_runner):
     # Welch by hand: B - A = 5 on the last scores, both sample variances 100, n = 3: t = 5 / sqrt(200 / 3), df = 4
     p_last = 2 * student_t.sf(5 / np.sqrt(200 / 3), 4)
     p_every = 2 * student_t.sf(2.5 / np.sqrt(50 / 3), 4)
-    assert f"| a | B vs A | +5.0 (p = {p_last:.2f}; n = 3, 3) | +2.5 (p = {p_every:.2f}; n = 3, 3) |" in md
+    assert (f"| a | B vs A | +5.0 (p = {p_last:.2f}; n = 3, 3): higher, within noise | +2.5 (p = {p_every:.2f}; "
+            "n = 3, 3): higher, within noise |") in md
     assert "nope" not in md  # a pair naming a column the table lacks is left out
+
+
+def test_welch_readings_in_words():
+    from scipy.stats import t as student_t
+
+    from pbrl.tables import welch_lines
+
+    m = {"A": {"r": [10.0, 11.0, 12.0]}, "B": {"r": [0.0, 1.0, 2.0]}, "C": {"r": [9.0, 12.0, 15.0]}}
+    lines = welch_lines([["A", "B"], ["B", "A"], ["A", "C"]], ["r"], {"last": m})
+    # A vs B: equal variances 1, t = 10 / sqrt(2 / 3), df = 4
+    p_ab = 2 * student_t.sf(10 / np.sqrt(2 / 3), 4)
+    assert lines[2] == f"| r | A vs B | +10.0 (p = {p_ab:.0e}; n = 3, 3): higher (p < 0.05) |" and p_ab < 0.01
+    assert lines[3] == f"| r | B vs A | -10.0 (p = {p_ab:.0e}; n = 3, 3): lower (p < 0.05) |"
+    # A vs C: variances 1 and 9, t = -1 / sqrt(10 / 3), Welch's df = (10 / 3)^2 / ((1 / 3)^2 / 2 + 3^2 / 2)
+    df = (10 / 3) ** 2 / ((1 / 3) ** 2 / 2 + 3**2 / 2)
+    p_ac = 2 * student_t.sf(1 / np.sqrt(10 / 3), df)
+    assert lines[4] == f"| r | A vs C | -1.0 (p = {p_ac:.2f}; n = 3, 3): lower, within noise |"
 
 
 def test_a_run_another_sweep_finished_is_reused_not_trained_again(tmp_path, toy_runner):
