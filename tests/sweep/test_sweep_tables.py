@@ -249,3 +249,22 @@ def test_tables_list_the_dataset_builds_their_runs_trained_on(tmp_path):
                                   "bbbbbbbb (2121 episodes) in 1 run, not recorded in 1 run; walker: not recorded in 1 run"]
     md = open(make_table(mixed, str(tmp_path), "t")["md"]).read()
     assert "bbbbbbbb (2121 episodes) in 1 run" in md
+
+
+def test_curve_trend_says_whether_runs_flattened(tmp_path):
+    from pbrl.tables import curve_trend
+
+    rising = {"curve": [[i, s] for i, s in enumerate([12.5, 29.8, 44.6, 44.5, 29.6, 26.7, 27.7, 42.1, 57.4, 59.5])]}
+    # 10 evaluations: thirds of 3; (42.1 + 57.4 + 59.5) / 3 - (29.6 + 26.7 + 27.7) / 3 = 53.0 - 28.0
+    assert curve_trend(rising) == pytest.approx(25.0)
+    assert curve_trend({"curve": [[0, 1.0], [1, 4.0]]}) == pytest.approx(3.0)
+    assert curve_trend({"curve": [[0, 1.0]]}) is None and curve_trend({"curve": []}) is None
+
+    def rec(i, curve):
+        return {"run_id": f"r{i}", "column": "A", "config": {"seed": i}, "status": "ok",
+                "result": {"dataset_name": "d", "last_score": curve[-1][1], "curve": curve}}
+
+    md = open(make_table([rec(0, rising["curve"]), rec(1, [[0, 0.0], [1, 2.0], [2, 2.0]])], str(tmp_path),
+                         "t")["md"]).read()
+    # seed 1: thirds of 1 -> 2.0 - 2.0 = 0; the seeds' mean +12.5, std 12.5
+    assert "Where the curves end" in md and "| d | +12.5 ± 12.5 (2) |" in md
