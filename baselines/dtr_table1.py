@@ -86,6 +86,14 @@ def claim_pairs(budget: str) -> list[list[str]]:
     return named + [["Pb-IQL" + SHIFT_SUFFIX, "Pb-IQL"]]
 
 
+def reference_columns(budget: str) -> dict[str, str]:
+    """The paper's name of each column that has another name under the budget (the plateau budget's -minmax
+    columns), so that the table can set the paper's differences beside its own."""
+    if budget != "plateau":
+        return {}
+    return {c["name"]: c["name"].removesuffix(SHIFT_SUFFIX) for c in columns(budget) if c["name"].endswith(SHIFT_SUFFIX)}
+
+
 def columns(budget: str) -> list[dict]:
     if budget == "paper":
         dt, dtr, mlp = {"steps": PAPER_STEPS["dt"]}, {"steps": PAPER_STEPS["dtr"]}, {}
@@ -197,6 +205,8 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--out", default="runs/sweeps")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--only", default=None, help="run only the runs whose id contains this text, e.g. a column "
+                    "name (the table is written from every record)")
     return ap
 
 
@@ -237,6 +247,7 @@ def main() -> None:
             "title": f"DTR Table 1 on pbrl's suite — budget {args.budget}",
             "reference": {k: v for k, v in PAPER.items() if k in names},
             "pairs": claim_pairs(args.budget),
+            "reference_columns": reference_columns(args.budget),
             "reference_note": "DTR Table 1 (crowdsourced Uni-RLHF labels on D4RL -v2) and CORL IQL (true reward); "
             "pbrl's datasets are built locally on gymnasium v5 with scripted labels, so the datasets differ."
             + ("" if args.budget == "paper" else f" Transformers shrunk for the CPU budget: {SMALL_DT}.")
@@ -244,12 +255,12 @@ def main() -> None:
         },
     )
     if args.budget in ("small", "plateau"):
-        left = pending_runs(expand(grid), os.path.join(args.out, name))
+        left = [r for r in pending_runs(expand(grid), os.path.join(args.out, name)) if (args.only or "") in r.run_id]
         print(f"{name}: about {cpu_hours(args.budget, len(names)):.1f} core-hours for the whole grid at one thread "
               f"per run, {run_hours([r.config for r in left]):.1f} for the {len(left)} runs without a record (finished "
               "runs are skipped, stopped ones continue; stop and resume at will)", flush=True)
     for path in sweep_and_table(grid, args.out, args.results, workers=args.workers, ray_address=args.ray_address,
-                                threads=args.threads).values():
+                                threads=args.threads, only=args.only).values():
         print(f"wrote {path}")
 
 

@@ -131,7 +131,8 @@ def main() -> None:
         reuse = [os.path.join(args.out, f"dtr_table1-{args.budget}"),
                  os.path.join(RECORDS, f"dtr_table1-{args.budget}")] if args.budget == "plateau" else None
         for path in sweep_and_table(grid, args.out, args.results, workers=args.workers,
-                                    ray_address=args.ray_address, threads=args.threads, reuse=reuse).values():
+                                    ray_address=args.ray_address, threads=args.threads, reuse=reuse,
+                                    only=args.only).values():
             print(f"wrote {path}")
 
 

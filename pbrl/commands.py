@@ -95,6 +95,7 @@ class Table:
             reference_note=meta.get("reference_note", ""),
             title=meta.get("title"),
             pairs=meta.get("pairs"),
+            reference_columns=meta.get("reference_columns"),
         )
         for p in paths.values():
             print(f"wrote {p}")

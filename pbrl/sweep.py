@@ -514,15 +514,17 @@ def _run_groups(grid: Grid, groups: list[list[RunSpec]], out_dir: str, threads: 
 
 def sweep_and_table(
     grid: Grid, out: str, results: str, *, workers: int = 1, ray_address: str | None = None,
-    threads: int | None = None, reuse: list[str] | None = None,
+    threads: int | None = None, reuse: list[str] | None = None, only: str | None = None,
 ) -> dict[str, str]:
     """What every baseline script does: write the grid, run it (skipping finished runs), write its table.
     `threads`: torch threads per local worker (default: the free cores shared among the workers). `reuse`:
-    other sweeps' folders whose finished runs of the same config are copied instead of trained."""
+    other sweeps' folders whose finished runs of the same config are copied instead of trained. `only`: run just
+    the runs whose id contains this text (the table still holds every record)."""
     from pbrl.tables import load_records, make_table
 
     run_dir = os.path.join(out, grid.name)
-    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address, threads=threads, reuse=reuse)
+    records = run_sweep(grid, run_dir, workers=workers, ray_address=ray_address, threads=threads, reuse=reuse,
+                        only=only)
     if any(r["status"] != "ok" for r in records):
         raise PbrlError(f"some runs failed; see {run_dir}/records/*.failed.json")
     cols = [c["name"] for c in grid.columns]
@@ -535,4 +537,5 @@ def sweep_and_table(
         reference_note=grid.meta.get("reference_note", ""),
         title=grid.meta.get("title"),
         pairs=grid.meta.get("pairs"),
+        reference_columns=grid.meta.get("reference_columns"),
     )

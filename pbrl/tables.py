@@ -172,13 +172,27 @@ def build_lines(records: list[dict[str, Any]]) -> list[str]:
     return [f"- dataset builds (sha256 of the data): {'; '.join(parts)}"]
 
 
-def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[str, dict[str, list[float]]]]) -> list[str]:
+def welch_lines(
+    pairs: list[list[str]],
+    rows: list[str],
+    mats: dict[str, dict[str, dict[str, list[float]]]],
+    reference: dict[str, dict[str, float]] | None = None,
+    reference_columns: dict[str, str] | None = None,
+) -> list[str]:
     """A markdown table of Welch's t-test (scipy, unequal variances) per (column A, column B) pair and row, on each
     score matrix in `mats`: the difference of the means (A - B), the two-sided p-value and what it says in words
-    (A higher or lower than B, at p < 0.05 or within the seeds' noise); '—' below 2 seeds."""
+    (A higher or lower than B, at p < 0.05 or within the seeds' noise); '—' below 2 seeds.
+
+    With `reference` (the paper's numbers per row and column; a column's paper name is `reference_columns[col]`,
+    else its own), a last cell gives the paper's A - B and whether the first matrix's difference has its sign:
+    where the paper's ordering holds. Pairs whose columns share one paper column (an ablation) get '—' there."""
     from scipy.stats import ttest_ind
 
-    md = ["| dataset | A vs B | " + " | ".join(f"{k}: A - B (p)" for k in mats) + " |", "|---|---|" + "---|" * len(mats)]
+    names = reference_columns or {}
+    first = next(iter(mats.values()), {})
+    paper = ["paper: A - B"] if reference else []
+    md = ["| dataset | A vs B | " + " | ".join([f"{k}: A - B (p)" for k in mats] + paper) + " |",
+          "|---|---|" + "---|" * (len(mats) + len(paper))]
     for r in rows:
         for a, b in pairs:
             cells = []
@@ -193,6 +207,18 @@ def welch_lines(pairs: list[list[str]], rows: list[str], mats: dict[str, dict[st
                     " (p < 0.05)" if p < 0.05 else ", within noise")
                 shown = f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"  # a tiny p is not 0
                 cells.append(f"{d:+.1f} (p = {shown}; n = {len(xa)}, {len(xb)}): {reading}")
+            if reference:
+                pa, pb = names.get(a, a), names.get(b, b)
+                ref = reference.get(r, {})
+                if pa == pb or pa not in ref or pb not in ref:
+                    cells.append("—")
+                else:
+                    d_paper = ref[pa] - ref[pb]
+                    xa, xb = first.get(a, {}).get(r, []), first.get(b, {}).get(r, [])
+                    ours = float(np.mean(xa) - np.mean(xb)) if xa and xb else None
+                    agree = "" if ours is None else (
+                        "; ours has its sign" if ours * d_paper > 0 else "; ours has the opposite sign")
+                    cells.append(f"{d_paper:+.1f}{agree}")
             md.append(f"| {r} | {a} vs {b} | " + " | ".join(cells) + " |")
     return md
 
@@ -207,9 +233,12 @@ def make_table(
     reference_note: str = "",
     title: str | None = None,
     pairs: list[list[str]] | None = None,
+    reference_columns: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Write <name>.md, <name>.csv, <name>_scores.png and <name>_curves.png; returns the paths. `pairs`: column
-    pairs compared by Welch's t-test on the last score and on the mean over every evaluation (`welch_lines`)."""
+    pairs compared by Welch's t-test on the last score and on the mean over every evaluation, and with the paper's
+    difference when `reference` has both columns (`welch_lines`; `reference_columns` maps a column to its paper
+    name)."""
     last = score_matrix(records, "last_score")
     best = score_matrix(records, "best_score")
     every = score_matrix(records, "curve_mean")
@@ -256,7 +285,8 @@ def make_table(
     pairs = [p for p in (pairs or []) if p[0] in cols and p[1] in cols]
     if pairs:
         md += ["", "Welch's t-test between columns (two-sided; per-seed scores; 'higher' / 'lower' is A against B):", ""]
-        md += welch_lines(pairs, rows, {"last evaluation": last, "mean over every evaluation": every})
+        md += welch_lines(pairs, rows, {"last evaluation": last, "mean over every evaluation": every}, reference,
+                          reference_columns)
     if reference:
         ref_cols = sorted({c for v in reference.values() for c in v})
         md += ["", f"Paper numbers for comparison. {reference_note}".rstrip(), ""]

@@ -76,3 +76,21 @@ def test_the_estimate_of_what_is_left_counts_the_runs_without_a_record(tmp_path)
     assert run_hours([r.config for r in runs]) - run_hours([r.config for r in left]) == pytest.approx(
         3 * 100_000 / CPU_RATES["iql"] / 3600)
     assert run_hours([r.config for r in runs]) == pytest.approx(cpu_hours("plateau", 1))
+
+
+def test_the_plateau_columns_name_their_paper_columns():
+    from baselines.dtr_table1 import PAPER, reference_columns
+
+    names = reference_columns("plateau")
+    assert names == {n + S: n for n in ("Pb-IQL", "Pb-TD3BC", "Pb-DT", "Pb-QT", "DTR")}
+    # every claim pair is a pair of paper columns, so the table can set the paper's difference beside its own
+    for a, b in claim_pairs("plateau"):
+        assert {names.get(a, a), names.get(b, b)} <= set(PAPER["hopper-medium-replay"])
+    assert reference_columns("small") == {} and reference_columns("paper") == {}
+
+
+def test_only_is_passed_to_the_sweep():
+    from baselines.dtr_table1 import parser
+
+    assert parser(None).parse_args(["--only", "Pb-DT-minmax"]).only == "Pb-DT-minmax"
+    assert parser(None).parse_args([]).only is None

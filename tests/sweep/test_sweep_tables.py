@@ -268,3 +268,19 @@ def test_curve_trend_says_whether_runs_flattened(tmp_path):
                          "t")["md"]).read()
     # seed 1: thirds of 1 -> 2.0 - 2.0 = 0; the seeds' mean +12.5, std 12.5
     assert "Where the curves end" in md and "| d | +12.5 ± 12.5 (2) |" in md
+
+
+def test_welch_sets_the_papers_difference_beside_its_own():
+    from pbrl.tables import welch_lines
+
+    m = {"X-s": {"r": [10.0, 11.0, 12.0]}, "Y": {"r": [0.0, 1.0, 2.0]}, "X": {"r": [5.0, 6.0, 7.0]}}
+    paper = {"r": {"X": 80.0, "Y": 90.0}}
+    lines = welch_lines([["X-s", "Y"], ["Y", "X-s"], ["X-s", "X"], ["X-s", "Z"]], ["r"], {"last": m}, paper,
+                        {"X-s": "X"})
+    assert lines[0] == "| dataset | A vs B | last: A - B (p) | paper: A - B |"
+    assert lines[2].endswith("| -10.0; ours has the opposite sign |")  # ours +10, the paper's 80 - 90
+    assert lines[3].endswith("| +10.0; ours has the opposite sign |")
+    assert lines[4].endswith("| — |")  # an ablation of one paper column: the paper has no such pair
+    assert lines[5].endswith("| — | — |")  # a column without seeds and without a paper number
+    same = welch_lines([["Y", "X"]], ["r"], {"last": m}, {"r": {"X": 80.0, "Y": 70.0}})
+    assert same[2].endswith("| -10.0; ours has its sign |")  # ours 1 - 6 = -5
