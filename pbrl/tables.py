@@ -138,7 +138,9 @@ def budget_lines(records: list[dict[str, Any]]) -> list[str]:
     budgets = sorted({str(r.get("budget", "?")) for r in records})
     devices = sorted({str(r.get("device_name") or r.get("device")) for r in records})
     sizes = sorted({f"{_row_key(r)}: {r['result'].get('dataset_transitions')}" for r in records})
-    revs = sorted({str(r.get("git_revision"))[:12] for r in records})
+    # a revision run from a tree with changes keeps its +dirty mark when shortened
+    revs = sorted({str(r.get("git_revision"))[:12] + ("+dirty" if str(r.get("git_revision")).endswith("+dirty") else "")
+                   for r in records})
     wall = compute_seconds(records)
     return [
         f"- budget: {', '.join(budgets)}; policy steps per run: {', '.join(steps)}; seeds: {seeds}",

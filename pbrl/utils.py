@@ -439,14 +439,18 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def git_revision() -> str | None:
-    """The checkout's commit (with '+dirty' when it has changes), or None outside a git checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def git_revision(where: str | None = None) -> str | None:
+    """The commit of the checkout holding `where` (default: pbrl's own), with '+dirty' when it has changes, or None
+    outside a git checkout.
+
+    Changes under results/ do not count: records and tables copied in while a sweep runs change nothing that runs."""
+    here = where or os.path.dirname(os.path.abspath(__file__))
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":(top)", ":(top,exclude)results"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

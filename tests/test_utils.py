@@ -238,3 +238,28 @@ def test_choose_threads_without_a_load_average(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", no_load)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     assert choose_threads(None) == (3, None)
+
+
+def test_git_revision_marks_changes_to_code_but_not_to_results(tmp_path):
+    from pbrl.utils import git_revision
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "t.md").write_text("| a |\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_revision(str(tmp_path)) == head
+    (tmp_path / "results" / "t.md").write_text("| b |\n")  # a table regenerated, a record copied in
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert git_revision(str(tmp_path)) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_revision(str(tmp_path)) == head + "+dirty"
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "new_module.py").write_text("")  # an untracked file outside results/ may be imported
+    assert git_revision(str(tmp_path)) == head + "+dirty"
+    assert git_revision(str(tmp_path / "results")) == head + "+dirty"  # from a subfolder: the whole checkout

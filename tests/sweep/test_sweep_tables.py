@@ -284,3 +284,11 @@ def test_welch_sets_the_papers_difference_beside_its_own():
     assert lines[5].endswith("| — | — |")  # a column without seeds and without a paper number
     same = welch_lines([["Y", "X"]], ["r"], {"last": m}, {"r": {"X": 80.0, "Y": 70.0}})
     assert same[2].endswith("| -10.0; ours has its sign |")  # ours 1 - 6 = -5
+
+
+def test_budget_lines_keep_the_dirty_mark_of_a_shortened_revision():
+    from pbrl.tables import budget_lines
+
+    recs = [{"config": {"steps": 10, "seed": s}, "result": {"dataset_name": "d"}, "git_revision": rev}
+            for s, rev in enumerate(["a" * 40, "b" * 40 + "+dirty"])]
+    assert budget_lines(recs)[-1] == f"- git revision(s): {'a' * 12}, {'b' * 12}+dirty"
