@@ -14,13 +14,14 @@ from pbrl.policies.dt import Block, WindowSampler, attention_bias, token_attenti
 from pbrl.policies.dtr import nstep_window_targets
 
 
-def _episodes(lengths=(2, 5, 3), obs_dim=2, discrete=False) -> EpisodeDataset:
+def _episodes(lengths=(2, 5, 3), obs_dim=2, discrete=False, reward=None) -> EpisodeDataset:
     eps = []
     rng = np.random.default_rng(0)
     for e, T in enumerate(lengths):
         obs = rng.normal(size=(T + 1, obs_dim)).astype(np.float32) + 10 * e
         act = rng.integers(0, 3, size=T) if discrete else rng.uniform(-1, 1, size=(T, 1)).astype(np.float32)
-        eps.append(Episode(obs, act, rng.normal(size=T).astype(np.float32), np.zeros(T, bool),
+        rew = rng.normal(size=T).astype(np.float32) if reward is None else np.full(T, reward, np.float32)
+        eps.append(Episode(obs, act, rew, np.zeros(T, bool),
                            np.eye(1, T, T - 1, dtype=bool)[0]))
     if discrete:
         import gymnasium as gym
@@ -121,6 +122,17 @@ def test_short_runs_scale_the_warmup_and_ema_start(pendulum, capsys):
         assert make_policy(algo, spec, small_config(algo, ema_start=None), 50_000).config.ema_start == 1000
         assert make_policy(algo, spec, small_config(algo, ema_start=7), 1000).config.ema_start == 7
     assert small_config("dt", warmup_steps=None).warmup_steps is None  # the caller's config is left as it was
+
+
+def test_a_return_scale_that_squeezes_the_returns_to_go_is_reported_once(capsys):
+    ds = _episodes(lengths=(4, 6), reward=1.0)  # returns-to-go 1..6
+    policy = make_policy("dt", PolicySpec.from_dataset(ds), small_config("dt", context=3), 10)
+    for _ in range(2):
+        WindowSampler(policy, ds, context=3, batch_size=2, rtg_scale=1000.0, generator=torch.Generator())
+    err = capsys.readouterr().err
+    assert err.count("rtg_scale = 1000 keeps this dataset's returns-to-go within +-0.006") == 1
+    WindowSampler(policy, ds, context=3, batch_size=2, rtg_scale=5.0, generator=torch.Generator())  # up to 1.2
+    assert capsys.readouterr().err == ""
 
 
 def test_scaled_warmup_drives_the_learning_rate_and_is_saved(pendulum, tmp_path):
