@@ -32,6 +32,15 @@ PhaseLoss = Callable[[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]],
                      tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
+@dataclass
+class ObservationConfig:
+    """The observation coordinates every algorithm's config shares (its first field)."""
+
+    normalize_obs: bool = True
+    """Z-score observations with the dataset's statistics (as CORL does); False trains and acts on raw
+    observations, as d3rlpy does without an observation scaler (results/peer_scores-peer.md compares both, IQL)."""
+
+
 @dataclass(frozen=True)
 class Phase:
     """One optimizer step of an update, written so that S seeds can run it as one batched model.
@@ -160,6 +169,9 @@ class Policy(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.register_buffer("obs_mean", torch.tensor(spec.obs_mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.tensor(spec.obs_std, dtype=torch.float32))
+        if not config.normalize_obs:  # identity coordinates: the buffers (and so checkpoints) say so
+            self.obs_mean.zero_()
+            self.obs_std.fill_(1.0)
         if not spec.discrete:
             low = torch.tensor(spec.action_low, dtype=torch.float32)
             high = torch.tensor(spec.action_high, dtype=torch.float32)

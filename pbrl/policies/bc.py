@@ -18,13 +18,13 @@ import torch.nn.functional as F
 
 from pbrl.data import EpisodeDataset, Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.base import ObservationConfig, Phase, Policy, PolicySpec
 from pbrl.policies.nets import CategoricalActor, DeterministicActor
 from pbrl.utils import adam
 
 
 @dataclass
-class BCConfig:
+class BCConfig(ObservationConfig):
     """Behaviour cloning (CORL any_percent_bc defaults)."""
 
     batch_size: int = 256

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from pbrl.data import Transitions
-from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.base import ObservationConfig, Phase, Policy, PolicySpec
 from pbrl.policies.nets import Critic, TanhGaussianActor, frozen
 from pbrl.utils import adam, bf16_enabled
 
 
 @dataclass
-class CQLConfig:
+class CQLConfig(ObservationConfig):
     """CQL (CORL defaults for D4RL locomotion; critics 256x256 to match d3rlpy's benchmark setting)."""
 
     batch_size: int = 256

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pbrl.data import EpisodeDataset
-from pbrl.policies.base import Policy, PolicySpec
+from pbrl.policies.base import ObservationConfig, Policy, PolicySpec
 from pbrl.policies.nets import Dropout, activation
 from pbrl.utils import adam, bf16_enabled
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ObservationConfig):
     """The trajectory transformer and its K-step windows, shared by DT and DTR (defaults: CORL's DT; DTRConfig
     rebinds five of them to the DTR release's). Checkpoints keep these as flat fields of the algorithm's config."""
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pbrl.data import EpisodeDataset, Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.base import ObservationConfig, Phase, Policy, PolicySpec
 from pbrl.policies.nets import (
     CategoricalActor,
     Critic,
@@ -36,7 +36,7 @@ from pbrl.utils import adam
 
 
 @dataclass
-class IQLConfig:
+class IQLConfig(ObservationConfig):
     """IQL (CORL defaults for D4RL locomotion)."""
 
     batch_size: int = 256
@@ -68,9 +68,6 @@ class IQLConfig:
     """Step the value and critics first and weight the actor's samples with the updated value function, as
     d3rlpy's IQL does (False: one step of all three losses on the weights from before it, as CORL's and the
     paper's code do). The target critics move after the actor either way."""
-    normalize_obs: bool = True
-    """Z-score observations with the dataset's statistics (every pbrl policy does; CORL's IQL too). False trains
-    on raw observations, as d3rlpy's IQL reproduction does (results/peer_scores-peer.md compares both)."""
     reward_scale: bool = False
     """Train on rewards x 1000 / (max - min episode return), as the IQL paper (appendix) and CORL's / d3rlpy's
     D4RL-locomotion configs do (CORL's `normalize_reward`, False in its dataclass too). It sets the advantages'
@@ -103,9 +100,6 @@ class IQL(Policy):
 
     def __init__(self, config: IQLConfig, spec: PolicySpec, total_steps: int) -> None:
         super().__init__(config, spec, total_steps)
-        if not config.normalize_obs:  # identity coordinates: the buffers (and so checkpoints) say so
-            self.obs_mean.zero_()
-            self.obs_std.fill_(1.0)
         hidden = tuple(config.hidden)
         self.critic = Critic(spec.obs_dim, spec.act_dim, spec.discrete, n=2, hidden=hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

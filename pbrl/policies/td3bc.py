@@ -16,13 +16,13 @@ import torch.nn.functional as F
 
 from pbrl.data import Transitions
 from pbrl.errors import PbrlError
-from pbrl.policies.base import Phase, Policy, PolicySpec
+from pbrl.policies.base import ObservationConfig, Phase, Policy, PolicySpec
 from pbrl.policies.nets import Critic, DeterministicActor, frozen
 from pbrl.utils import adam
 
 
 @dataclass
-class TD3BCConfig:
+class TD3BCConfig(ObservationConfig):
     """TD3+BC (the paper's and CORL's D4RL defaults)."""
 
     batch_size: int = 256

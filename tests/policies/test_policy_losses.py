@@ -389,10 +389,10 @@ def test_dt_and_dtr_share_one_transformer_config_with_flat_fields():
     from pbrl.policies.dtr import DTRConfig
 
     names = [f.name for f in dataclasses.fields(TransformerConfig)]
-    assert len(names) == 9
+    assert len(names) == 10 and names[0] == "normalize_obs"  # ObservationConfig's field, then the transformer's
     for cls in (DTConfig, DTRConfig):
         assert issubclass(cls, TransformerConfig) and cls.__bases__ == (TransformerConfig,)
-        assert [f.name for f in dataclasses.fields(cls)][:9] == names
+        assert [f.name for f in dataclasses.fields(cls)][:10] == names
     # each keeps its own documented defaults
     dt, dtr = DTConfig(), DTRConfig()
     assert (dt.embed_dim, dt.n_layers, dt.n_heads, dt.n_inner, dt.activation) == (128, 3, 1, None, "gelu")
@@ -451,6 +451,30 @@ def test_iql_without_observation_normalization_trains_and_acts_on_raw_observatio
     with torch.no_grad():
         expected = pol.unnormalize_actions(pol.actor.mode(raw[:4])).numpy()
     np.testing.assert_allclose(pol.act(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("algo", ["bc", "td3bc", "cql", "dt", "qt", "dtr"])
+def test_every_algorithm_can_train_and_act_on_raw_observations(pendulum, algo, tmp_path):
+    from pbrl.policies.base import load_policy
+
+    spec = PolicySpec.from_dataset(pendulum)
+    raw = torch.as_tensor(pendulum.transitions("cpu").observations, dtype=torch.float32).reshape(
+        pendulum.num_transitions, -1)
+    mean, std = torch.tensor(spec.obs_mean), torch.tensor(spec.obs_std)
+    for norm in (True, False):
+        torch.manual_seed(0)
+        pol = make_policy(algo, spec, small_config(algo, normalize_obs=norm), total_steps=10)
+        want = (raw - mean) / std if norm else raw
+        torch.testing.assert_close(pol.normalize_obs(raw), want)
+        sample = pol.make_sampler(pendulum, torch.Generator().manual_seed(0))
+        batch = sample()
+        got = batch.states[batch.mask] if algo in ("dt", "qt", "dtr") else batch.observations
+        assert any(torch.equal(got[0], row) for row in want)  # the sampler reads the same coordinates
+        pol.update(batch)
+        pol.save(tmp_path / f"{algo}-{norm}.pt")
+        loaded, _ = load_policy(tmp_path / f"{algo}-{norm}.pt")
+        assert loaded.config.normalize_obs is norm
+        torch.testing.assert_close(loaded.normalize_obs(raw), want)
 
 
 @pytest.mark.parametrize("after", [False, True])
