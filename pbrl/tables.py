@@ -100,8 +100,8 @@ def iqm_with_ci(per_row: dict[str, list[float]]) -> tuple[float, float, float] |
         from rliable import metrics
     except ImportError:
         return None
-    # rliable draws its resamples from numpy's global RNG (its random_state reaches arch but not the draws):
-    # seed that for the call, then put the caller's state back
+    # rliable draws its resamples from numpy's global RNG (its random_state reaches arch but not the draws, and
+    # arch warns that it is deprecated): seed that for the call, then put the caller's state back
     state = np.random.get_state()
     np.random.seed(BOOTSTRAP_SEED)
     try:
@@ -109,7 +109,6 @@ def iqm_with_ci(per_row: dict[str, list[float]]) -> tuple[float, float, float] |
             {"x": scores},
             lambda s: np.array([metrics.aggregate_iqm(s)]),
             reps=BOOTSTRAP_REPS,
-            random_state=np.random.RandomState(BOOTSTRAP_SEED),
         )
     finally:
         np.random.set_state(state)
@@ -345,7 +344,7 @@ def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
     for i, r in enumerate(rows):
         ax = axes[0, i]
-        for c in cols:
+        for j, c in enumerate(cols):
             curves = [rec["result"].get("curve") or [] for rec in records if rec["column"] == c and _row_key(rec) == r]
             curves = [np.array(cv, dtype=float) for cv in curves if len(cv)]
             if not curves:
@@ -353,12 +352,16 @@ def _figures(records, out_dir, name, cols, rows, last) -> dict[str, str]:
             n = min(len(cv) for cv in curves)
             steps = curves[0][:n, 0]
             ys = np.stack([cv[:n, 1] for cv in curves])
-            ax.plot(steps, ys.mean(0), label=c)
-            ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.15)
+            # one color per column in every panel: a panel missing a column must not shift the others' colors
+            ax.plot(steps, ys.mean(0), label=c, color=f"C{j % 10}")
+            ax.fill_between(steps, ys.min(0), ys.max(0), alpha=0.15, color=f"C{j % 10}")
         ax.set_title(r, fontsize=9)
         ax.set_xlabel("policy steps")
     axes[0, 0].set_ylabel("normalized score")
-    axes[0, -1].legend(fontsize=7)
+    # one legend of every column drawn in any panel (the last panel may lack some)
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7)
     fig.tight_layout()
     out["curves_png"] = save_png(fig, os.path.join(out_dir, f"{name}_curves.png"))
     plt.close(fig)

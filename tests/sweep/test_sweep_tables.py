@@ -292,3 +292,34 @@ def test_budget_lines_keep_the_dirty_mark_of_a_shortened_revision():
     recs = [{"config": {"steps": 10, "seed": s}, "result": {"dataset_name": "d"}, "git_revision": rev}
             for s, rev in enumerate(["a" * 40, "b" * 40 + "+dirty"])]
     assert budget_lines(recs)[-1] == f"- git revision(s): {'a' * 12}, {'b' * 12}+dirty"
+
+
+def test_curve_panels_keep_one_color_per_column_and_one_legend_of_all(tmp_path, monkeypatch):
+    import warnings
+
+    import pbrl.plot
+    from pbrl.tables import _figures
+
+    figs = []
+    monkeypatch.setattr(pbrl.plot, "save_png", lambda fig, path: figs.append(fig) or path)
+
+    def rec(column, name):
+        return {"column": column, "config": {}, "result": {"dataset_name": name, "curve": [[0, 1.0], [10, 2.0]]}}
+
+    # hopper has both columns, walker only B: B must keep its color in the walker panel and the legend shows A and B
+    records = [rec("A", "hopper"), rec("B", "hopper"), rec("B", "walker")]
+    last = {"A": {"hopper": [1.0]}, "B": {"hopper": [2.0], "walker": [2.0]}}
+    _figures(records, str(tmp_path), "t", ["A", "B"], ["hopper", "walker"], last)
+    hopper, walker = figs[1].axes
+    color = {line.get_label(): line.get_color() for line in hopper.lines}
+    assert [line.get_label() for line in walker.lines] == ["B"]
+    assert walker.lines[0].get_color() == color["B"] != color["A"]
+    assert [t.get_text() for t in walker.get_legend().get_texts()] == ["A", "B"]
+
+    # no curve at all: no legend and no matplotlib warning about one
+    figs.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _figures([{"column": "A", "config": {}, "result": {"dataset_name": "hopper", "curve": []}}], str(tmp_path),
+                 "t", ["A"], ["hopper"], {"A": {"hopper": [1.0]}})
+    assert figs[1].axes[0].get_legend() is None
