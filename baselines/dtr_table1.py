@@ -53,6 +53,10 @@ SMALL_SEQ_RUN = {"steps": 1500, "eval_every": 500}
 # papers' labels (2000 queries of 200 steps). IQL trains on rewards x 1000 / return range, as CORL's and the IQL
 # paper's locomotion configs do (pbrl.policies.iql.IQLConfig.reward_scale), here and at the paper budget.
 PLATEAU_SEQ_RUN = {"steps": 20_000, "eval_every": 2_000}
+# QT / DTR's critic takes a fallen window's last reward instead of a bootstrap (DTRConfig.terminal_targets, the
+# default). Spelled out at the plateau budget so that its run ids differ from the records trained before the switch
+# existed, which bootstrapped from every window's last step (kept in results/records/dtr_table1-plateau-bootstrap).
+TERMINAL_TARGETS = {"terminal_targets": True}
 # updates/s on one thread of this 2-core CPU with the other core idle, hopper, the Table 1 configurations (MLPs
 # batch 256, DT / QT / DTR at SMALL_DT): `baselines/cpu_rates.py` printed these on 2026-12-03. They give the
 # wall-time estimate printed before a CPU budget starts; other work on the cores slows every rate.
@@ -104,7 +108,7 @@ def columns(budget: str) -> list[dict]:
         seq = PLATEAU_SEQ_RUN if budget == "plateau" else SMALL_SEQ_RUN
         # DT's warm-up kept at CORL's 10% of training
         dt = {**seq, "policy": {**SMALL_DT, "warmup_steps": seq["steps"] // 10}}
-        dtr = {**seq, "policy": SMALL_DT}
+        dtr = {**seq, "policy": {**SMALL_DT, **TERMINAL_TARGETS} if budget == "plateau" else SMALL_DT}
         mlp = {"policy": {"batch_size": 256}}
     # the published IQL locomotion recipe scales rewards; the short budgets keep the earlier records' settings
     iql = {**mlp, "policy": {**mlp.get("policy", {}), "reward_scale": True}} if budget in ("plateau", "paper") else mlp

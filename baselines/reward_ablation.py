@@ -33,6 +33,7 @@ from dtr_table1 import (
     PLATEAU_SEQ_RUN,
     SMALL_DT,
     SMALL_SEQ_RUN,
+    TERMINAL_TARGETS,
     dataset_id,
     ensure_built,
     parser,
@@ -64,7 +65,7 @@ def columns(budget: str) -> list[dict]:
     elif budget == "plateau":
         # Table 1's plateau DTR; every column on the [0, 1]-shifted reward as Table 1's -minmax columns, and
         # shift-none the member z-score alone (dtr_table1.SHIFTED)
-        policy = {**PLATEAU_SEQ_RUN, "policy": SMALL_DT, "shift": "minmax"}
+        policy = {**PLATEAU_SEQ_RUN, "policy": {**SMALL_DT, **TERMINAL_TARGETS}, "shift": "minmax"}
     elif budget == "paper":
         policy = {"steps": PAPER_STEPS["dtr"]}  # the budget's base steps are the MLPs' 1M; DTR trains 50k (dtr.md)
     dtr = {"algo": "dtr", **policy}

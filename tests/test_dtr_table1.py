@@ -41,6 +41,17 @@ def test_the_small_budget_keeps_its_records_settings():
     assert all("reward_scale" not in c.get("policy", {}) for c in columns("small"))
 
 
+def test_plateau_qt_and_dtr_name_their_terminal_targets_so_their_run_ids_change():
+    from pbrl.policies.base import default_config
+
+    plateau = {c["name"]: c for c in columns("plateau")}
+    assert plateau["Pb-QT" + S]["policy"]["terminal_targets"] and plateau["DTR" + S]["policy"]["terminal_targets"]
+    assert default_config("dtr").terminal_targets  # the key only restates the default
+    # every other column, and every other budget, keeps the configs (so the run ids) of its committed records
+    others = [c for n, c in plateau.items() if n not in ("Pb-QT" + S, "DTR" + S)] + columns("small") + columns("ci")
+    assert all("terminal_targets" not in c.get("policy", {}) for c in others)
+
+
 def test_cpu_hours_by_hand():
     # plateau, one dataset, 3 seeds: 100k updates of iql (x3: oracle, z-scored, shifted), td3bc; 20k of dt, qt, dtr
     per_seed = (3 * 100_000 / CPU_RATES["iql"] + 100_000 / CPU_RATES["td3bc"]

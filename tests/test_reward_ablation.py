@@ -25,7 +25,7 @@ def test_small_budget_uses_the_cpu_sized_transformer() -> None:
 
 
 def test_plateau_budget_is_table_1s_dtr_on_the_shifted_reward_in_two_grids() -> None:
-    from dtr_table1 import CPU_RATES, PLATEAU_SEQ_RUN
+    from dtr_table1 import CPU_RATES, PLATEAU_SEQ_RUN, TERMINAL_TARGETS
     from reward_ablation import cpu_hours, grids
 
     (main, cols, seeds), (labels, label_cols, label_seeds) = grids("plateau")
@@ -34,7 +34,8 @@ def test_plateau_budget_is_table_1s_dtr_on_the_shifted_reward_in_two_grids() -> 
                                          "reward-segment", "reward-pt"]
     assert len(label_cols) == 7 and all(c["name"].startswith(("teacher-", "queries-")) for c in label_cols)
     every = cols + label_cols
-    assert all(c["steps"] == PLATEAU_SEQ_RUN["steps"] and c["policy"] == SMALL_DT for c in every)
+    assert all(c["steps"] == PLATEAU_SEQ_RUN["steps"] and c["policy"] == {**SMALL_DT, **TERMINAL_TARGETS}
+               for c in every)
     assert [c["shift"] for c in every] == ["none"] + ["minmax"] * 12
     # by hand: (5 columns x 3 seeds + 7 x 1) runs of 20k DTR updates; norm-member-zscore is Table 1's DTR-minmax
     assert cpu_hours("plateau") == pytest.approx((5 * 3 + 7) * 20_000 / CPU_RATES["dtr"] / 3600)

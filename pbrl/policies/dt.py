@@ -306,6 +306,7 @@ class WindowBatch:
     next_states: torch.Tensor  # [B, K, D]
     timesteps: torch.Tensor  # [B, K] long, step index inside the episode
     mask: torch.Tensor  # [B, K] bool, False = padding
+    terminals: torch.Tensor  # [B, K] float, 1.0 = the step ends its episode in a terminal state (not a time limit)
 
 
 class WindowSampler:
@@ -332,6 +333,7 @@ class WindowSampler:
         self.next_obs = pad(policy.normalize_obs(t.next_observations.reshape(n, -1).float()))
         self.act = pad(policy.normalize_actions(t.actions if policy.spec.discrete else t.actions.reshape(n, -1)))
         self.rew = pad(t.rewards)  # [N + 1]
+        self.term = pad(t.terminals)  # [N + 1]
         starts = dataset.episode_starts
         ep = dataset.episode_index_of(np.arange(n))  # [N]
         rev = np.add.accumulate(dataset.rewards.astype(np.float64)[::-1])[
@@ -364,6 +366,7 @@ class WindowSampler:
             next_states=self.next_obs[idx],
             timesteps=self.tstep[idx],
             mask=mask,
+            terminals=self.term[idx],
         )
 
 

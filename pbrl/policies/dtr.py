@@ -5,7 +5,9 @@ transformer (Hu et al., ICML 2024) that DTR builds on.
 Actor: the Decision Transformer of `dt.py` on (R^, s, a) tokens with a timestep embedding. Critic: twin MLPs
 Q_k(s, a) (3x256, Mish) with an n-step target inside the K-step window (t = the window's last position):
     Q^(s_i, a_i) = sum_{j=i}^{t-1} gamma^{j-i} r_j + gamma^{t-i} min_k Q'_k(s_t, a^_t)
-a^_t from an EMA copy of the actor; position t itself is left out of the critic loss.
+a^_t from an EMA copy of the actor; position t itself is left out of the critic loss. Where step t ends its episode
+in a terminal state, min_k Q'_k(s_t, a^_t) is replaced by r_t and position t is fitted (`terminal_targets`): the
+paper's equation omits it, the release masks the bootstrap with `not_done`.
 Policy loss:  L_pi = L_DT - lambda(step) mean_i Q(s_i, a^_i),  lambda = eta / E|Q(s, a^)|  (|Q| detached),
     eta = step * eta_max / max_step (DTR's linear ramp) or eta = eta_max (QT).
 
@@ -106,17 +108,29 @@ class DTRConfig(TransformerConfig):
     """release inference: candidates per return target."""
     release_rtg_noise: float = 0.1
     """release inference: std of the noise on the current scaled RTG token of the extra candidates."""
+    terminal_targets: bool = True
+    """Where a window's last step ends its episode in a terminal state (a fall, not a time limit), its value is its
+    reward alone and that step is fitted too (`nstep_window_targets`), as the release's `not_done` does; False =
+    bootstrap from every window's last step (pbrl before this switch: the first QT / DTR records of the plateau
+    Table 1, kept under results/records/dtr_table1-plateau-bootstrap)."""
     ema_bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast of the EMA actor's no-grad forward, which only proposes the bootstrap action a^_t; auto = on
     CUDA or an AMX CPU (the actor itself trains at `bf16`)."""
 
 
-def nstep_window_targets(rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Q^_i = sum_{j=i}^{K-2} gamma^{j-i} r_j + gamma^{K-1-i} bootstrap;  rewards [B, K], bootstrap [B] -> [B, K].
+def nstep_window_targets(
+    rewards: torch.Tensor, bootstrap: torch.Tensor, gamma: float, terminal: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Q^_i = sum_{j=i}^{K-2} gamma^{j-i} r_j + gamma^{K-1-i} b;  rewards [B, K], bootstrap [B] -> [B, K].
 
-    Windows are left-padded (padding has r = 0 and only precedes valid steps), so position K-1 is always the
-    window's last real step t. One matmul with a discount matrix built once per (K, gamma, device, dtype).
+    b = bootstrap = min_k Q'_k(s_t, a^_t), or r_t where `terminal` [B] (bool) says the window's last step t ends its
+    episode in a terminal state: then Q(s_t, a_t) = r_t, with nothing after it to bootstrap from (the QT / DTR
+    release's `not_done` on the window's last step). Windows are left-padded (padding has r = 0 and only precedes
+    valid steps), so position K-1 is always the window's last real step t. One matmul with a discount matrix built
+    once per (K, gamma, device, dtype).
     """
+    if terminal is not None:
+        bootstrap = torch.where(terminal, rewards[:, -1], bootstrap)
     w, g = _nstep_weights(rewards.shape[-1], float(gamma), rewards.device, rewards.dtype)
     return rewards @ w + g * bootstrap[:, None]
 
@@ -208,10 +222,11 @@ class DTR(Policy):
         with torch.no_grad():
             out_ema, _ = self.actor_ema(batch.rtg, s, a, batch.timesteps, m, "last_action", bias)  # [B, 1, A]
             boot = self._q(self.critic_target, s[:, -1:], out_ema).min(0).values[:, 0]  # [B]
-            target = nstep_window_targets(batch.rewards, boot, cfg.gamma)  # [B, K]
+            done = batch.terminals[:, -1] > 0 if cfg.terminal_targets else None  # [B]
+            target = nstep_window_targets(batch.rewards, boot, cfg.gamma, done)  # [B, K]
         q = self.critic(s, a)  # [2, B, K]
         fit = m.clone()
-        fit[:, -1] = False  # the last step only bootstraps
+        fit[:, -1] = False if done is None else done  # the last step only bootstraps, unless it is terminal (Q = r)
         critic_loss = masked_mean((q - target).pow(2), fit).sum()
         opt = self.optimizers["critic"]
         opt.zero_grad(set_to_none=True)

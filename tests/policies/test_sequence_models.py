@@ -10,19 +10,21 @@ from conftest import small_config
 
 from pbrl.data import Episode, EpisodeDataset
 from pbrl.policies.base import PolicySpec, load_policy, make_policy
-from pbrl.policies.dt import Block, WindowSampler, attention_bias, token_attention_mask
+from pbrl.policies.dt import Block, WindowBatch, WindowSampler, attention_bias, token_attention_mask
 from pbrl.policies.dtr import nstep_window_targets
 
 
-def _episodes(lengths=(2, 5, 3), obs_dim=2, discrete=False, reward=None) -> EpisodeDataset:
+def _episodes(lengths=(2, 5, 3), obs_dim=2, discrete=False, reward=None, terminal=None) -> EpisodeDataset:
+    """Episodes that end at a time limit, or where `terminal[e]` in a terminal state."""
     eps = []
     rng = np.random.default_rng(0)
     for e, T in enumerate(lengths):
         obs = rng.normal(size=(T + 1, obs_dim)).astype(np.float32) + 10 * e
         act = rng.integers(0, 3, size=T) if discrete else rng.uniform(-1, 1, size=(T, 1)).astype(np.float32)
         rew = rng.normal(size=T).astype(np.float32) if reward is None else np.full(T, reward, np.float32)
-        eps.append(Episode(obs, act, rew, np.zeros(T, bool),
-                           np.eye(1, T, T - 1, dtype=bool)[0]))
+        end = np.eye(1, T, T - 1, dtype=bool)[0]
+        done = bool(terminal and terminal[e])
+        eps.append(Episode(obs, act, rew, end if done else np.zeros(T, bool), np.zeros(T, bool) if done else end))
     if discrete:
         import gymnasium as gym
 
@@ -32,7 +34,7 @@ def _episodes(lengths=(2, 5, 3), obs_dim=2, discrete=False, reward=None) -> Epis
 
 @pytest.mark.parametrize("discrete", [False, True])
 def test_window_batches_equal_a_naive_loop(discrete):
-    ds = _episodes(discrete=discrete)
+    ds = _episodes(discrete=discrete, terminal=(True, False, True))
     K, B, scale = 4, 64, 2.0
     policy = make_policy("dt", PolicySpec.from_dataset(ds), small_config("dt", context=K), 10)
     b = WindowSampler(policy, ds, context=K, batch_size=B, rtg_scale=scale, generator=torch.Generator().manual_seed(3))()
@@ -52,7 +54,7 @@ def test_window_batches_equal_a_naive_loop(discrete):
                 assert not b.mask[i, k]
                 assert (b.states[i, k] == 0).all() and (b.next_states[i, k] == 0).all()
                 assert (b.actions[i, k] == 0).all() and b.rewards[i, k] == 0 and b.rtg[i, k] == 0
-                assert b.timesteps[i, k] == 0
+                assert b.timesteps[i, k] == 0 and b.terminals[i, k] == 0
                 continue
             j = s + k - (K - length)
             assert b.mask[i, k]
@@ -62,6 +64,7 @@ def test_window_batches_equal_a_naive_loop(discrete):
             rtg = sum(float(ds.rewards[x]) for x in range(j, hi)) / scale
             assert b.rtg[i, k].item() == pytest.approx(rtg, rel=1e-6, abs=1e-6)
             assert b.timesteps[i, k].item() == j - lo
+            assert b.terminals[i, k].item() == (1.0 if j == hi - 1 and e != 1 else 0.0)  # episodes 0 and 2 fall
 
 
 def test_nstep_targets_equal_a_naive_loop_for_each_gamma():
@@ -72,6 +75,38 @@ def test_nstep_targets_equal_a_naive_loop_for_each_gamma():
         for i in range(K):
             naive[:, i] = sum(g ** (j - i) * r[:, j] for j in range(i, K - 1)) + g ** (K - 1 - i) * boot
         torch.testing.assert_close(nstep_window_targets(r, boot, g), naive)
+
+
+def test_nstep_targets_at_a_terminal_window_end_take_its_reward_not_the_bootstrap():
+    # K = 3, gamma = 0.5, r = [1, 2, 3], bootstrap 4: window 0 ends at a time limit, window 1 in a terminal state
+    r, boot = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), torch.tensor([4.0, 4.0])
+    q = nstep_window_targets(r, boot, 0.5, torch.tensor([False, True]))
+    assert q.tolist() == [[1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4.0], [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0]]
+
+
+@pytest.mark.parametrize("terminal_targets", [True, False])
+def test_dtr_critic_loss_uses_terminal_targets(terminal_targets):
+    # two whole episodes of 3 steps as the two windows: the first falls, the second times out; no dropout, so the
+    # EMA actor's forward here equals the one inside the update
+    ds = _episodes(lengths=(3, 3), terminal=(True, False))
+    cfg = small_config("dtr", context=3, batch_size=2, dropout=0.0, terminal_targets=terminal_targets)
+    policy = make_policy("dtr", PolicySpec.from_dataset(ds), cfg, 10)
+    s = WindowSampler(policy, ds, context=3, batch_size=2, rtg_scale=1.0, generator=torch.Generator())
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    b = WindowBatch(states=s.obs[idx], actions=s.act[idx], rewards=s.rew[idx], rtg=s.rtg[idx],
+                    next_states=s.next_obs[idx], timesteps=s.tstep[idx], mask=torch.ones(2, 3, dtype=torch.bool),
+                    terminals=s.term[idx])
+    assert b.terminals[:, -1].tolist() == [1.0, 0.0]
+    with torch.no_grad():  # the critic loss by hand, from the networks before the update
+        q = policy.critic(b.states, b.actions)  # [2, B, K]
+        out, _ = policy.actor_ema(b.rtg, b.states, b.actions, b.timesteps, b.mask, "last_action")
+        boot = policy._q(policy.critic_target, b.states[:, -1:], out).min(0).values[:, 0]  # [B]
+    target = nstep_window_targets(b.rewards, boot, policy.config.gamma, torch.tensor([terminal_targets, False]))
+    fit = torch.tensor([[True, True, terminal_targets], [True, True, False]])
+    expected = sum(((q[k] - target) ** 2)[fit].mean() for k in range(2))
+    assert policy.update(b)["dtr/critic_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    if terminal_targets:  # the fallen window's last target is its reward, not the bootstrap
+        assert target[0, -1].item() == pytest.approx(b.rewards[0, -1].item()) != pytest.approx(boot[0].item())
 
 
 def test_attention_bias_is_the_boolean_mask():
