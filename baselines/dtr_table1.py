@@ -137,7 +137,9 @@ BUDGET_NOTES = {  # what each budget changes, for the table's note
     " minmax): the z-scored reward has mean 0, so falling costs a hopper nothing; Pb-IQL without the suffix is the"
     " z-scored reward alone. Pb-CQL is left out at this budget: it is not a column of DTR's Table 1, and at 5.1"
     " updates/s on one thread (baselines/cpu_rates.py) its 100k updates over 3 seeds and 2 datasets would take about"
-    " 33 core-hours, more than every other column together.",
+    " 33 core-hours, more than every other column together. Pb-QT-minmax and DTR-minmax take a fallen window's last"
+    " reward as the critic's target (DTRConfig.terminal_targets); their earlier runs, which bootstrapped there, are"
+    " in dtr_table1-plateau-bootstrap.md.",
     "paper": IQL_SCALE_NOTE,
 }
 
