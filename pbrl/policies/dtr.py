@@ -7,7 +7,7 @@ Q_k(s, a) (3x256, Mish) with an n-step target inside the K-step window (t = the 
     Q^(s_i, a_i) = sum_{j=i}^{t-1} gamma^{j-i} r_j + gamma^{t-i} min_k Q'_k(s_t, a^_t)
 a^_t from an EMA copy of the actor; position t itself is left out of the critic loss. Where step t ends its episode
 in a terminal state, min_k Q'_k(s_t, a^_t) is replaced by r_t and position t is fitted (`terminal_targets`): the
-paper's equation omits it, the release masks the bootstrap with `not_done`.
+paper's equation omits it; the release masks the bootstrap with `not_done` but leaves out r_t and step t.
 Policy loss:  L_pi = L_DT - lambda(step) mean_i Q(s_i, a^_i),  lambda = eta / E|Q(s, a^)|  (|Q| detached),
     eta = step * eta_max / max_step (DTR's linear ramp) or eta = eta_max (QT).
 
@@ -125,7 +125,7 @@ def nstep_window_targets(
 
     b = bootstrap = min_k Q'_k(s_t, a^_t), or r_t where `terminal` [B] (bool) says the window's last step t ends its
     episode in a terminal state: then Q(s_t, a_t) = r_t, with nothing after it to bootstrap from (the QT / DTR
-    release's `not_done` on the window's last step). Windows are left-padded (padding has r = 0 and only precedes
+    release masks the bootstrap there with `not_done`, and drops r_t). Windows are left-padded (padding has r = 0 and only precedes
     valid steps), so position K-1 is always the window's last real step t. One matmul with a discount matrix built
     once per (K, gamma, device, dtype).
     """
