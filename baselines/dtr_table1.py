@@ -23,7 +23,7 @@ import argparse
 import os
 
 from pbrl.errors import fail, run_script
-from pbrl.sweep import Grid, expand, pending_runs, sweep_and_table
+from pbrl.sweep import Grid, expand, pending_runs, select_runs, sweep_and_table
 
 # DTR Table 1 (Uni-RLHF crowdsourced labels) and CORL's IQL on the true reward (Oracle-IQL), from the papers.
 PAPER = {
@@ -211,8 +211,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--out", default="runs/sweeps")
     ap.add_argument("--results", default="results")
-    ap.add_argument("--only", default=None, help="run only the runs whose id contains this text, e.g. a column "
-                    "name (the table is written from every record)")
+    ap.add_argument("--only", default=None, help="run only the runs whose id or config text "
+                    "values contain each of its words, e.g. a column name or 'DTR-minmax walker2d' (the table is "
+                    "written from every record)")
     return ap
 
 
@@ -261,7 +262,8 @@ def main() -> None:
         },
     )
     if args.budget in ("small", "plateau"):
-        left = [r for r in pending_runs(expand(grid), os.path.join(args.out, name)) if (args.only or "") in r.run_id]
+        picked = select_runs(expand(grid), args.only)
+        left = [r for r in pending_runs(expand(grid), os.path.join(args.out, name)) if r in picked]
         print(f"{name}: about {cpu_hours(args.budget, len(names)):.1f} core-hours for the whole grid at one thread "
               f"per run, {run_hours([r.config for r in left]):.1f} for the {len(left)} runs without a record (finished "
               "runs are skipped, stopped ones continue; stop and resume at will)", flush=True)

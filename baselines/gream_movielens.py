@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="runs/sweeps", help="sweep folder")
     ap.add_argument("--results", default="results")
     ap.add_argument("--records", default="results/records", help="where the finished records are copied")
-    ap.add_argument("--only", default=None, help="run only the runs whose id contains this")
+    ap.add_argument("--only", default=None,
+                    help="run only the runs whose id or config text values contain each of its words")
     ap.add_argument("--rows", choices=("baselines", "dt"), default="baselines",
                     help="which grid to run: the baselines, or pbrl's discrete DT (its own record folder)")
     ap.add_argument("--table-only", metavar="RECORDS", nargs="+", default=None,

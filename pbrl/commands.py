@@ -27,7 +27,7 @@ class Sweep:
     ray_address: str | None = None
     """Address of a running Ray cluster, e.g. auto or ray://host:10001."""
     only: str | None = None
-    """Run only runs whose id contains this text."""
+    """Run only the runs whose id or config text values contain each of its words (e.g. 'Pb-IQL walker2d')."""
     threads: int | None = None
     """Torch CPU threads per local worker (default: the free cores, cores minus the 1-minute load, // workers)."""
     reuse: list[str] = dataclasses.field(default_factory=list)

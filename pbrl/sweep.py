@@ -148,6 +148,16 @@ def expand(grid: Grid) -> list[RunSpec]:
     return runs
 
 
+def select_runs(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
+    """The runs `only` picks: each of its space-separated words appears in the run's id or in one of its config's
+    text values. Run ids keep only a dataset id's last part ("medium-replay-v0" for every family), so
+    "Pb-QT-minmax walker2d" picks that column's walker2d runs through the dataset value."""
+    words = (only or "").split()
+    def texts(r: RunSpec) -> list[str]:
+        return [r.run_id] + [v for v in r.config.values() if isinstance(v, str)]
+    return [r for r in runs if all(any(w in t for t in texts(r)) for w in words)]
+
+
 def _import(target: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
     module, _, name = target.partition(":")
     try:
@@ -428,8 +438,7 @@ def run_sweep(
     `progress(run_dir) -> (text, last change time)` gives each run's (the pipeline's: its stage and updates/s)."""
     check_grid_name(grid.name)
     runs = expand(grid)
-    if only:
-        runs = [r for r in runs if only in r.run_id]
+    runs = select_runs(runs, only)
     rec_dir = os.path.join(out_dir, "records")
     os.makedirs(rec_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "grid.json"), grid.__dict__)
@@ -519,7 +528,7 @@ def sweep_and_table(
     """What every baseline script does: write the grid, run it (skipping finished runs), write its table.
     `threads`: torch threads per local worker (default: the free cores shared among the workers). `reuse`:
     other sweeps' folders whose finished runs of the same config are copied instead of trained. `only`: run just
-    the runs whose id contains this text (the table still holds every record)."""
+    the runs it picks (`select_runs`; the table still holds every record)."""
     from pbrl.tables import load_records, make_table
 
     run_dir = os.path.join(out, grid.name)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pbrl.cli import main
-from pbrl.sweep import Grid, expand, run_sweep
+from pbrl.sweep import Grid, expand, run_sweep, select_runs
 from pbrl.tables import load_records, make_table
 
 TOY = textwrap.dedent(
@@ -56,6 +56,25 @@ def test_expand_is_stable_and_complete():
     assert runs[0].config == {"steps": 10, "dataset": "a", "seed": 0}
     assert runs[1].config == {"steps": 10, "dataset": "a", "seed": 0, "bonus": 5.0}
     assert [r.run_id for r in runs] == [r.run_id for r in expand(_grid("x:y"))]
+
+
+def test_select_runs_matches_every_word_in_the_id_or_a_config_text_value():
+    # two families whose dataset ids share their last part, which is all a run id keeps
+    grid = Grid(name="t", runner="x:y", base={"steps": 10},
+                axes={"dataset": ["pbrl/hopper/medium-replay-v0", "pbrl/walker2d/medium-replay-v0"], "seed": [0, 1]},
+                columns=[{"name": "IQL", "algo": "iql"}, {"name": "DTR-minmax", "algo": "dtr"}], budget="ci")
+    runs = expand(grid)
+    assert all("hopper" not in r.run_id and "walker2d" not in r.run_id for r in runs)
+
+    def picked(only):
+        return [(r.column, r.config["dataset"].split("/")[1], r.config["seed"]) for r in select_runs(runs, only)]
+
+    assert picked("DTR-minmax walker2d") == [("DTR-minmax", "walker2d", 0), ("DTR-minmax", "walker2d", 1)]
+    assert picked("hopper") == [(c, "hopper", s) for s in (0, 1) for c in ("IQL", "DTR-minmax")]
+    assert picked("iql walker2d") == [("IQL", "walker2d", 0), ("IQL", "walker2d", 1)]  # the algo value
+    assert picked(runs[3].run_id) == [("DTR-minmax", "hopper", 1)]  # a whole id still picks that run
+    assert picked(None) == picked("") == picked("  ") and len(picked(None)) == 8
+    assert picked("IQL halfcheetah") == []
 
 
 def _calls(out):
